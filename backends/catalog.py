@@ -1,0 +1,55 @@
+"""The backends this build knows, by the name ``syn4pse.yaml`` uses for them.
+
+A new engine is one new module plus one line here. Modules are imported only when a model that uses
+them is configured or loaded, so ``import gateway`` never pulls in torch or llama.cpp.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
+
+from backends.types import ModelType
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    import msgspec
+
+    from backends.base import Backend
+
+__all__ = ["BackendEntry", "find", "names_for"]
+
+
+@dataclass(frozen=True, slots=True)
+class BackendEntry:
+    name: str
+    model_type: ModelType
+    module: str
+
+    def _module(self) -> Any:
+        return importlib.import_module(self.module)
+
+    def options_type(self) -> type[msgspec.Struct]:
+        """The struct this backend's ``options:`` decode into (engine not imported)."""
+        return cast("type[msgspec.Struct]", self._module().Options)
+
+    def load(self, files: Path, options: msgspec.Struct) -> Backend:
+        """Build the backend from its model files. Blocking: call it off the event loop."""
+        return cast("Backend", self._module().load(files, options))
+
+
+_ENTRIES = (
+    BackendEntry("llama_cpp", ModelType.LLM, "backends.llama_cpp"),
+    BackendEntry("sentence_transformers", ModelType.EMBEDDINGS, "backends.sentence_transformers"),
+)
+_BY_NAME = {entry.name: entry for entry in _ENTRIES}
+
+
+def find(name: str) -> BackendEntry | None:
+    return _BY_NAME.get(name)
+
+
+def names_for(model_type: ModelType) -> list[str]:
+    return [entry.name for entry in _ENTRIES if entry.model_type == model_type]

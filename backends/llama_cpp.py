@@ -1,0 +1,504 @@
+"""LLM backend on llama.cpp, driven through llama-cpp-python's low-level API.
+
+One scheduler thread owns the model and the context: every llama call happens on it (llama.cpp is not
+thread-safe, and a build's thread pools are fastest when called from one thread). Requests reach the
+thread through a queue; tokens come back to the event loop through per-request asyncio queues.
+
+Each step of the scheduler decodes, in one ``llama_decode``, one token for every running sequence plus
+a chunk of any prompt still being read, so ``parallel`` > 1 serves several streams at once. A sequence
+whose reader has gone away is dropped at the next step and its KV cells freed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import contextlib
+import ctypes
+import logging
+import os
+import queue
+import random
+import threading
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import msgspec
+
+from backends.errors import ContextTooLong, EngineFailure, InvalidRequest, ModelUnavailable
+from backends.types import (
+    ChatRequest,
+    CompletionRequest,
+    FinishReason,
+    GenerationChunk,
+    Prompt,
+    SamplingParams,
+)
+
+__all__ = ["LlamaCppBackend", "Options", "load"]
+
+log = logging.getLogger("syn4pse.llama_cpp")
+T = TypeVar("T")
+
+
+class Options(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    n_ctx: Annotated[int, msgspec.Meta(ge=64)] = 4096
+    """Context length of each sequence (prompt + completion)."""
+    parallel: Annotated[int, msgspec.Meta(ge=1, le=256)] = 1
+    """Sequences decoded together; requests beyond them wait their turn."""
+    n_batch: Annotated[int, msgspec.Meta(ge=16)] = 512
+    """Most tokens in one decode step; long prompts are read in chunks of this size."""
+    n_threads: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    n_threads_batch: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    n_gpu_layers: int = 0
+    """Layers to offload to a GPU (-1: all) on a GPU build."""
+    flash_attn: bool | None = None
+    """None lets llama.cpp decide."""
+    chat_template: str | None = None
+    """A Jinja chat template overriding the one in the GGUF file."""
+
+
+def load(files: Path, options: Options) -> LlamaCppBackend:
+    return LlamaCppBackend(files, options)
+
+
+def _find_gguf(files: Path) -> Path:
+    if files.is_file():
+        return files
+    candidates = sorted(p for p in files.rglob("*.gguf") if "mmproj" not in p.name.lower())
+    if not candidates:
+        raise ModelUnavailable(f"no .gguf file found in the model's files ({files.name})")
+    return candidates[0]
+
+
+# --------------------------------------------------------------------------------------------------
+# Text assembly: bytes → UTF-8 → stop strings
+
+
+class _TextAssembler:
+    """Turns token pieces into text, holding back what might be the start of a stop string."""
+
+    def __init__(self, stop: tuple[str, ...]) -> None:
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._stop = tuple(s for s in stop if s)
+        self._held = ""
+
+    def push(self, piece: bytes) -> tuple[str, bool]:
+        """Add a piece; returns (text safe to emit, whether a stop string was reached)."""
+        text = self._held + self._decoder.decode(piece)
+        first = -1
+        for s in self._stop:
+            at = text.find(s)
+            if at != -1 and (first == -1 or at < first):
+                first = at
+        if first != -1:
+            self._held = ""
+            return text[:first], True
+        keep = 0
+        for s in self._stop:
+            for n in range(min(len(s) - 1, len(text)), keep, -1):
+                if text.endswith(s[:n]):
+                    keep = n
+                    break
+        self._held = text[len(text) - keep:] if keep else ""
+        return text[: len(text) - keep], False
+
+    def flush(self) -> str:
+        text = self._held + self._decoder.decode(b"", final=True)
+        self._held = ""
+        return text
+
+
+# --------------------------------------------------------------------------------------------------
+# Sequences and the scheduler
+
+
+_END = object()
+
+
+@dataclass(eq=False)
+class _Sequence:
+    prompt: Prompt
+    loop: asyncio.AbstractEventLoop
+    out: asyncio.Queue[Any]
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    slot: int = -1
+    n_past: int = 0
+    n_read: int = 0
+    """Prompt tokens already sent to the engine."""
+    generated: int = 0
+    last_token: int = -1
+    sampler: Any = None
+    text: _TextAssembler | None = None
+
+    def emit(self, item: Any) -> None:
+        self.loop.call_soon_threadsafe(self.out.put_nowait, item)
+
+
+class _Engine:
+    """The model, its context and the scheduler loop. Lives on one thread."""
+
+    def __init__(self, path: Path, options: Options) -> None:
+        import llama_cpp as lc
+
+        self.lc = lc
+        self.options = options
+        lc.llama_backend_init()
+        # llama-cpp-python routes llama.cpp's log through this logger: only errors, unless debugging.
+        logging.getLogger("llama-cpp-python").setLevel(
+            logging.DEBUG if log.isEnabledFor(logging.DEBUG) else logging.ERROR)
+
+        mparams = lc.llama_model_default_params()
+        mparams.n_gpu_layers = options.n_gpu_layers if options.n_gpu_layers >= 0 else 999
+        model = lc.llama_model_load_from_file(str(path).encode(), mparams)
+        if not model:
+            raise ModelUnavailable(f"llama.cpp could not load the model file {path.name}")
+        self.model = model
+        self.vocab = lc.llama_model_get_vocab(model)
+        self.n_vocab = lc.llama_vocab_n_tokens(self.vocab)
+
+        threads = options.n_threads or max(1, os.cpu_count() or 1)
+        cparams = lc.llama_context_default_params()
+        cparams.n_ctx = options.n_ctx * options.parallel
+        cparams.n_batch = options.n_batch
+        cparams.n_ubatch = min(options.n_batch, 512)
+        cparams.n_seq_max = options.parallel
+        cparams.n_threads = threads
+        cparams.n_threads_batch = options.n_threads_batch or threads
+        cparams.kv_unified = False
+        cparams.no_perf = True
+        cparams.flash_attn_type = {None: lc.LLAMA_FLASH_ATTN_TYPE_AUTO, True: lc.LLAMA_FLASH_ATTN_TYPE_ENABLED,
+                                   False: lc.LLAMA_FLASH_ATTN_TYPE_DISABLED}[options.flash_attn]
+        ctx = lc.llama_init_from_model(model, cparams)
+        if not ctx:
+            lc.llama_model_free(model)
+            raise ModelUnavailable("llama.cpp could not create a context (out of memory?)")
+        self.ctx = ctx
+        self.memory = lc.llama_get_memory(ctx)
+        self.n_ctx_seq = lc.llama_n_ctx(ctx) // options.parallel
+        self.batch = lc.llama_batch_init(options.n_batch, 0, 1)
+        self._piece_buf = ctypes.create_string_buffer(256)
+
+        self.bos_text = self._special_text(lc.llama_vocab_bos(self.vocab))
+        self.eos_text = self._special_text(lc.llama_vocab_eos(self.vocab))
+        self.add_bos = bool(lc.llama_vocab_get_add_bos(self.vocab))
+        template = options.chat_template or self._builtin_template()
+        self.formatter = None
+        if template:
+            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+            self.formatter = Jinja2ChatFormatter(template=template, eos_token=self.eos_text,
+                                                 bos_token=self.bos_text)
+
+        self.calls: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self.waiting: deque[_Sequence] = deque()
+        self.running: list[_Sequence] = []
+        self.free_slots = list(range(options.parallel))
+        self.stopping = False
+
+    # -- helpers (engine thread only) ---------------------------------------------------------------
+
+    def _special_text(self, token: int) -> str:
+        if token < 0:
+            return ""
+        return self._piece(token, special=True).decode(errors="replace")
+
+    def _builtin_template(self) -> str | None:
+        raw = self.lc.llama_model_chat_template(self.model, None)
+        return raw.decode() if raw else None
+
+    def _piece(self, token: int, special: bool = False) -> bytes:
+        n = self.lc.llama_token_to_piece(self.vocab, token, self._piece_buf, len(self._piece_buf), 0, special)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = self.lc.llama_token_to_piece(self.vocab, token, buf, -n, 0, special)
+            return bytes(buf[:n])
+        return bytes(self._piece_buf[:n])
+
+    def tokenize(self, text: str, add_bos: bool) -> list[int]:
+        data = text.encode()
+        size = len(data) + 8
+        tokens = (self.lc.llama_token * size)()
+        n = self.lc.llama_tokenize(self.vocab, data, len(data), tokens, size, add_bos, True)
+        if n < 0:
+            size = -n
+            tokens = (self.lc.llama_token * size)()
+            n = self.lc.llama_tokenize(self.vocab, data, len(data), tokens, size, add_bos, True)
+        return list(tokens[:n])
+
+    def detokenize(self, tokens: tuple[int, ...]) -> str:
+        return b"".join(self._piece(t) for t in tokens).decode(errors="replace")
+
+    # -- request preparation (engine thread) --------------------------------------------------------
+
+    def _check_fits(self, n_prompt: int, sampling: SamplingParams, param: str) -> None:
+        bad = [t for t, _ in sampling.logit_bias if t >= self.n_vocab]
+        if bad:
+            raise InvalidRequest(f"logit_bias token id {bad[0]} is outside this model's vocabulary"
+                                 f" (0..{self.n_vocab - 1}).", param="logit_bias")
+        limit = self.n_ctx_seq
+        if n_prompt >= limit:
+            raise ContextTooLong(
+                f"This model's maximum context length is {limit} tokens. However, your {param}"
+                f" resulted in {n_prompt} tokens, leaving no room for a completion.", param=param)
+        if sampling.max_tokens is not None and n_prompt + sampling.max_tokens > limit:
+            raise ContextTooLong(
+                f"This model's maximum context length is {limit} tokens. However, you requested"
+                f" {n_prompt + sampling.max_tokens} tokens ({n_prompt} in the {param},"
+                f" {sampling.max_tokens} in the completion). Please reduce the length of the"
+                f" {param} or the completion.", param=param)
+
+    def prepare_chat(self, request: ChatRequest) -> Prompt:
+        if self.formatter is None:
+            raise InvalidRequest("This model has no chat template; use /v1/completions or set"
+                                 " options.chat_template for it.", param="model")
+        messages = [
+            {"role": m.role, "content": m.content, **({"name": m.name} if m.name else {})}
+            for m in request.messages
+        ]
+        try:
+            rendered = self.formatter(messages=messages)
+        except Exception as e:  # the template's own raise_exception, or a Jinja error
+            raise InvalidRequest(f"The model's chat template rejected the messages: {e}",
+                                 param="messages") from None
+        text = rendered.prompt
+        add_bos = self.add_bos and not (self.bos_text and text.startswith(self.bos_text))
+        tokens = self.tokenize(text, add_bos)
+        self._check_fits(len(tokens), request.sampling, "messages")
+        stops = tuple(request.sampling.stop)
+        return Prompt(tokens=tuple(tokens), sampling=request.sampling, text=text, stop=stops)
+
+    def prepare_completion(self, request: CompletionRequest) -> Prompt:
+        if isinstance(request.prompt, str):
+            text = request.prompt
+            tokens = self.tokenize(text, self.add_bos)
+        else:
+            bad = [t for t in request.prompt if not 0 <= t < self.n_vocab]
+            if bad:
+                raise InvalidRequest(f"Token id {bad[0]} is outside this model's vocabulary"
+                                     f" (0..{self.n_vocab - 1}).", param="prompt")
+            tokens = list(request.prompt)
+            text = self.detokenize(request.prompt)
+        if not tokens:
+            tokens = [self.lc.llama_vocab_bos(self.vocab)]
+        self._check_fits(len(tokens), request.sampling, "prompt")
+        return Prompt(tokens=tuple(tokens), sampling=request.sampling, text=text,
+                      stop=tuple(request.sampling.stop))
+
+    # -- sampling -----------------------------------------------------------------------------------
+
+    def _make_sampler(self, s: SamplingParams) -> Any:
+        lc = self.lc
+        chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
+        if s.presence_penalty or s.frequency_penalty:
+            lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_penalties(
+                self.n_vocab, self.n_ctx_seq, 1.0, s.frequency_penalty, s.presence_penalty))
+        if s.logit_bias:
+            biases = (lc.llama_logit_bias * len(s.logit_bias))(
+                *(lc.llama_logit_bias(token=t, bias=b) for t, b in s.logit_bias))
+            lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_logit_bias(
+                self.n_vocab, len(s.logit_bias), biases))
+        if s.temperature <= 0.0:
+            lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_greedy())
+            return chain
+        if s.top_p < 1.0:
+            lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_top_p(s.top_p, 1))
+        lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_temp(s.temperature))
+        seed = s.seed if s.seed is not None else random.getrandbits(32)
+        lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_dist(seed & 0xFFFFFFFF))
+        return chain
+
+    # -- the loop -----------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        while not self.stopping:
+            block = not self.running and not self.waiting
+            try:
+                call = self.calls.get(block=block)
+                call()
+                while True:
+                    self.calls.get_nowait()()
+            except queue.Empty:
+                pass
+            if self.stopping:
+                break
+            self._admit()
+            if self.running:
+                self._step()
+        for seq in [*self.running, *self.waiting]:
+            seq.emit(EngineFailure("The model was unloaded while generating."))
+            seq.emit(_END)
+        self._free()
+
+    def _admit(self) -> None:
+        while self.waiting and self.free_slots:
+            seq = self.waiting.popleft()
+            if seq.cancelled.is_set():
+                seq.emit(_END)
+                continue
+            seq.slot = self.free_slots.pop()
+            self.lc.llama_memory_seq_rm(self.memory, seq.slot, -1, -1)
+            seq.sampler = self._make_sampler(seq.prompt.sampling)
+            seq.text = _TextAssembler(seq.prompt.stop)
+            self.running.append(seq)
+
+    def _release(self, seq: _Sequence) -> None:
+        self.running.remove(seq)
+        self.lc.llama_memory_seq_rm(self.memory, seq.slot, -1, -1)
+        self.lc.llama_sampler_free(seq.sampler)
+        seq.sampler = None
+        self.free_slots.append(seq.slot)
+        seq.emit(_END)
+
+    def _step(self) -> None:
+        for seq in [s for s in self.running if s.cancelled.is_set()]:
+            self._release(seq)
+        if not self.running:
+            return
+        batch = self.batch
+        n = 0
+        budget = self.options.n_batch
+        outputs: list[tuple[_Sequence, int]] = []
+
+        def add(seq: _Sequence, token: int, logits: bool) -> None:
+            nonlocal n
+            batch.token[n] = token
+            batch.pos[n] = seq.n_past
+            batch.n_seq_id[n] = 1
+            batch.seq_id[n][0] = seq.slot
+            batch.logits[n] = logits
+            seq.n_past += 1
+            if logits:
+                outputs.append((seq, n))
+            n += 1
+
+        # Decoding sequences first: one token each keeps every stream moving.
+        for seq in self.running:
+            if seq.n_read == len(seq.prompt.tokens) and budget > 0:
+                add(seq, seq.last_token, True)
+                budget -= 1
+        # Then prompt chunks, within what is left of the batch.
+        for seq in self.running:
+            remaining = len(seq.prompt.tokens) - seq.n_read
+            if remaining <= 0 or budget <= 0:
+                continue
+            take = min(remaining, budget)
+            for i in range(take):
+                idx = seq.n_read + i
+                add(seq, seq.prompt.tokens[idx], idx == len(seq.prompt.tokens) - 1)
+            seq.n_read += take
+            budget -= take
+
+        batch.n_tokens = n
+        rc = self.lc.llama_decode(self.ctx, batch)
+        if rc != 0:
+            for seq in list(self.running):
+                seq.emit(EngineFailure(f"llama.cpp failed to decode (status {rc})."))
+                self._release(seq)
+            return
+        for seq, index in outputs:
+            self._sample(seq, index)
+
+    def _sample(self, seq: _Sequence, index: int) -> None:
+        token = self.lc.llama_sampler_sample(seq.sampler, self.ctx, index)
+        seq.generated += 1
+        seq.last_token = token
+        assert seq.text is not None
+        finish: FinishReason | None = None
+        text = ""
+        if self.lc.llama_vocab_is_eog(self.vocab, token):
+            finish = "stop"
+            text = seq.text.flush()
+        else:
+            text, stopped = seq.text.push(self._piece(token))
+            if stopped:
+                finish = "stop"
+            elif seq.generated >= (seq.prompt.sampling.max_tokens or self.n_ctx_seq) or \
+                    seq.n_past >= self.n_ctx_seq:
+                finish = "length"
+                text += seq.text.flush()
+        if text or finish:
+            seq.emit(GenerationChunk(text=text, finish_reason=finish,
+                                     prompt_tokens=len(seq.prompt.tokens), completion_tokens=seq.generated))
+        if finish:
+            self._release(seq)
+
+    def _free(self) -> None:
+        lc = self.lc
+        lc.llama_batch_free(self.batch)
+        lc.llama_free(self.ctx)
+        lc.llama_model_free(self.model)
+
+
+class LlamaCppBackend:
+    """A :class:`backends.base.ChatBackend` over one GGUF model."""
+
+    def __init__(self, files: Path, options: Options) -> None:
+        path = _find_gguf(files)
+        self._ready: Future[_Engine] = Future()
+        self._thread = threading.Thread(target=self._main, args=(path, options),
+                                        name=f"llama:{path.stem}", daemon=True)
+        self._thread.start()
+        self._engine = self._ready.result()
+
+    def _main(self, path: Path, options: Options) -> None:
+        try:
+            engine = _Engine(path, options)
+        except BaseException as e:
+            self._ready.set_exception(e)
+            return
+        self._ready.set_result(engine)
+        engine.run()
+
+    @property
+    def context_length(self) -> int:
+        return self._engine.n_ctx_seq
+
+    async def _call(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` on the engine thread, between two decode steps."""
+        future: Future[T] = Future()
+
+        def run() -> None:
+            try:
+                future.set_result(fn())
+            except BaseException as e:
+                future.set_exception(e)
+
+        self._engine.calls.put(run)
+        return await asyncio.wrap_future(future)
+
+    async def prepare_chat(self, request: ChatRequest) -> Prompt:
+        return await self._call(lambda: self._engine.prepare_chat(request))
+
+    async def prepare_completion(self, request: CompletionRequest) -> Prompt:
+        return await self._call(lambda: self._engine.prepare_completion(request))
+
+    async def generate(self, prompt: Prompt) -> AsyncIterator[GenerationChunk]:
+        engine = self._engine
+        seq = _Sequence(prompt=prompt, loop=asyncio.get_running_loop(), out=asyncio.Queue())
+        engine.calls.put(lambda: engine.waiting.append(seq))
+        try:
+            while True:
+                item = await seq.out.get()
+                if item is _END:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            seq.cancelled.set()
+            engine.calls.put(lambda: None)  # wake the loop so it frees the slot now
+
+    def close(self) -> None:
+        engine = self._engine
+
+        def stop() -> None:
+            engine.stopping = True
+
+        engine.calls.put(stop)
+        with contextlib.suppress(RuntimeError):
+            self._thread.join(timeout=30)

@@ -1,0 +1,124 @@
+"""``POST /v1/completions`` (legacy): raw prompts continued as-is, no chat template."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+import msgspec
+from msgspec import UNSET, UnsetType
+
+from backends.errors import InvalidRequest
+from backends.types import CompletionRequest, FinishReason, Usage
+from compat.openai.chat import SYSTEM_FINGERPRINT, StreamOptions, UsageBody, new_id, usage_body
+from compat.openai.sampling import SamplingFields, sampling_params
+from compat.wire import ParamPolicy, to_struct
+
+__all__ = ["CompletionChunkBuilder", "LegacyCompletionRequest", "parse_completion_request", "text_completion"]
+
+DEFAULT_MAX_TOKENS = 16  # OpenAI's default for this endpoint
+
+
+class LegacyCompletionRequest(SamplingFields, kw_only=True):
+    model: str
+    prompt: str | list[Any]
+    stream: bool | None = None
+    stream_options: StreamOptions | None = None
+    echo: bool | None = None
+    best_of: Annotated[int, msgspec.Meta(ge=1, le=20)] | None = None
+    logprobs: Annotated[int, msgspec.Meta(ge=0, le=5)] | None = None
+    suffix: str | None = None
+
+
+KNOWN_FIELDS = frozenset(LegacyCompletionRequest.__struct_fields__)
+
+
+class ParsedCompletion(msgspec.Struct):
+    requests: list[CompletionRequest]
+    model: str
+    stream: bool
+    include_usage: bool
+
+
+def _prompts(prompt: str | list[Any]) -> list[str | tuple[int, ...]]:
+    """OpenAI's four prompt shapes: str, list[str], list[int], list[list[int]]."""
+    if isinstance(prompt, str):
+        return [prompt]
+    if not prompt:
+        raise InvalidRequest("'prompt' must not be an empty list.", param="prompt")
+    if all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
+        return [tuple(prompt)]
+    if all(isinstance(p, str) for p in prompt):
+        return list(prompt)
+    if all(isinstance(p, list) and p and all(isinstance(t, int) and not isinstance(t, bool) for t in p)
+           for p in prompt):
+        return [tuple(p) for p in prompt]
+    raise InvalidRequest("'prompt' must be a string, a list of strings, a list of token ids or a list of"
+                         " lists of token ids.", param="prompt")
+
+
+def parse_completion_request(raw: dict[str, Any], policy: ParamPolicy) -> ParsedCompletion:
+    policy.screen(raw, KNOWN_FIELDS)
+    r = to_struct(raw, LegacyCompletionRequest)
+    if r.stream_options is not None and not r.stream:
+        raise InvalidRequest("The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+                             param="stream_options")
+    if r.best_of is not None and r.best_of > 1:
+        policy.unsupported("best_of")
+    if r.logprobs:
+        policy.unsupported("logprobs")
+    if r.suffix:
+        policy.unsupported("suffix", "this model does not do fill-in-the-middle")
+    max_tokens = r.max_tokens if r.max_tokens is not None else DEFAULT_MAX_TOKENS
+    sampling = sampling_params(r, max_tokens, policy)
+    echo = bool(r.echo)
+    return ParsedCompletion(
+        requests=[CompletionRequest(prompt=p, sampling=sampling, echo=echo) for p in _prompts(r.prompt)],
+        model=r.model,
+        stream=bool(r.stream),
+        include_usage=bool(r.stream_options and r.stream_options.include_usage),
+    )
+
+
+class CompletionChoice(msgspec.Struct):
+    text: str
+    index: int
+    finish_reason: FinishReason | None
+    logprobs: None = None
+
+
+class TextCompletion(msgspec.Struct):
+    id: str
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+    object: str = "text_completion"
+    system_fingerprint: str = SYSTEM_FINGERPRINT
+    usage: UsageBody | None | UnsetType = UNSET
+
+
+def text_completion(model: str, choices: list[tuple[str, FinishReason | None]], usage: Usage) -> TextCompletion:
+    return TextCompletion(
+        id=new_id("cmpl"), created=int(time.time()), model=model,
+        choices=[CompletionChoice(text=t, index=i, finish_reason=f) for i, (t, f) in enumerate(choices)],
+        usage=usage_body(usage),
+    )
+
+
+class CompletionChunkBuilder:
+    """Chunks of one streamed legacy completion (``index`` tells the prompts apart)."""
+
+    def __init__(self, model: str, include_usage: bool) -> None:
+        self.id = new_id("cmpl")
+        self.created = int(time.time())
+        self.model = model
+        self.include_usage = include_usage
+
+    def chunk(self, index: int, text: str, finish: FinishReason | None = None) -> TextCompletion:
+        return TextCompletion(id=self.id, created=self.created, model=self.model,
+                              choices=[CompletionChoice(text=text, index=index, finish_reason=finish)],
+                              usage=None if self.include_usage else UNSET)
+
+    def usage(self, usage: Usage) -> TextCompletion:
+        return TextCompletion(id=self.id, created=self.created, model=self.model, choices=[],
+                              usage=usage_body(usage))

@@ -1,0 +1,86 @@
+"""Decoding helpers every dialect shares: JSON bodies in, validation errors out with a ``param``."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, TypeVar
+
+import msgspec
+
+from backends.errors import InvalidRequest, UnsupportedParameter
+
+__all__ = ["ParamPolicy", "decode_object", "to_struct"]
+
+T = TypeVar("T")
+_json = msgspec.json.Decoder()
+_AT = re.compile(r"^(?P<message>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
+
+
+def decode_object(body: bytes) -> dict[str, Any]:
+    """The request body as a JSON object, or a 400 saying why not."""
+    if not body.strip():
+        raise InvalidRequest("The request body is empty; expected a JSON object.")
+    try:
+        value = _json.decode(body)
+    except msgspec.DecodeError:
+        raise InvalidRequest("We could not parse the JSON body of your request. The body must be"
+                             " valid JSON.") from None
+    if not isinstance(value, dict):
+        raise InvalidRequest("The request body must be a JSON object.")
+    return value
+
+
+def _param(path: str) -> str | None:
+    return path.lstrip(".") or None
+
+
+def to_struct(raw: Any, type_: type[T]) -> T:
+    """Validate ``raw`` into ``type_``; a failure is a 400 whose ``param`` is the offending path."""
+    try:
+        return msgspec.convert(raw, type_)
+    except msgspec.ValidationError as e:
+        match = _AT.match(str(e))
+        assert match is not None  # the pattern matches any text
+        param = _param(match["path"] or "")
+        message = match["message"]
+        if message.startswith("Object missing required field"):
+            field = message.split("`")[1]
+            param = f"{param}.{field}" if param else field
+            raise InvalidRequest(f"Missing required parameter: '{param}'.", param=param,
+                                 code="missing_required_parameter") from None
+        if message.startswith("Object contains unknown field"):
+            field = message.split("`")[1]
+            param = f"{param}.{field}" if param else field
+            raise InvalidRequest(f"Unrecognized request argument supplied: '{param}'.", param=param,
+                                 code="unknown_parameter") from None
+        raise InvalidRequest(f"Invalid value for '{param}': {message[0].lower()}{message[1:]}.",
+                             param=param, code="invalid_value") from None
+
+
+class ParamPolicy:
+    """The server's answer to a real field it does not implement: reject it by name, or drop it.
+
+    With ``drop`` the dropped names accumulate in :attr:`dropped`, for the response header and log.
+    """
+
+    def __init__(self, mode: str) -> None:
+        self.drop = mode == "drop"
+        self.dropped: list[str] = []
+
+    def unsupported(self, param: str, reason: str | None = None) -> None:
+        if not self.drop:
+            raise UnsupportedParameter(param, reason)
+        self.dropped.append(param)
+
+    def unknown(self, param: str) -> None:
+        """A field the dialect does not define at all."""
+        if not self.drop:
+            raise InvalidRequest(f"Unrecognized request argument supplied: '{param}'.", param=param,
+                                 code="unknown_parameter")
+        self.dropped.append(param)
+
+    def screen(self, raw: dict[str, Any], known: frozenset[str]) -> None:
+        """Apply the policy to the top-level fields ``raw`` has that are not in ``known``."""
+        for key in [k for k in raw if k not in known]:
+            self.unknown(key)
+            del raw[key]

@@ -1,0 +1,232 @@
+"""``syn4pse.yaml``: decoded into typed structs, validated at start-up, overridden by the environment.
+
+A bad file never half-starts a server: every unknown key or bad value is reported with the path of the
+key (``models.foo.backend: …``) and start-up stops.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+import yaml
+
+from backends import catalog
+from backends.types import ModelType
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "HuggingFaceSource",
+    "ModelConfig",
+    "ServerConfig",
+    "Source",
+    "load_config",
+    "parse_config",
+]
+
+Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
+DEFAULT_CONFIG_PATH = "syn4pse.yaml"
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message starts with the offending key's path."""
+
+
+class _Strict(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class HuggingFaceSource(_Strict):
+    repo: Annotated[str, msgspec.Meta(min_length=3, pattern=r"^[\w.-]+/[\w.-]+$")]
+    include: list[str] = msgspec.field(default_factory=list)
+    """Glob patterns of the files to fetch; empty fetches the whole repo."""
+    revision: str = "main"
+
+
+class Source(_Strict):
+    """Where a model's files come from: exactly one of ``huggingface``, ``path`` or ``package``."""
+
+    huggingface: HuggingFaceSource | None = None
+    path: str | None = None
+    """A file or folder on this machine."""
+    package: str | None = None
+    """An installed Python package that ships the files (its import name)."""
+    file: str | None = None
+    """The model file inside the fetched repo, the package or the folder."""
+
+
+class ModelConfig(_Strict):
+    type: ModelType
+    backend: str
+    source: Source
+    aliases: list[str] = msgspec.field(default_factory=list)
+    options: dict[str, Any] = msgspec.field(default_factory=dict)
+    """Backend options, validated against the struct the backend owns."""
+
+
+class ServerConfig(_Strict):
+    host: str = "127.0.0.1"
+    http_port: Port = 8000
+    grpc_port: Port = 50051
+    """Reserved for the gRPC endpoint; validated now so a bad value fails early."""
+    models_path: str = "~/.cache/syn4pse/models"
+    unsupported_params: Literal["reject", "drop"] = "reject"
+    """What to do with a request field this server does not implement: a 400 naming it, or drop it
+    and report it in the ``x-syn4pse-dropped-params`` response header."""
+    env: Literal["production", "development"] = "production"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class ServiceConfig(_Strict):
+    enabled: bool = True
+
+
+class ServicesConfig(_Strict):
+    openai: ServiceConfig = msgspec.field(default_factory=ServiceConfig)
+
+
+class _File(_Strict):
+    version: Literal["1"]
+    server: ServerConfig = msgspec.field(default_factory=ServerConfig)
+    models: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
+    services: ServicesConfig = msgspec.field(default_factory=ServicesConfig)
+
+
+class Config(msgspec.Struct, kw_only=True):
+    """The validated configuration. ``models`` keys are the models' canonical names."""
+
+    server: ServerConfig
+    models: dict[str, ModelConfig]
+    services: ServicesConfig
+    backend_options: dict[str, msgspec.Struct]
+    """Each model's options, decoded into the struct its backend owns."""
+    source_path: Path | None = None
+
+    @property
+    def models_dir(self) -> Path:
+        return Path(self.server.models_path).expanduser().resolve()
+
+
+def _located(error: msgspec.ValidationError, prefix: str) -> ConfigError:
+    """Rewrite msgspec's ``… - at `$.a.b`` into ``prefix.a.b: …``."""
+    text = str(error)
+    message, _, where = text.rpartition(" - at `")
+    if not message:
+        return ConfigError(f"{prefix}: {text}")
+    path = where.rstrip("`").removeprefix("$")
+    return ConfigError(f"{prefix}{path}: {message}".lstrip("."))
+
+
+def _check_source(name: str, source: Source) -> None:
+    given = [k for k in ("huggingface", "path", "package") if getattr(source, k) is not None]
+    if len(given) != 1:
+        raise ConfigError(
+            f"models.{name}.source: give exactly one of huggingface, path or package"
+            f" (got {', '.join(given) or 'none'})"
+        )
+
+
+def _decode_model(name: str, raw: Any) -> tuple[ModelConfig, msgspec.Struct]:
+    prefix = f"models.{name}"
+    try:
+        model = msgspec.convert(raw, ModelConfig)
+    except msgspec.ValidationError as e:
+        raise _located(e, prefix) from None
+    _check_source(name, model.source)
+    entry = catalog.find(model.backend)
+    if entry is None or entry.model_type != model.type:
+        known = ", ".join(catalog.names_for(model.type)) or "none yet"
+        raise ConfigError(
+            f"{prefix}.backend: unknown backend '{model.backend}' for type {model.type.value}"
+            f" (known: {known})"
+        )
+    try:
+        options = msgspec.convert(model.options, entry.options_type())
+    except msgspec.ValidationError as e:
+        raise _located(e, f"{prefix}.options") from None
+    return model, options
+
+
+def _check_names(models: Mapping[str, ModelConfig]) -> None:
+    owner: dict[str, str] = {name: name for name in models}
+    for name, model in models.items():
+        for alias in model.aliases:
+            if alias in owner and owner[alias] != name:
+                raise ConfigError(f"models.{name}.aliases: '{alias}' is already used by model '{owner[alias]}'")
+            owner[alias] = name
+
+
+_ENV_OVERRIDES: dict[str, str] = {
+    "SYN4PSE_ENV": "env",
+    "SYN4PSE_SERVER_HTTP_PORT": "http_port",
+    "SYN4PSE_SERVER_GRPC_PORT": "grpc_port",
+    "SYN4PSE_MODELS_PATH": "models_path",
+}
+
+
+def _apply_env(server: dict[str, Any], environ: Mapping[str, str]) -> None:
+    for var, key in _ENV_OVERRIDES.items():
+        value = environ.get(var)
+        if value is None or value == "":
+            continue
+        if key.endswith("_port"):
+            try:
+                server[key] = int(value)
+            except ValueError:
+                raise ConfigError(f"{var}: expected a port number, got '{value}'") from None
+        else:
+            server[key] = value
+
+
+def parse_config(text: str, *, environ: Mapping[str, str] | None = None,
+                 origin: str = DEFAULT_CONFIG_PATH) -> Config:
+    """Validate a YAML document into a :class:`Config`, with environment overrides applied."""
+    environ = os.environ if environ is None else environ
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{origin}:{where} not valid YAML ({getattr(e, 'problem', e)})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{origin}: expected a mapping with version, server, models and services")
+    server = raw.get("server")
+    if server is None:
+        server = raw["server"] = {}
+    if isinstance(server, dict):
+        _apply_env(server, environ)
+    try:
+        top = msgspec.convert(raw, _File)
+    except msgspec.ValidationError as e:
+        error = _located(e, "")
+        if any(environ.get(var) for var in _ENV_OVERRIDES) and "server." in str(error):
+            env_hint = ", ".join(v for v in _ENV_OVERRIDES if environ.get(v))
+            raise ConfigError(f"{error} (after environment overrides: {env_hint})") from None
+        raise error from None
+
+    models: dict[str, ModelConfig] = {}
+    options: dict[str, msgspec.Struct] = {}
+    for name, entry in top.models.items():
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"models: model names must be non-empty strings, got {name!r}")
+        models[name], options[name] = _decode_model(name, entry)
+    _check_names(models)
+    return Config(server=top.server, models=models, services=top.services, backend_options=options)
+
+
+def load_config(path: str | os.PathLike[str] | None = None, *,
+                environ: Mapping[str, str] | None = None) -> Config:
+    """Read the config file: ``path``, else ``$SYN4PSE_CONFIG_PATH``, else ``./syn4pse.yaml``."""
+    environ = os.environ if environ is None else environ
+    chosen = Path(path or environ.get("SYN4PSE_CONFIG_PATH") or DEFAULT_CONFIG_PATH)
+    try:
+        text = chosen.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"{chosen}: cannot read the configuration ({e.strerror})") from None
+    config = parse_config(text, environ=environ, origin=str(chosen))
+    config.source_path = chosen.resolve()
+    return config

@@ -1,0 +1,1 @@
+"""HTTP routes, one module per dialect. Handlers are short: decode, lease, call, encode."""

