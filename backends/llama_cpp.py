@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar, cast
 
 import msgspec
 
@@ -179,7 +179,7 @@ class _Engine:
             raise ModelUnavailable("llama.cpp could not create a context (out of memory?)")
         self.ctx = ctx
         self.memory = lc.llama_get_memory(ctx)
-        self.n_ctx_seq = lc.llama_n_ctx(ctx) // options.parallel
+        self.n_ctx_seq: int = int(lc.llama_n_ctx(ctx)) // options.parallel
         self.batch = lc.llama_batch_init(options.n_batch, 0, 1)
         self._piece_buf = ctypes.create_string_buffer(256)
 
@@ -216,8 +216,8 @@ class _Engine:
         if n < 0:
             buf = ctypes.create_string_buffer(-n)
             n = self.lc.llama_token_to_piece(self.vocab, token, buf, -n, 0, special)
-            return bytes(buf[:n])
-        return bytes(self._piece_buf[:n])
+            return buf.raw[:n]
+        return self._piece_buf.raw[:n]
 
     def tokenize(self, text: str, add_bos: bool) -> list[int]:
         data = text.encode()
@@ -261,7 +261,7 @@ class _Engine:
             for m in request.messages
         ]
         try:
-            rendered = self.formatter(messages=messages)
+            rendered = self.formatter(messages=cast(Any, messages))
         except Exception as e:  # the template's own raise_exception, or a Jinja error
             raise InvalidRequest(f"The model's chat template rejected the messages: {e}",
                                  param="messages") from None

@@ -31,7 +31,8 @@ def decode_object(body: bytes) -> dict[str, Any]:
 
 
 def _param(path: str) -> str | None:
-    return path.lstrip(".") or None
+    """msgspec's ``$.a[0].b`` → ``a[0].b``; a map's values (``[...]``) are named by the map."""
+    return path.replace("[...]", "").lstrip(".") or None
 
 
 def to_struct(raw: Any, type_: type[T]) -> T:

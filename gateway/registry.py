@@ -15,7 +15,6 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import TypeVar, cast
 
 from backends import catalog
 from backends.base import Backend
@@ -27,7 +26,6 @@ from gateway.sources import SourceState, local_files, source_state
 __all__ = ["Lease", "ModelState", "Registry"]
 
 log = logging.getLogger("syn4pse.registry")
-B = TypeVar("B", bound=Backend)
 
 
 class ModelState(enum.StrEnum):
@@ -181,10 +179,11 @@ class Registry:
         return Lease(slot, name)
 
     @contextlib.asynccontextmanager
-    async def lease(self, name: str, model_type: ModelType, backend_type: type[B]) -> AsyncIterator[tuple[Lease, B]]:
+    async def lease(self, name: str, model_type: ModelType) -> AsyncIterator[Lease]:
+        """``async with registry.lease(name, type) as lease``: acquire, and release on exit."""
         held = await self.acquire(name, model_type)
         try:
-            yield held, cast(B, held.backend)
+            yield held
         finally:
             held.release()
 

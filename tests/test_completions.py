@@ -60,7 +60,8 @@ def test_stop_and_streaming(client: OpenAI) -> None:
     assert cut.choices[0].text == full[: full.index(stop)]
     assert cut.choices[0].finish_reason == "stop"
     chunks = list(client.completions.create(model="gpt-4o-mini", prompt=prompt, max_tokens=12, temperature=0,
-                                            logit_bias=SMOLLM_SPECIAL_TOKENS, stream=True, stream_options={"include_usage": True}))
+                                            logit_bias=SMOLLM_SPECIAL_TOKENS, stream=True,
+                                            stream_options={"include_usage": True}))
     assert "".join(c.choices[0].text for c in chunks if c.choices) == full
     assert chunks[-1].usage is not None and chunks[-1].usage.prompt_tokens > 0
 

@@ -305,7 +305,7 @@ def chat_completion(model: str, text: str, finish: FinishReason | None, usage: U
 class Delta(msgspec.Struct):
     role: str | UnsetType = UNSET
     content: str | UnsetType = UNSET
-    refusal: str | None | UnsetType = UNSET
+    refusal: str | UnsetType | None = UNSET
 
 
 class ChunkChoice(msgspec.Struct):
@@ -323,7 +323,7 @@ class ChatCompletionChunk(msgspec.Struct):
     object: str = "chat.completion.chunk"
     system_fingerprint: str = SYSTEM_FINGERPRINT
     service_tier: str = "default"
-    usage: UsageBody | None | UnsetType = UNSET
+    usage: UsageBody | UnsetType | None = UNSET
 
 
 class ChatStream:
@@ -335,7 +335,7 @@ class ChatStream:
         self.model = model
         self.include_usage = include_usage
 
-    def _chunk(self, choices: list[ChunkChoice], usage: UsageBody | None | UnsetType = UNSET) -> ChatCompletionChunk:
+    def _chunk(self, choices: list[ChunkChoice], usage: UsageBody | UnsetType | None = UNSET) -> ChatCompletionChunk:
         if usage is UNSET and self.include_usage:
             usage = None  # OpenAI sends an explicit null on every chunk but the last
         return ChatCompletionChunk(id=self.id, created=self.created, model=self.model, choices=choices,

@@ -94,7 +94,7 @@ class TextCompletion(msgspec.Struct):
     choices: list[CompletionChoice]
     object: str = "text_completion"
     system_fingerprint: str = SYSTEM_FINGERPRINT
-    usage: UsageBody | None | UnsetType = UNSET
+    usage: UsageBody | UnsetType | None = UNSET
 
 
 def text_completion(model: str, choices: list[tuple[str, FinishReason | None]], usage: Usage) -> TextCompletion:

@@ -37,6 +37,12 @@ def _chat(lease: Lease) -> ChatBackend:
     return backend
 
 
+def _embedder(lease: Lease) -> EmbeddingBackend:
+    backend = lease.backend
+    assert isinstance(backend, EmbeddingBackend)
+    return backend
+
+
 async def _collect(backend: ChatBackend, prompt: Prompt) -> tuple[str, FinishReason | None, Usage]:
     """The non-streaming answer: the stream, collected."""
     parts: list[str] = []
@@ -59,9 +65,10 @@ async def chat_completions(request: Request[Any, Any, Any]) -> Response[bytes] |
     registry = registry_of(request)
 
     if not parsed.stream:
-        async with registry.lease(parsed.model, ModelType.LLM, ChatBackend) as (_, backend):
-            prompt = await backend.prepare_chat(parsed.request)
-            text, finish, usage = await unless_disconnected(request, _collect(backend, prompt))
+        async with registry.lease(parsed.model, ModelType.LLM) as held:
+            backend = _chat(held)
+            ready = await backend.prepare_chat(parsed.request)
+            text, finish, usage = await unless_disconnected(request, _collect(backend, ready))
         return json_response(chat_completion(parsed.model, text, finish, usage), headers)
 
     pending = await acquire_for_stream(registry, parsed.model, ModelType.LLM)
@@ -164,8 +171,8 @@ async def embeddings(request: Request[Any, Any, Any]) -> Response[bytes]:
     raw, policy = await read_object(request)
     parsed = parse_embeddings_request(raw, policy)
     headers = dropped_headers(request, policy)
-    async with registry_of(request).lease(parsed.model, ModelType.EMBEDDINGS, EmbeddingBackend) as (_, backend):
-        result = await unless_disconnected(request, backend.embed(parsed.request))
+    async with registry_of(request).lease(parsed.model, ModelType.EMBEDDINGS) as held:
+        result = await unless_disconnected(request, _embedder(held).embed(parsed.request))
     return json_response(embedding_response(parsed.model, result, parsed.base64), headers)
 
 
