@@ -9,6 +9,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Protocol, runtime_checkable
 
+import numpy as np
+import numpy.typing as npt
+
 from backends.types import (
     ChatRequest,
     CompletionRequest,
@@ -16,9 +19,14 @@ from backends.types import (
     EmbeddingResult,
     GenerationChunk,
     Prompt,
+    SpeechRequest,
+    SpeechSpan,
+    TranscriptionInfo,
+    TranscriptionRequest,
+    TranscriptSegment,
 )
 
-__all__ = ["Backend", "ChatBackend", "EmbeddingBackend"]
+__all__ = ["Backend", "ChatBackend", "EmbeddingBackend", "SpeechBackend", "TranscriptionBackend", "VadBackend"]
 
 
 @runtime_checkable
@@ -51,3 +59,37 @@ class EmbeddingBackend(Backend, Protocol):
     def dimensions(self) -> int: ...
 
     async def embed(self, request: EmbeddingRequest) -> EmbeddingResult: ...
+
+
+@runtime_checkable
+class TranscriptionBackend(Backend, Protocol):
+    @property
+    def can_translate(self) -> bool:
+        """Whether the model can translate into English (English-only models cannot)."""
+        ...
+
+    def transcribe(self, request: TranscriptionRequest) -> AsyncIterator[TranscriptionInfo | TranscriptSegment]:
+        """Stream the transcript: one :class:`TranscriptionInfo` first, then segments as decoded."""
+        ...
+
+
+@runtime_checkable
+class SpeechBackend(Backend, Protocol):
+    @property
+    def sample_rate(self) -> int: ...
+
+    @property
+    def voices(self) -> list[str]:
+        """The voice names requests may use."""
+        ...
+
+    def synthesize(self, request: SpeechRequest) -> AsyncIterator[npt.NDArray[np.float32]]:
+        """Stream mono float32 audio at :attr:`sample_rate`, a sentence at a time."""
+        ...
+
+
+@runtime_checkable
+class VadBackend(Backend, Protocol):
+    async def speech(self, audio: npt.NDArray[np.float32]) -> list[SpeechSpan]:
+        """Where the 16 kHz mono clip holds speech."""
+        ...

@@ -43,6 +43,9 @@ class BackendEntry:
 _ENTRIES = (
     BackendEntry("llama_cpp", ModelType.LLM, "backends.llama_cpp"),
     BackendEntry("sentence_transformers", ModelType.EMBEDDINGS, "backends.sentence_transformers"),
+    BackendEntry("faster_whisper", ModelType.STT, "backends.faster_whisper"),
+    BackendEntry("piper", ModelType.TTS, "backends.piper"),
+    BackendEntry("silero_vad", ModelType.VAD, "backends.silero_vad"),
 )
 _BY_NAME = {entry.name: entry for entry in _ENTRIES}
 

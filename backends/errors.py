@@ -8,7 +8,8 @@ matching strings in routes. ``gateway.errors`` re-exports it for the gateway's o
     GatewayError                      500  anything unexpected, rendered without details
     ├── InvalidRequest                400  a field is malformed or out of range (param names it)
     │   ├── UnsupportedParameter      400  a real field this server does not implement
-    │   └── ContextTooLong            400  prompt (+ requested completion) exceeds the context
+    │   ├── ContextTooLong            400  prompt (+ requested completion) exceeds the context
+    │   └── InvalidAudio              400  an upload that is empty, truncated or not audio
     ├── AuthenticationFailed          401
     ├── NotFound                      404  an unknown route or resource
     │   └── ModelNotFound             404  an unknown model name (never a silent fallback)
@@ -27,6 +28,7 @@ __all__ = [
     "ContextTooLong",
     "EngineFailure",
     "GatewayError",
+    "InvalidAudio",
     "InvalidRequest",
     "MethodNotAllowed",
     "ModelNotFound",
@@ -136,3 +138,9 @@ class EngineFailure(GatewayError):
     status = 500
     kind = "server_error"
     default_code = "engine_failure"
+
+
+class InvalidAudio(InvalidRequest):
+    """Uploaded audio that cannot be decoded: the client's file is at fault, not the engine."""
+
+    default_code = "invalid_audio"

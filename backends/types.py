@@ -23,6 +23,12 @@ __all__ = [
     "ModelType",
     "Prompt",
     "SamplingParams",
+    "SpeechRequest",
+    "SpeechSpan",
+    "TranscriptSegment",
+    "TranscriptWord",
+    "TranscriptionInfo",
+    "TranscriptionRequest",
     "Usage",
 ]
 
@@ -125,3 +131,74 @@ class EmbeddingResult:
     vectors: npt.NDArray[np.float32]
     """One unit-length row per input, in input order."""
     prompt_tokens: int
+
+
+# --------------------------------------------------------------------------------------------------
+# Speech to text
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechSpan:
+    """A stretch of speech found by voice activity detection, in seconds from the clip's start."""
+
+    start: float
+    end: float
+
+
+@dataclass(frozen=True, slots=True)
+class TranscriptionRequest:
+    audio: npt.NDArray[np.float32]
+    """Mono float32 samples at 16 kHz."""
+    task: Literal["transcribe", "translate"] = "transcribe"
+    language: str | None = None
+    """ISO-639-1 code; None detects it."""
+    prompt: str | None = None
+    temperature: float | None = None
+    """None (or 0) decodes greedily and raises the temperature only when decoding fails."""
+    word_timestamps: bool = False
+    speech: tuple[SpeechSpan, ...] | None = None
+    """Only these stretches are transcribed (from a VAD); None transcribes the whole clip."""
+
+
+@dataclass(frozen=True, slots=True)
+class TranscriptionInfo:
+    """What is known before the first segment: sent first by every transcription stream."""
+
+    language: str
+    language_probability: float
+    duration: float
+
+
+@dataclass(frozen=True, slots=True)
+class TranscriptWord:
+    word: str
+    start: float
+    end: float
+    probability: float
+
+
+@dataclass(frozen=True, slots=True)
+class TranscriptSegment:
+    id: int
+    start: float
+    end: float
+    text: str
+    tokens: tuple[int, ...] = ()
+    seek: int = 0
+    temperature: float = 0.0
+    avg_logprob: float = 0.0
+    compression_ratio: float = 0.0
+    no_speech_prob: float = 0.0
+    words: tuple[TranscriptWord, ...] = ()
+
+
+# --------------------------------------------------------------------------------------------------
+# Text to speech
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechRequest:
+    text: str
+    voice: str
+    """One of the backend's voice names."""
+    speed: float = 1.0

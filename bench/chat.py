@@ -230,6 +230,17 @@ def summary(values: list[float]) -> tuple[float, float, float]:
     return statistics.median(values), min(values), max(values)
 
 
+def cpu_name() -> str:
+    """The CPU model, from /proc/cpuinfo on Linux."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "n/a"
+
+
 def cpu_load() -> str:
     """The 1-minute load average, where the platform has one."""
     try:
@@ -241,7 +252,7 @@ def cpu_load() -> str:
 def report(raw: list[Run], http: list[Run], args: argparse.Namespace) -> None:
     """Print the side-by-side table."""
     rows = [("llama-cpp-python (raw)", raw), ("SYN4PSE (HTTP, SSE)", http)]
-    print(f"model: {MODEL_FILE} ({MODEL_PACKAGE})   cores: {os.cpu_count()}   cpu: {platform.processor() or 'n/a'}")
+    print(f"model: {MODEL_FILE} ({MODEL_PACKAGE})   cores: {os.cpu_count()}   cpu: {cpu_name()}")
     print(f"runs: {args.runs} (+1 warm-up each)   max_tokens: {args.max_tokens}   temperature: 0   "
           f"n_ctx: {N_CTX}   flash_attn: {args.flash_attn}   load avg before: {args.load_before}")
     print(f"prompt: {args.prompt!r}")

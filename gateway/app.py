@@ -26,6 +26,7 @@ from backends.errors import (
 from compat.openai.errors import encode_error
 from gateway.config import Config
 from gateway.registry import Registry
+from gateway.routes.audio import audio_router
 from gateway.routes.common import ClientGone
 from gateway.routes.openai import openai_router
 
@@ -93,6 +94,7 @@ def create_app(config: Config) -> Litestar:
     handlers: list[Any] = [health]
     if config.services.openai.enabled:
         handlers.append(openai_router("/v1"))
+        handlers.append(audio_router("/v1", config.server.max_audio_upload_bytes))
     return Litestar(
         route_handlers=handlers,
         lifespan=[lifespan],

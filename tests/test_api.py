@@ -147,3 +147,10 @@ def test_no_header_when_nothing_was_dropped(dropping: Gateway) -> None:
     raw = dropping.openai().chat.completions.with_raw_response.create(
         model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], max_tokens=2)
     assert "x-syn4pse-dropped-params" not in raw.headers
+
+
+def test_oversized_body_is_413(gateway_http: str) -> None:
+    body = b'{"model": "gpt-4o-mini", "input": "' + b"a" * (17 * 1024 * 1024) + b'"}'
+    error = _error(httpx.post(f"{gateway_http}/v1/embeddings", content=body,
+                              headers={"content-type": "application/json"}), 413)
+    assert error["code"] == "payload_too_large"
