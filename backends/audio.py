@@ -24,7 +24,7 @@ import numpy.typing as npt
 
 from backends.errors import InvalidAudio, InvalidRequest
 
-__all__ = ["ENCODINGS", "FORMATS", "StreamEncoder", "decode", "decode_raw", "duration"]
+__all__ = ["ENCODINGS", "FORMATS", "StreamEncoder", "decode", "decode_raw", "duration", "frame_bytes", "raw_to_mono"]
 
 Samples = npt.NDArray[np.float32]
 
@@ -74,13 +74,23 @@ def decode_raw(data: bytes, *, encoding: str, sample_rate: int, channels: int = 
     if not data or len(data) % frame_bytes:
         raise InvalidAudio(f"Raw {encoding} audio with {channels} channel(s) must be a non-empty whole number "
                            f"of {frame_bytes}-byte frames; got {len(data)} bytes.")
-    codes = np.frombuffer(data, dtype=dtype)
+    return _resample([_frame(raw_to_mono(data, encoding, channels), sample_rate)], rate=out_rate, mono=True)
+
+
+def raw_to_mono(data: bytes, encoding: str, channels: int) -> Samples:
+    """Whole frames of headerless ``encoding`` audio → float32 mono at the same rate (no checks)."""
+    codes = np.frombuffer(data, dtype=_RAW_DTYPES[encoding])
     if encoding in ("mulaw", "alaw"):
         samples = _g711_table(encoding)[codes]
     else:
         samples = codes / np.float32(-float(np.iinfo(codes.dtype).min))
-    mixed = samples.astype(np.float32).reshape(-1, channels).mean(axis=1, dtype=np.float32)
-    return _resample([_frame(mixed, sample_rate)], rate=out_rate, mono=True)
+    mono: Samples = samples.astype(np.float32).reshape(-1, channels).mean(axis=1, dtype=np.float32)
+    return mono
+
+
+def frame_bytes(encoding: str, channels: int) -> int:
+    """Bytes in one frame (a sample of every channel) of headerless ``encoding`` audio."""
+    return np.dtype(_RAW_DTYPES[encoding]).itemsize * channels
 
 
 def duration(samples: npt.NDArray[np.floating], sample_rate: int) -> float:

@@ -26,7 +26,8 @@ from backends.types import (
     TranscriptSegment,
 )
 
-__all__ = ["Backend", "ChatBackend", "EmbeddingBackend", "SpeechBackend", "TranscriptionBackend", "VadBackend"]
+__all__ = ["Backend", "ChatBackend", "EmbeddingBackend", "SpeechBackend", "TranscriptionBackend", "VadBackend",
+           "VadStream"]
 
 
 @runtime_checkable
@@ -88,8 +89,23 @@ class SpeechBackend(Backend, Protocol):
         ...
 
 
+class VadStream(Protocol):
+    def feed(self, audio: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """Speech probabilities of every whole frame ``audio`` (16 kHz mono) completes."""
+        ...
+
+
 @runtime_checkable
 class VadBackend(Backend, Protocol):
+    frame_samples: int
+    """Samples per scored frame."""
+    threshold: float
+    """Probability at and above which a frame is speech."""
+
     async def speech(self, audio: npt.NDArray[np.float32]) -> list[SpeechSpan]:
         """Where the 16 kHz mono clip holds speech."""
+        ...
+
+    def stream(self) -> VadStream:
+        """Scoring for live audio: state carried from one piece to the next. Cheap: call it on the loop."""
         ...

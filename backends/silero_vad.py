@@ -118,6 +118,8 @@ class SileroVad:
         except Exception as e:  # onnxruntime raises its own untyped errors for bad files
             raise ModelUnavailable(f"ONNX Runtime could not load the VAD model ({type(e).__name__})") from None
         self.options = options
+        self.frame_samples = FRAME
+        self.threshold = options.threshold
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="silero-vad")
 
     def stream(self) -> VadStream:

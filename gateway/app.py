@@ -28,6 +28,7 @@ from gateway.config import Config
 from gateway.registry import Registry
 from gateway.routes.audio import audio_router
 from gateway.routes.common import ClientGone
+from gateway.routes.deepgram import deepgram_router
 from gateway.routes.openai import openai_router
 
 __all__ = ["create_app"]
@@ -95,6 +96,11 @@ def create_app(config: Config) -> Litestar:
     if config.services.openai.enabled:
         handlers.append(openai_router("/v1"))
         handlers.append(audio_router("/v1", config.server.max_audio_upload_bytes))
+    if config.services.groq.enabled:
+        handlers.append(openai_router("/openai/v1", dialect="groq"))
+        handlers.append(audio_router("/openai/v1", config.server.max_audio_upload_bytes, dialect="groq"))
+    if config.services.deepgram.enabled:
+        handlers.append(deepgram_router(config))
     return Litestar(
         route_handlers=handlers,
         lifespan=[lifespan],

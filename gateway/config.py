@@ -89,8 +89,19 @@ class ServiceConfig(_Strict):
     enabled: bool = True
 
 
+class DeepgramService(_Strict):
+    enabled: bool = True
+    listen_model: str = "nova-3"
+    """The model ``/v1/listen`` uses when a request names none (Deepgram's default)."""
+    speak_model: str = "aura-asteria-en"
+    """The model ``/v1/speak`` uses when a request names none."""
+
+
 class ServicesConfig(_Strict):
     openai: ServiceConfig = msgspec.field(default_factory=ServiceConfig)
+    groq: ServiceConfig = msgspec.field(default_factory=ServiceConfig)
+    """The OpenAI routes again under ``/openai/v1``, with Groq's response extras."""
+    deepgram: DeepgramService = msgspec.field(default_factory=DeepgramService)
 
 
 class _File(_Strict):

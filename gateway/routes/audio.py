@@ -25,6 +25,7 @@ from backends.types import (
     TranscriptionRequest,
     TranscriptSegment,
 )
+from compat.groq import add_x_groq, new_groq_id
 from compat.openai.audio import (
     Transcript,
     parse_speech_request,
@@ -36,8 +37,9 @@ from compat.openai.audio import (
     transcript_done_event,
 )
 from compat.wire import ParamPolicy
-from gateway.registry import Lease, Registry
+from gateway.registry import Registry
 from gateway.routes.common import (
+    backend_as,
     config_of,
     dropped_headers,
     json_response,
@@ -45,6 +47,7 @@ from gateway.routes.common import (
     registry_of,
     unless_disconnected,
 )
+from gateway.routes.openai import is_groq
 from gateway.sse import event, sse_response
 
 __all__ = ["audio_router"]
@@ -54,12 +57,6 @@ SPEECH_RATE = 24000
 """OpenAI's speech output rate, for every format."""
 MAX_AUDIO_SECONDS = 4 * 3600
 """Longest audio an upload may decode to: a few KB of some codecs expand to hours of samples."""
-
-
-def _backend(lease: Lease, kind: type[Any]) -> Any:
-    backend = lease.backend
-    assert isinstance(backend, kind)
-    return backend
 
 
 # --------------------------------------------------------------------------------------------------
@@ -99,14 +96,18 @@ async def _speech_spans(registry: Registry, stt_model: str,
     if vad_name is None:
         return None
     async with registry.lease(vad_name, ModelType.VAD) as held:
-        vad: VadBackend = _backend(held, VadBackend)
+        vad: VadBackend = backend_as(held, VadBackend)
         return tuple(await vad.speech(audio))
 
 
 async def _transcribe(request: Request[Any, Any, Any],
                       task: Literal["transcribe", "translate"]) -> Response[bytes] | Stream:
     policy = ParamPolicy(config_of(request).server.unsupported_params)
+    groq_id = new_groq_id() if is_groq(request) else None
     fields, data = await _upload(request, policy)
+    if groq_id and fields.pop("url", None):
+        raise InvalidRequest("Fetching audio from a URL is disabled on this server; upload the file.",
+                             param="url")
     parsed = parse_transcription_form(fields, policy, task=task)
     headers = dropped_headers(request, policy)
     registry = registry_of(request)
@@ -115,7 +116,7 @@ async def _transcribe(request: Request[Any, Any, Any],
 
     lease = await registry.acquire(parsed.model, ModelType.STT)
     try:
-        backend: TranscriptionBackend = _backend(lease, TranscriptionBackend)
+        backend: TranscriptionBackend = backend_as(lease, TranscriptionBackend)
         speech = await _speech_spans(registry, parsed.model, audio)
         events = backend.transcribe(TranscriptionRequest(
             audio=audio, task=task, language=parsed.language, prompt=parsed.prompt,
@@ -137,6 +138,8 @@ async def _transcribe(request: Request[Any, Any, Any],
         body, content_type = render_transcript(Transcript(info=first, segments=segments, task=task),
                                                parsed.response_format, words=parsed.words,
                                                segments=parsed.segments)
+        if groq_id and content_type == "application/json":
+            body = add_x_groq(body, groq_id)
         return Response(body, media_type=content_type, headers=headers)
 
     async def frames() -> AsyncIterator[bytes]:
@@ -188,7 +191,7 @@ async def speech(request: Request[Any, Any, Any]) -> Stream:
     parsed = parse_speech_request(raw, policy)
     headers = dropped_headers(request, policy)
     lease = await registry_of(request).acquire(parsed.model, ModelType.TTS)
-    backend: SpeechBackend = _backend(lease, SpeechBackend)
+    backend: SpeechBackend = backend_as(lease, SpeechBackend)
     if parsed.voice not in backend.voices:
         lease.release()
         raise InvalidRequest(f"Unknown voice '{parsed.voice}'. The voices of '{parsed.model}' are: "
@@ -239,6 +242,6 @@ async def voices(request: Request[Any, Any, Any], model: str | None = None) -> R
     return json_response({"object": "list", "data": data})
 
 
-def audio_router(path: str, max_upload_bytes: int) -> Router:
+def audio_router(path: str, max_upload_bytes: int, dialect: str = "openai") -> Router:
     return Router(path=path, route_handlers=[transcriptions, translations, speech, voices],
-                  request_max_body_size=max_upload_bytes)
+                  request_max_body_size=max_upload_bytes, opt={"dialect": dialect})

@@ -19,6 +19,9 @@ __all__ = [
     "DROPPED_HEADER",
     "ClientGone",
     "acquire_for_stream",
+    "backend_as",
+    "config_of",
+    "dropped_headers",
     "json_response",
     "read_object",
     "registry_of",
@@ -40,6 +43,13 @@ _encoder = msgspec.json.Encoder()
 
 class ClientGone(Exception):
     """The client disconnected before its answer was ready."""
+
+
+def backend_as(lease: Lease, protocol: type[Any]) -> Any:
+    """The leased backend, checked to serve ``protocol`` (the registry already checked the model type)."""
+    backend = lease.backend
+    assert isinstance(backend, protocol)
+    return backend
 
 
 def registry_of(request: Request[Any, Any, Any]) -> Registry:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -11,6 +12,7 @@ from litestar.response import Stream
 
 from backends.base import ChatBackend, EmbeddingBackend
 from backends.types import FinishReason, GenerationChunk, ModelType, Prompt, Usage
+from compat.groq import GroqTimings, new_groq_id, screen_groq_fields, usage_with_timings, with_x_groq
 from compat.openai.chat import ChatStream, chat_completion, parse_chat_request
 from compat.openai.completions import CompletionChunkBuilder, parse_completion_request, text_completion
 from compat.openai.embeddings import embedding_response, parse_embeddings_request
@@ -18,6 +20,7 @@ from compat.openai.models import ModelCard, ModelList
 from gateway.registry import Lease
 from gateway.routes.common import (
     acquire_for_stream,
+    backend_as,
     dropped_headers,
     json_response,
     read_object,
@@ -32,25 +35,47 @@ __all__ = ["openai_router"]
 
 
 def _chat(lease: Lease) -> ChatBackend:
-    backend = lease.backend
-    assert isinstance(backend, ChatBackend)
+    backend: ChatBackend = backend_as(lease, ChatBackend)
     return backend
 
 
-def _embedder(lease: Lease) -> EmbeddingBackend:
-    backend = lease.backend
-    assert isinstance(backend, EmbeddingBackend)
-    return backend
+class _Clock:
+    """When a generation was asked for, started, produced its first token and ended (Groq's timings)."""
+
+    def __init__(self) -> None:
+        self.received = self.started = self.first = self.ended = time.perf_counter()
+
+    def start(self) -> None:
+        self.started = self.first = time.perf_counter()
+
+    def token(self) -> None:
+        if self.first == self.started:
+            self.first = time.perf_counter()
+
+    def end(self) -> None:
+        self.ended = time.perf_counter()
+
+    def timings(self) -> GroqTimings:
+        return GroqTimings(queue_time=self.started - self.received, prompt_time=self.first - self.started,
+                           completion_time=self.ended - self.first)
 
 
-async def _collect(backend: ChatBackend, prompt: Prompt) -> tuple[str, FinishReason | None, Usage]:
+async def _collect(backend: ChatBackend, prompt: Prompt, clock: _Clock) -> tuple[str, FinishReason | None, Usage]:
     """The non-streaming answer: the stream, collected."""
     parts: list[str] = []
     last = GenerationChunk(text="", prompt_tokens=len(prompt.tokens))
+    clock.start()
     async for chunk in backend.generate(prompt):
+        clock.token()
         parts.append(chunk.text)
         last = chunk
+    clock.end()
     return "".join(parts), last.finish_reason, Usage(len(prompt.tokens), last.completion_tokens)
+
+
+def is_groq(request: Request[Any, Any, Any]) -> bool:
+    """Whether the request came in under Groq's ``/openai/v1`` (same routes, Groq's extras)."""
+    return bool(request.route_handler.opt.get("dialect") == "groq")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -59,7 +84,11 @@ async def _collect(backend: ChatBackend, prompt: Prompt) -> tuple[str, FinishRea
 
 @post("/chat/completions", status_code=200)
 async def chat_completions(request: Request[Any, Any, Any]) -> Response[bytes] | Stream:
+    clock = _Clock()
     raw, policy = await read_object(request)
+    groq_id = new_groq_id() if is_groq(request) else None
+    if groq_id:
+        screen_groq_fields(raw, policy)
     parsed = parse_chat_request(raw, policy)
     headers = dropped_headers(request, policy)
     registry = registry_of(request)
@@ -68,8 +97,12 @@ async def chat_completions(request: Request[Any, Any, Any]) -> Response[bytes] |
         async with registry.lease(parsed.model, ModelType.LLM) as held:
             backend = _chat(held)
             ready = await backend.prepare_chat(parsed.request)
-            text, finish, usage = await unless_disconnected(request, _collect(backend, ready))
-        return json_response(chat_completion(parsed.model, text, finish, usage), headers)
+            text, finish, usage = await unless_disconnected(request, _collect(backend, ready, clock))
+        completion = chat_completion(parsed.model, text, finish, usage)
+        if groq_id:
+            return json_response(with_x_groq(completion, groq_id, top_level_usage=True,
+                                             usage=usage_with_timings(usage, clock.timings())), headers)
+        return json_response(completion, headers)
 
     pending = await acquire_for_stream(registry, parsed.model, ModelType.LLM)
     prompt: Prompt | None = None
@@ -90,14 +123,23 @@ async def chat_completions(request: Request[Any, Any, Any]) -> Response[bytes] |
                 lease = lease.result()
             backend = _chat(lease)
             ready = prompt if prompt is not None else await backend.prepare_chat(parsed.request)
-            yield event(builder.first())
+            first = builder.first()
+            yield event(with_x_groq(first, groq_id) if groq_id else first)
             completion_tokens = 0
+            clock.start()
             async for chunk in backend.generate(ready):
+                clock.token()
                 completion_tokens = chunk.completion_tokens
                 if chunk.text:
                     yield event(builder.content(chunk.text))
                 if chunk.finish_reason is not None:
-                    yield event(builder.finish(chunk.finish_reason))
+                    clock.end()
+                    last = builder.finish(chunk.finish_reason)
+                    if groq_id:  # Groq puts the usage on the chunk that finishes
+                        usage = usage_with_timings(Usage(len(ready.tokens), completion_tokens), clock.timings())
+                        yield event(with_x_groq(last, groq_id, usage=usage))
+                    else:
+                        yield event(last)
             if builder.include_usage:
                 yield event(builder.usage(Usage(len(ready.tokens), completion_tokens)))
             yield DONE
@@ -130,7 +172,7 @@ async def completions(request: Request[Any, Any, Any]) -> Response[bytes] | Stre
     if not parsed.stream:
         try:
             results = await unless_disconnected(
-                request, asyncio.gather(*(_collect(backend, p) for p in prompts)))
+                request, asyncio.gather(*(_collect(backend, p, _Clock()) for p in prompts)))
         finally:
             lease.release()
         choices = [((p.text if echo else "") + text, finish) for p, (text, finish, _) in zip(prompts, results,
@@ -172,7 +214,8 @@ async def embeddings(request: Request[Any, Any, Any]) -> Response[bytes]:
     parsed = parse_embeddings_request(raw, policy)
     headers = dropped_headers(request, policy)
     async with registry_of(request).lease(parsed.model, ModelType.EMBEDDINGS) as held:
-        result = await unless_disconnected(request, _embedder(held).embed(parsed.request))
+        embedder: EmbeddingBackend = backend_as(held, EmbeddingBackend)
+        result = await unless_disconnected(request, embedder.embed(parsed.request))
     return json_response(embedding_response(parsed.model, result, parsed.base64), headers)
 
 
@@ -198,7 +241,7 @@ async def retrieve_model(request: Request[Any, Any, Any], model_id: str) -> Resp
     return json_response(_card(name, int(request.app.state.started_at)))
 
 
-def openai_router(path: str = "/v1") -> Router:
+def openai_router(path: str = "/v1", dialect: str = "openai") -> Router:
     return Router(path=path, route_handlers=[chat_completions, completions, embeddings, list_models,
-                                             retrieve_model])
+                                             retrieve_model], opt={"dialect": dialect})
 

@@ -1,0 +1,140 @@
+"""What the benchmarks share: the gateway started on a free port, the raw engine's child process, the report.
+
+The benchmarks are run as scripts (``.venv/bin/python bench/chat.py``), so this module is imported as
+``_common`` from the scripts' own folder.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+__all__ = ["REPO_ROOT", "cells", "cpu_load", "cpu_name", "free_port", "gateway", "package_dir", "ratio",
+           "run_worker", "summary"]
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+HEALTH_TIMEOUT_S = 60
+
+
+def package_dir(package: str) -> Path:
+    """The folder of an installed package (model files ship inside PyPI packages)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit(f"package {package} is not installed")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+# -- the raw engine, in a child process (its memory and threads are gone when it exits) ------------------
+
+
+def run_worker(script: str, args: Sequence[str], what: str) -> Any:
+    """Run ``script`` (a benchmark, with its hidden worker flag in ``args``) in a child process.
+
+    The child prints its measurements as JSON on its last stdout line; that is decoded and returned.
+    """
+    cmd = [sys.executable, str(Path(script).resolve()), *args]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise SystemExit(f"{what} worker failed ({out.returncode}):\n{out.stderr[-4000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# -- SYN4PSE over HTTP ----------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A TCP port that is free on 127.0.0.1 right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def gateway(workdir: Path, config: str) -> Iterator[str]:
+    """Write ``config`` to ``workdir``, start ``python -m gateway serve`` with it on a free port, wait until
+    it is healthy and yield its base URL; stop it afterwards. Its log goes to ``workdir/gateway.log``."""
+    config_path = workdir / "syn4pse.yaml"
+    config_path.write_text(config)
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SYN4PSE_")}
+    log_path = workdir / "gateway.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "serve", "--config", str(config_path), "--host", "127.0.0.1",
+             "--port", str(port)],
+            cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + HEALTH_TIMEOUT_S
+            while True:
+                if proc.poll() is not None:
+                    raise SystemExit(f"gateway exited ({proc.returncode}):\n{log_path.read_text()[-4000:]}")
+                try:
+                    if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"gateway not healthy after {HEALTH_TIMEOUT_S} s:\n"
+                                     f"{log_path.read_text()[-4000:]}")
+                time.sleep(0.2)
+            yield base
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+# -- report ---------------------------------------------------------------------------------------------
+
+
+def summary(values: Sequence[float]) -> tuple[float, float, float]:
+    """Median, min and max."""
+    return statistics.median(values), min(values), max(values)
+
+
+def cells(stats: tuple[float, float, float], width: int, range_width: int, digits: int = 1) -> str:
+    """A ``summary`` as two right-aligned table cells: the median, then ``[min - max]``."""
+    median, low, high = stats
+    return f"{median:>{width}.{digits}f}{f'[{low:.{digits}f} - {high:.{digits}f}]':>{range_width}}"
+
+
+def ratio(value: float, base: float) -> str:
+    """``value / base`` as ``1.23x``; ``n/a`` when ``base`` is 0."""
+    return f"{value / base:.2f}x" if base else "n/a"
+
+
+def cpu_name() -> str:
+    """The CPU model, from /proc/cpuinfo on Linux."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "n/a"
+
+
+def cpu_load() -> str:
+    """The 1-minute load average, where the platform has one."""
+    try:
+        return f"{os.getloadavg()[0]:.2f}"
+    except (AttributeError, OSError):
+        return "n/a"

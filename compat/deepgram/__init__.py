@@ -1,0 +1,1 @@
+"""Deepgram's wire format: query parameters, response JSON, live-stream messages, errors."""

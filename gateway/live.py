@@ -1,0 +1,234 @@
+"""Live transcription: audio in as it arrives, results out as speech is found and understood.
+
+The open window (the audio since the last final result) grows as audio arrives. A VAD scores each
+32 ms frame: speech onset can be reported at once (``SpeechStarted``); a pause of ``endpointing`` ms
+closes the window as a final result with ``speech_final``; a window that grows too long is finalised
+without it. While speech goes on, the window is re-transcribed about once a second as an interim
+result. Finals are transcribed once and never change. ``UtteranceEnd`` follows the last final word
+when no new word comes for ``utterance_end_ms``.
+
+Transcriptions run one at a time on a worker task, in order, so receiving audio never waits on them.
+The engine-side types are the domain's; the wire is the caller's (see ``emit``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from backends.base import TranscriptionBackend, VadBackend
+from backends.types import TranscriptionRequest, TranscriptSegment, TranscriptWord
+
+__all__ = ["LiveOptions", "LiveTranscriber", "SpeechStarted", "Transcript", "UtteranceEnd"]
+
+log = logging.getLogger("syn4pse.live")
+
+RATE = 16000
+PRE_ROLL = int(0.3 * RATE)
+"""Audio kept before speech onset, so the first word is not clipped."""
+MAX_WINDOW = 20 * RATE
+"""A window this long is finalised even without a pause."""
+INTERIM_EVERY = 1 * RATE
+"""New audio between two interim results."""
+
+
+@dataclass(frozen=True, slots=True)
+class LiveOptions:
+    interim_results: bool = False
+    endpointing_ms: int | None = 200
+    utterance_end_ms: int | None = None
+    vad_events: bool = False
+    language: str | None = None
+    prompt: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechStarted:
+    timestamp: float
+
+
+@dataclass(frozen=True, slots=True)
+class Transcript:
+    words: tuple[TranscriptWord, ...]
+    start: float
+    end: float
+    is_final: bool
+    speech_final: bool = False
+    from_finalize: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class UtteranceEnd:
+    last_word_end: float
+
+
+Event = SpeechStarted | Transcript | UtteranceEnd
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    audio: npt.NDArray[np.float32]
+    start: int
+    """Stream position (samples) of the window's first sample."""
+    is_final: bool
+    speech_final: bool = False
+    from_finalize: bool = False
+    speech: bool = True
+    """Whether the VAD heard speech in it; a silent window is answered without transcribing."""
+
+
+class LiveTranscriber:
+    def __init__(self, stt: TranscriptionBackend, vad: VadBackend, options: LiveOptions,
+                 emit: Callable[[Event], Awaitable[None]]) -> None:
+        self._stt = stt
+        self._vad = vad.stream()
+        self._on = vad.threshold
+        self._off = max(vad.threshold - 0.15, 0.01)
+        self._frame = vad.frame_samples
+        self._options = options
+        self._emit = emit
+        self._window = np.zeros(0, dtype=np.float32)
+        self._window_start = 0
+        self._scored = 0
+        """Samples the VAD has scored (a whole number of frames)."""
+        self._in_speech = False
+        self._window_has_speech = False
+        self._silence = 0
+        self._since_interim = 0
+        self._interim_pending = False
+        self._last_word_end: float | None = None
+        self._utterance_open = False
+        self._jobs: asyncio.Queue[_Job | None] = asyncio.Queue()
+        self._worker = asyncio.create_task(self._work())
+        self.failure: BaseException | None = None
+
+    @property
+    def duration(self) -> float:
+        """Seconds of audio received."""
+        return (self._window_start + len(self._window)) / RATE
+
+    # -- audio in -----------------------------------------------------------------------------------
+
+    async def add_audio(self, samples: npt.NDArray[np.float32]) -> None:
+        if not len(samples):
+            return
+        self._window = np.concatenate([self._window, samples])
+        self._since_interim += len(samples)
+        for p in self._vad.feed(samples):
+            await self._on_frame(float(p))
+        if not self._window_has_speech and len(self._window) > PRE_ROLL:
+            self._trim(len(self._window) - PRE_ROLL)  # nothing said yet: keep only the pre-roll
+        elif len(self._window) >= MAX_WINDOW:
+            self._close_window(speech_final=False)
+        elif (self._options.interim_results and self._in_speech and not self._interim_pending
+              and self._since_interim >= INTERIM_EVERY):
+            self._since_interim = 0
+            self._interim_pending = True
+            self._jobs.put_nowait(_Job(audio=self._window.copy(), start=self._window_start, is_final=False))
+        await self._check_utterance_end()
+
+    async def _on_frame(self, p: float) -> None:
+        at = self._scored
+        self._scored += self._frame
+        if not self._in_speech:
+            if p >= self._on:
+                self._in_speech = True
+                self._window_has_speech = True
+                self._silence = 0
+                self._utterance_open = False
+                if self._options.vad_events:
+                    await self._emit(SpeechStarted(timestamp=at / RATE))
+            return
+        self._silence = self._silence + self._frame if p < self._off else 0
+        endpointing = self._options.endpointing_ms
+        if endpointing is not None and self._silence * 1000 >= endpointing * RATE:
+            self._in_speech = False
+            self._close_window(speech_final=True, end=self._scored)
+
+    def _trim(self, samples: int) -> None:
+        self._window = self._window[samples:]
+        self._window_start += samples
+
+    def _close_window(self, *, speech_final: bool, from_finalize: bool = False, end: int | None = None) -> None:
+        """Queue the open window (up to stream position ``end``) as a final result and start a new one."""
+        cut = len(self._window) if end is None else max(0, min(len(self._window), end - self._window_start))
+        self._jobs.put_nowait(_Job(audio=self._window[:cut].copy(), start=self._window_start, is_final=True,
+                                   speech_final=speech_final, from_finalize=from_finalize,
+                                   speech=self._window_has_speech))
+        self._trim(cut)
+        self._window_has_speech = self._in_speech
+        self._since_interim = 0
+
+    async def _check_utterance_end(self) -> None:
+        limit = self._options.utterance_end_ms
+        if limit is None or not self._utterance_open or self._in_speech or self._last_word_end is None:
+            return
+        if (self.duration - self._last_word_end) * 1000 >= limit:
+            self._utterance_open = False
+            await self._emit(UtteranceEnd(last_word_end=self._last_word_end))
+
+    # -- client requests ----------------------------------------------------------------------------
+
+    async def finalize(self) -> None:
+        """Finalise what has been heard so far (Deepgram's ``Finalize``)."""
+        if len(self._window):
+            self._close_window(speech_final=False, from_finalize=True)
+
+    async def close(self) -> None:
+        """Finalise, then wait until every result has been sent (``CloseStream``)."""
+        await self.finalize()
+        self._jobs.put_nowait(None)
+        await self._worker
+
+    def abort(self) -> None:
+        """Stop at once: the client went away."""
+        self._worker.cancel()
+
+    # -- transcription ------------------------------------------------------------------------------
+
+    async def _transcribe(self, job: _Job) -> tuple[TranscriptWord, ...]:
+        if not job.speech or len(job.audio) < self._frame:
+            return ()
+        offset = job.start / RATE
+        request = TranscriptionRequest(audio=job.audio, language=self._options.language,
+                                       prompt=self._options.prompt, word_timestamps=True)
+        words: list[TranscriptWord] = []
+        async for item in self._stt.transcribe(request):
+            if isinstance(item, TranscriptSegment):
+                words.extend(TranscriptWord(word=w.word, start=w.start + offset, end=w.end + offset,
+                                            probability=w.probability) for w in item.words)
+        return tuple(words)
+
+    async def _work(self) -> None:
+        try:
+            while (job := await self._jobs.get()) is not None:
+                if not job.is_final and self._jobs.qsize():
+                    self._interim_pending = False
+                    continue  # a newer result is queued already: this interim is stale
+                words = await self._transcribe(job)
+                end = (job.start + len(job.audio)) / RATE
+                if not job.is_final:
+                    self._interim_pending = False
+                await self._emit(Transcript(words=words, start=job.start / RATE, end=end, is_final=job.is_final,
+                                            speech_final=job.speech_final, from_finalize=job.from_finalize))
+                if job.is_final and words:
+                    self._last_word_end = words[-1].end
+                    self._utterance_open = True
+                    await self._check_utterance_end()
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # reported by the caller, which closes the stream
+            log.exception("live transcription failed")
+            self.failure = e
+            raise
+
+    async def aclose(self) -> None:
+        self.abort()
+        with contextlib.suppress(BaseException):
+            await self._worker

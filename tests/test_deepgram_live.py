@@ -1,0 +1,204 @@
+"""Deepgram's live WebSocket, driven by the newest Deepgram Python SDK against the real engines.
+
+The audio is the gateway's own speech of a multi-sentence text, sent in 100 ms chunks at about real
+time, followed by silence, as a microphone would.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import threading
+import time
+from typing import Any
+
+import av
+import jiwer
+import numpy as np
+import pytest
+from conftest import Gateway
+from deepgram import DeepgramClient
+from deepgram.environment import DeepgramClientEnvironment
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+from backends.types import TranscriptWord
+from compat.deepgram.common import ModelInfo
+from compat.deepgram.live import results_message
+
+STORY = ("The morning was cold and bright. A small boat moved across the calm water. "
+         "Birds were singing in the tall trees.")
+RATE = 24000
+CHUNK = RATE // 10  # 100 ms
+
+
+def _wer(reference: str, hypothesis: str) -> float:
+    def norm(text: str) -> str:
+        return re.sub(r"[^a-z0-9' ]+", " ", text.lower()).strip()
+
+    return float(jiwer.wer(norm(reference), norm(hypothesis)))
+
+
+@pytest.fixture(scope="module")
+def speech_pcm(gateway: Gateway) -> bytes:
+    """The story as 24 kHz s16le, with 0.5 s of silence before and 2.5 s after."""
+    pcm = gateway.openai().audio.speech.create(model="tts-1", voice="alloy", input=STORY, response_format="pcm")
+    silence = bytes(2 * RATE // 2)
+    return silence + pcm.content + bytes(2 * RATE * 5 // 2)
+
+
+def _client(gateway: Gateway) -> DeepgramClient:
+    ws = gateway.url.replace("http://", "ws://")
+    return DeepgramClient(api_key="test", environment=DeepgramClientEnvironment(
+        base=gateway.url, production=ws, agent=ws, agent_rest=gateway.url))
+
+
+def _send_paced(send: Any, audio: bytes, step: int, pace: float) -> None:
+    for i in range(0, len(audio), step):
+        send(audio[i:i + step])
+        time.sleep(pace)
+
+
+def _collect(conn: Any) -> list[Any]:
+    messages = []
+    for message in conn:
+        messages.append(message)
+    return messages
+
+
+def test_live_stream_with_interims_endpointing_and_utterance_end(gateway: Gateway, speech_pcm: bytes) -> None:
+    client = _client(gateway)
+    with client.listen.v1.connect(model="nova-3", encoding="linear16", sample_rate=RATE, channels=1,
+                                  interim_results="true", endpointing=300, utterance_end_ms=1000,
+                                  vad_events="true", smart_format="true") as conn:
+        def feed() -> None:
+            _send_paced(conn.send_media, speech_pcm, 2 * CHUNK, 0.08)
+            conn.send_close_stream()
+
+        sender = threading.Thread(target=feed)
+        sender.start()
+        messages = _collect(conn)
+        sender.join()
+
+    kinds = [m.type for m in messages]
+    assert "SpeechStarted" in kinds
+    assert kinds[-1] == "Metadata"
+    results = [m for m in messages if m.type == "Results"]
+    interims = [r for r in results if not r.is_final]
+    finals = [r for r in results if r.is_final]
+    assert interims, "interim results arrive while speech goes on"
+    assert any(r.speech_final for r in finals), "a pause ends speech with speech_final"
+    assert "UtteranceEnd" in kinds
+    utterance_end = next(m for m in messages if m.type == "UtteranceEnd")
+    words = [w for r in finals for w in r.channel.alternatives[0].words]
+    assert utterance_end.last_word_end == pytest.approx(words[-1].end, abs=0.01)
+    transcript = " ".join(r.channel.alternatives[0].transcript for r in finals)
+    assert _wer(STORY, transcript) < 0.15, transcript
+    starts = [w.start for w in words]
+    assert starts == sorted(starts)
+    assert all(w.punctuated_word for w in words)  # smart_format
+    for r in results:
+        assert r.metadata.model_info.name == "nova-3"
+        assert r.channel_index == [0, 1]
+    speech_started = next(m for m in messages if m.type == "SpeechStarted")
+    assert 0.2 < speech_started.timestamp < 1.5  # the speech starts after 0.5 s of silence
+    metadata = messages[-1]
+    assert metadata.duration == pytest.approx(len(speech_pcm) / 2 / RATE, abs=0.1)
+    info = metadata.model_info[metadata.models[0]]  # the v7 SDK keeps this map's values as dicts
+    assert (info["name"] if isinstance(info, dict) else info.name) == "nova-3"
+
+
+def test_finalize_flushes_and_keepalive_keeps_the_socket(gateway: Gateway, speech_pcm: bytes) -> None:
+    speech_only = speech_pcm[: len(speech_pcm) // 3]  # stops in the middle of speech: nothing ends it
+    with _client(gateway).listen.v1.connect(model="nova-3", encoding="linear16", sample_rate=RATE,
+                                            endpointing="false") as conn:
+        conn.send_media(speech_only)
+        conn.send_keep_alive()
+        conn.send_finalize()
+        flushed = conn.recv()
+        assert flushed.type == "Results"
+        assert flushed.is_final and flushed.from_finalize and not flushed.speech_final
+        assert flushed.channel.alternatives[0].transcript.lower().startswith("the morning")
+        conn.send_close_stream()
+        rest = _collect(conn)
+    assert rest[-1].type == "Metadata"
+
+
+def test_containerised_webm_opus_stream(gateway: Gateway, speech_pcm: bytes) -> None:
+    samples = np.frombuffer(speech_pcm, dtype="<i2").astype(np.float32) / 32768
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="webm") as container:
+        stream = container.add_stream("libopus", rate=48000, layout="mono")
+        resampler = av.AudioResampler(format="s16", layout="mono", rate=48000)
+        frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="flt", layout="mono")
+        frame.sample_rate = RATE
+        for out in resampler.resample(frame):
+            for packet in stream.encode(out):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    webm = buffer.getvalue()
+    with _client(gateway).listen.v1.connect(model="nova-3") as conn:  # no encoding: a container
+        sender = threading.Thread(target=lambda: (_send_paced(conn.send_media, webm, 4000, 0.02),
+                                                  conn.send_close_stream()))
+        sender.start()
+        messages = _collect(conn)
+        sender.join()
+    finals = [m for m in messages if m.type == "Results" and m.is_final]
+    transcript = " ".join(r.channel.alternatives[0].transcript for r in finals)
+    assert _wer(STORY, transcript) < 0.15, transcript
+    assert messages[-1].type == "Metadata"
+
+
+def test_subprotocol_auth_is_echoed_and_idle_socket_closes(gateway: Gateway) -> None:
+    url = gateway.url.replace("http://", "ws://") + "/v1/listen?encoding=linear16&sample_rate=16000"
+    with connect(url, subprotocols=["token", "secret-key"]) as ws:  # type: ignore[list-item]
+        assert ws.subprotocol == "token"
+        started = time.monotonic()
+        with pytest.raises(ConnectionClosed) as caught:
+            ws.recv(timeout=20)
+        assert 9 < time.monotonic() - started < 15
+    assert caught.value.rcvd is not None and caught.value.rcvd.code == 1011
+    assert "NET-0001" in caught.value.rcvd.reason
+
+
+def test_bad_parameters_close_with_a_reason(gateway: Gateway) -> None:
+    url = gateway.url.replace("http://", "ws://") + "/v1/listen?encoding=speex&sample_rate=16000"
+    with connect(url) as ws, pytest.raises(ConnectionClosed) as caught:
+        ws.recv(timeout=10)
+    assert caught.value.rcvd is not None and caught.value.rcvd.code == 1008
+    assert "speex" in caught.value.rcvd.reason
+    url = gateway.url.replace("http://", "ws://") + "/v1/listen?model=no-such-model"
+    with connect(url) as ws, pytest.raises(ConnectionClosed) as caught:
+        ws.recv(timeout=10)
+    assert caught.value.rcvd is not None and "no-such-model" in caught.value.rcvd.reason
+
+
+def test_unknown_message_gets_an_error_and_the_stream_goes_on(gateway: Gateway) -> None:
+    url = gateway.url.replace("http://", "ws://") + "/v1/listen?encoding=linear16&sample_rate=16000"
+    with connect(url) as ws:
+        ws.send(json.dumps({"type": "Dance"}))
+        error = json.loads(ws.recv(timeout=10))
+        assert error["type"] == "Error"
+        ws.send(json.dumps({"type": "CloseStream"}))
+        metadata = json.loads(ws.recv(timeout=10))
+        assert metadata["type"] == "Metadata"
+
+
+def test_results_carry_model_info_objects_the_v3_sdk_needs() -> None:
+    """Deepgram's Python v3 SDK reads metadata.model_info.{name,version,arch} on every Results."""
+    import msgspec
+
+    message = results_message(
+        words=[TranscriptWord(word=" Hello,", start=0.1, end=0.4, probability=0.9)], start=0.0, end=1.0,
+        is_final=True, speech_final=True, from_finalize=False, punctuate=True, request_id="r",
+        model_uuid="u", model_info=ModelInfo(name="nova-3", version="v", arch="faster_whisper"))
+    data = json.loads(msgspec.json.encode(message))
+    assert data["type"] == "Results"
+    assert data["metadata"]["model_info"] == {"name": "nova-3", "version": "v", "arch": "faster_whisper"}
+    assert data["metadata"]["request_id"] == "r" and data["metadata"]["model_uuid"] == "u"
+    assert data["channel"]["alternatives"][0]["words"][0] == {
+        "word": "hello", "start": 0.1, "end": 0.4, "confidence": 0.9, "punctuated_word": "Hello,"}
+    assert data["channel"]["alternatives"][0]["transcript"] == "Hello,"
+    assert {"channel_index", "duration", "start", "is_final", "speech_final", "from_finalize"} <= set(data)
