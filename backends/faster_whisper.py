@@ -6,7 +6,6 @@ so a streamed transcription shows text while the rest of the clip is still being
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from backends.errors import InvalidRequest, ModelUnavailable
-from backends.threads import iterate_in_thread
+from backends.threads import available_cores, iterate_in_thread
 from backends.types import (
     TranscriptionInfo,
     TranscriptionRequest,
@@ -55,7 +54,7 @@ class FasterWhisperBackend:
         try:
             self._model: Any = WhisperModel(
                 str(folder), device=options.device, compute_type=options.compute_type,
-                cpu_threads=options.cpu_threads or (os.cpu_count() or 1), num_workers=options.workers,
+                cpu_threads=options.cpu_threads or available_cores(), num_workers=options.workers,
                 local_files_only=True)
         except (RuntimeError, ValueError, OSError) as e:
             raise ModelUnavailable(f"faster-whisper could not load the model ({e})") from None

@@ -16,7 +16,6 @@ import codecs
 import contextlib
 import ctypes
 import logging
-import os
 import queue
 import random
 import threading
@@ -30,6 +29,7 @@ from typing import Annotated, Any, TypeVar, cast
 import msgspec
 
 from backends.errors import ContextTooLong, EngineFailure, InvalidRequest, ModelUnavailable
+from backends.threads import available_cores
 from backends.types import (
     ChatRequest,
     CompletionRequest,
@@ -161,7 +161,7 @@ class _Engine:
         self.vocab = lc.llama_model_get_vocab(model)
         self.n_vocab = lc.llama_vocab_n_tokens(self.vocab)
 
-        threads = options.n_threads or max(1, os.cpu_count() or 1)
+        threads = options.n_threads or available_cores()
         cparams = lc.llama_context_default_params()
         cparams.n_ctx = options.n_ctx * options.parallel
         cparams.n_batch = options.n_batch

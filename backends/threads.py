@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Executor
 from typing import Any, TypeVar
 
-__all__ = ["iterate_in_thread"]
+__all__ = ["available_cores", "iterate_in_thread"]
 
 T = TypeVar("T")
+
+
+def available_cores() -> int:
+    """Cores this process may run on: a container's CPU set, not the host's core count."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
 _END = object()
 
 

@@ -70,7 +70,8 @@ def test_pcm_is_raw_24khz_s16le(client: OpenAI, spoken_wav: bytes) -> None:
     assert (rate, channels, bits) == (24000, 1, 16)
     samples = np.frombuffer(pcm, dtype="<i2")
     assert 2.0 < len(samples) / 24000 < 8.0
-    assert abs(len(pcm) - (len(spoken_wav) - 44)) < 24000 * 2 * 0.05  # the same audio as the wav
+    # The same speech as the wav, give or take piper's random phoneme durations.
+    assert abs(len(pcm) - (len(spoken_wav) - 44)) < 0.15 * (len(spoken_wav) - 44)
 
 
 def test_speed_changes_duration(client: OpenAI) -> None:

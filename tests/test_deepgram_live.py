@@ -202,3 +202,30 @@ def test_results_carry_model_info_objects_the_v3_sdk_needs() -> None:
         "word": "hello", "start": 0.1, "end": 0.4, "confidence": 0.9, "punctuated_word": "Hello,"}
     assert data["channel"]["alternatives"][0]["transcript"] == "Hello,"
     assert {"channel_index", "duration", "start", "is_final", "speech_final", "from_finalize"} <= set(data)
+
+
+# Deepgram's documented live Results message (from the SDK's own fixture, as COMPAT.md §2.4 quotes it).
+DOCS_RESULTS = json.loads("""{"type":"Results","channel_index":[0,1],"duration":1.73,"start":5.9,
+ "is_final":true,"speech_final":true,"from_finalize":false,
+ "channel":{"alternatives":[{"transcript":"Ensure domestic tranquility.","confidence":0.9897461,
+   "words":[{"word":"ensure","start":6.251818,"end":6.6427274,"confidence":0.9897461,"punctuated_word":"Ensure"}]}]},
+ "metadata":{"request_id":"4b21fb93-0ece-46c8-a7c8-05709d2119dc","model_uuid":"1ed36bac-f71c-4f3f-a31f-02fd6525c489",
+   "model_info":{"name":"general","version":"2024-01-26.8851","arch":"base"}}}""")
+
+
+def _shape(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _shape(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_shape(value[0])] if value and isinstance(value[0], dict | list) else "list"
+    return type(value).__name__ if not isinstance(value, int | float) or isinstance(value, bool) else "number"
+
+
+def test_results_have_the_documented_shape() -> None:
+    import msgspec
+
+    ours = json.loads(msgspec.json.encode(results_message(
+        words=[TranscriptWord(word=" Ensure", start=6.25, end=6.64, probability=0.99)], start=5.9, end=7.63,
+        is_final=True, speech_final=True, from_finalize=False, punctuate=True, request_id="r", model_uuid="u",
+        model_info=ModelInfo(name="general", version="v", arch="base"))))
+    assert _shape(ours) == _shape(DOCS_RESULTS)

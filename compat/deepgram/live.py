@@ -6,7 +6,6 @@ the connection down without it.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -15,6 +14,7 @@ import msgspec
 from backends.errors import InvalidRequest
 from backends.types import TranscriptWord
 from compat.deepgram.common import ModelInfo, flag, number, one
+from compat.deepgram.listen import Channel, alternative, whisper_language
 from compat.wire import ParamPolicy
 
 __all__ = [
@@ -98,7 +98,7 @@ def parse_live_query(query: Mapping[str, Sequence[str]], policy: ParamPolicy) ->
     language = one(query, "language")
     return LiveParams(
         model=one(query, "model"),
-        language=None if language in (None, "multi") else re.split(r"[-_]", language or "")[0].lower(),
+        language=None if language is None else whisper_language(language),
         encoding=encoding,
         sample_rate=int(number(query, "sample_rate", 16000, low=1000, high=192000)),
         channels=int(number(query, "channels", 1, low=1, high=32)),
@@ -138,24 +138,6 @@ def parse_client_message(text: str) -> ClientMessage:
 # Server → client
 
 
-class Word(msgspec.Struct, omit_defaults=True):
-    word: str
-    start: float
-    end: float
-    confidence: float
-    punctuated_word: str | None = None
-
-
-class Alternative(msgspec.Struct):
-    transcript: str
-    confidence: float
-    words: list[Word]
-
-
-class Channel(msgspec.Struct):
-    alternatives: list[Alternative]
-
-
 class ResultsMetadata(msgspec.Struct):
     request_id: str
     model_uuid: str
@@ -174,34 +156,12 @@ class Results(msgspec.Struct):
     type: str = "Results"
 
 
-def _plain(word: str) -> str:
-    return re.sub(r"[^\w'-]+", "", word).lower()
-
-
-def _words(words: Sequence[TranscriptWord], punctuate: bool) -> list[Word]:
-    out = []
-    for w in words:
-        text = w.word.strip()
-        plain = _plain(text)
-        if not plain:
-            continue
-        out.append(Word(word=plain, start=round(w.start, 3), end=round(w.end, 3),
-                        confidence=round(w.probability, 4), punctuated_word=text if punctuate else None))
-    return out
-
-
 def results_message(*, words: Sequence[TranscriptWord], start: float, end: float, is_final: bool,
                     speech_final: bool, from_finalize: bool, punctuate: bool, request_id: str, model_uuid: str,
                     model_info: ModelInfo) -> Results:
-    dg_words = _words(words, punctuate)
-    if punctuate:
-        transcript = " ".join(w.punctuated_word or w.word for w in dg_words)
-    else:
-        transcript = " ".join(w.word for w in dg_words)
-    confidence = round(sum(w.confidence for w in dg_words) / len(dg_words), 4) if dg_words else 0.0
     return Results(channel_index=[0, 1], duration=round(end - start, 3), start=round(start, 3), is_final=is_final,
                    speech_final=speech_final, from_finalize=from_finalize,
-                   channel=Channel([Alternative(transcript=transcript, confidence=confidence, words=dg_words)]),
+                   channel=Channel([alternative(words, punctuate=punctuate)]),
                    metadata=ResultsMetadata(request_id=request_id, model_uuid=model_uuid, model_info=model_info))
 
 

@@ -15,12 +15,11 @@ from litestar.datastructures import UploadFile
 from litestar.response import Stream
 
 from backends.audio import StreamEncoder, decode
-from backends.base import SpeechBackend, TranscriptionBackend, VadBackend
+from backends.base import SpeechBackend, TranscriptionBackend
 from backends.errors import InvalidAudio, InvalidRequest
 from backends.types import (
     ModelType,
     SpeechRequest,
-    SpeechSpan,
     TranscriptionInfo,
     TranscriptionRequest,
     TranscriptSegment,
@@ -37,7 +36,6 @@ from compat.openai.audio import (
     transcript_done_event,
 )
 from compat.wire import ParamPolicy
-from gateway.registry import Registry
 from gateway.routes.common import (
     backend_as,
     config_of,
@@ -45,6 +43,7 @@ from gateway.routes.common import (
     json_response,
     read_object,
     registry_of,
+    speech_spans,
     unless_disconnected,
 )
 from gateway.routes.openai import is_groq
@@ -90,16 +89,6 @@ async def _decoded(data: bytes, param: str) -> npt.NDArray[np.float32]:
         raise
 
 
-async def _speech_spans(registry: Registry, stt_model: str,
-                        audio: npt.NDArray[np.float32]) -> tuple[SpeechSpan, ...] | None:
-    vad_name = registry.model_config(stt_model).vad
-    if vad_name is None:
-        return None
-    async with registry.lease(vad_name, ModelType.VAD) as held:
-        vad: VadBackend = backend_as(held, VadBackend)
-        return tuple(await vad.speech(audio))
-
-
 async def _transcribe(request: Request[Any, Any, Any],
                       task: Literal["transcribe", "translate"]) -> Response[bytes] | Stream:
     policy = ParamPolicy(config_of(request).server.unsupported_params)
@@ -117,7 +106,7 @@ async def _transcribe(request: Request[Any, Any, Any],
     lease = await registry.acquire(parsed.model, ModelType.STT)
     try:
         backend: TranscriptionBackend = backend_as(lease, TranscriptionBackend)
-        speech = await _speech_spans(registry, parsed.model, audio)
+        speech = await speech_spans(registry, parsed.model, audio)
         events = backend.transcribe(TranscriptionRequest(
             audio=audio, task=task, language=parsed.language, prompt=parsed.prompt,
             temperature=parsed.temperature, word_timestamps=parsed.words, speech=speech))

@@ -8,9 +8,12 @@ from collections.abc import AsyncIterator, Awaitable
 from typing import Any, TypeVar
 
 import msgspec
+import numpy as np
+import numpy.typing as npt
 from litestar import Request, Response
 
-from backends.types import ModelType
+from backends.base import VadBackend
+from backends.types import ModelType, SpeechSpan
 from compat.wire import ParamPolicy, decode_object
 from gateway.config import Config
 from gateway.registry import Lease, Registry
@@ -26,6 +29,7 @@ __all__ = [
     "read_object",
     "registry_of",
     "release_when_done",
+    "speech_spans",
     "unless_disconnected",
     "wait_with_keepalive",
 ]
@@ -138,3 +142,14 @@ async def unless_disconnected(request: Request[Any, Any, Any], work: Awaitable[T
         return job.result()
     job.cancel()
     raise ClientGone
+
+
+async def speech_spans(registry: Registry, stt_model: str,
+                       audio: npt.NDArray[np.float32]) -> tuple[SpeechSpan, ...] | None:
+    """Where the model's VAD (if it names one) hears speech: whisper invents words in silence."""
+    vad_name = registry.model_config(stt_model).vad
+    if vad_name is None:
+        return None
+    async with registry.lease(vad_name, ModelType.VAD) as held:
+        vad: VadBackend = backend_as(held, VadBackend)
+        return tuple(await vad.speech(audio))

@@ -17,6 +17,7 @@ from litestar.exceptions import HTTPException
 from backends.errors import GatewayError, InvalidRequest, MethodNotAllowed, NotFound, PayloadTooLarge
 from compat.deepgram.common import error_body, new_request_id
 from gateway.config import Config
+from gateway.routes.common import ClientGone
 
 __all__ = ["deepgram_router", "query_of", "request_id_of"]
 
@@ -70,6 +71,8 @@ def _on_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> R
 
 
 def _on_exception(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    if isinstance(exc, ClientGone):
+        return Response(b"", status_code=499)
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return render_error(request, GatewayError("Internal Server Error: the server had an error processing your"
                                               " request."))

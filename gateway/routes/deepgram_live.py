@@ -25,7 +25,8 @@ from backends.audio_stream import ContainerStreamDecoder, RawStreamDecoder, Stre
 from backends.base import TranscriptionBackend, VadBackend
 from backends.errors import GatewayError, InvalidAudio, InvalidRequest
 from backends.types import ModelType
-from compat.deepgram.common import ModelInfo, iso_now, model_uuid, new_request_id
+from compat.deepgram.common import iso_now, model_uuid, new_request_id
+from compat.deepgram.listen import model_info
 from compat.deepgram.live import (
     error_message,
     metadata_message,
@@ -131,7 +132,7 @@ async def _start(session: _Session) -> tuple[LiveTranscriber, StreamDecoder]:
     vad_lease = await registry.acquire(_vad_name(config, registry, stt_lease.name), ModelType.VAD)
     session.leases.append(vad_lease)
     uuid = model_uuid(stt_lease.name)
-    info = ModelInfo(name=requested, version=f"syn4pse-{stt_lease.name}", arch=config.models[stt_lease.name].backend)
+    info = model_info(requested, stt_lease.name, config.models[stt_lease.name].backend)
 
     async def emit(event: Event) -> None:
         if isinstance(event, SpeechStarted):
