@@ -16,15 +16,10 @@ from litestar import Litestar, Request, Response, get
 from litestar.exceptions import HTTPException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
-from backends.errors import (
-    GatewayError,
-    InvalidRequest,
-    MethodNotAllowed,
-    NotFound,
-    PayloadTooLarge,
-)
+from backends.errors import GatewayError
 from compat.openai.errors import encode_error
 from gateway.config import Config
+from gateway.errors import from_http_exception
 from gateway.registry import Registry
 from gateway.routes.audio import audio_router
 from gateway.routes.common import ClientGone
@@ -49,20 +44,8 @@ def _on_gateway_error(_: Request[Any, Any, Any], exc: GatewayError) -> Response[
 
 def _on_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
     """Litestar's own errors (unknown route, wrong method, body too large) in OpenAI's envelope."""
-    status = exc.status_code
-    error: GatewayError
-    if status == 404:
-        error = NotFound(f"Unknown request URL: {request.method} {request.url.path}.")
-    elif status == 405:
-        error = MethodNotAllowed(f"Method {request.method} is not allowed for {request.url.path}.")
-    elif status == 413:
-        error = PayloadTooLarge("The request body is too large.")
-    elif 400 <= status < 500:
-        error = InvalidRequest(str(exc.detail))
-        error.status = status
-    else:
-        return _on_exception(request, exc)
-    return _render(error)
+    error = from_http_exception(request, exc)
+    return _render(error) if error is not None else _on_exception(request, exc)
 
 
 def _on_exception(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:

@@ -73,7 +73,7 @@ def test_live_stream_with_interims_endpointing_and_utterance_end(gateway: Gatewa
                                   interim_results="true", endpointing=300, utterance_end_ms=1000,
                                   vad_events="true", smart_format="true") as conn:
         def feed() -> None:
-            _send_paced(conn.send_media, speech_pcm, 2 * CHUNK, 0.08)
+            _send_paced(conn.send_media, speech_pcm, 2 * CHUNK, 0.1)  # real time
             conn.send_close_stream()
 
         sender = threading.Thread(target=feed)

@@ -14,7 +14,7 @@ import msgspec
 from backends.errors import InvalidRequest
 from backends.types import TranscriptWord
 from compat.deepgram.common import ModelInfo, flag, number, one
-from compat.deepgram.listen import Channel, alternative, whisper_language
+from compat.deepgram.listen import Channel, ListenMetadata, alternative, whisper_language
 from compat.wire import ParamPolicy
 
 __all__ = [
@@ -185,22 +185,17 @@ def utterance_end_message(last_word_end: float) -> UtteranceEnd:
     return UtteranceEnd(channel=[0, 1], last_word_end=round(last_word_end, 3))
 
 
-class Metadata(msgspec.Struct):
-    request_id: str
-    sha256: str
-    created: str
-    duration: float
-    channels: int
-    models: list[str]
-    model_info: dict[str, ModelInfo]
-    transaction_key: str = "deprecated"
-    type: str = "Metadata"
+class Metadata(ListenMetadata, kw_only=True):
+    """The pre-recorded response's metadata, sent as the live stream's last message."""
+
+    type: str  # no default: the parent omits defaults, and clients dispatch on this
 
 
 def metadata_message(*, request_id: str, sha256: str, created: str, duration: float, model_uuid: str,
                      model_info: ModelInfo) -> Metadata:
-    return Metadata(request_id=request_id, sha256=sha256, created=created, duration=round(duration, 3), channels=1,
-                    models=[model_uuid], model_info={model_uuid: model_info})
+    return Metadata(type="Metadata", transaction_key="deprecated", request_id=request_id, sha256=sha256,
+                    created=created, duration=round(duration, 3), channels=1, models=[model_uuid],
+                    model_info={model_uuid: model_info})
 
 
 class ErrorMessage(msgspec.Struct):

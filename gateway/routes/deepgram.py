@@ -14,9 +14,10 @@ import msgspec
 from litestar import Request, Response, Router
 from litestar.exceptions import HTTPException
 
-from backends.errors import GatewayError, InvalidRequest, MethodNotAllowed, NotFound, PayloadTooLarge
+from backends.errors import GatewayError
 from compat.deepgram.common import error_body, new_request_id
 from gateway.config import Config
+from gateway.errors import from_http_exception
 from gateway.routes.common import ClientGone
 
 __all__ = ["deepgram_router", "query_of", "request_id_of"]
@@ -53,21 +54,8 @@ def _on_gateway_error(request: Request[Any, Any, Any], exc: GatewayError) -> Res
 
 
 def _on_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
-    status = exc.status_code
-    error: GatewayError
-    if status == 404:
-        error = NotFound(f"Unknown request URL: {request.url.path}.")
-    elif status == 405:
-        error = MethodNotAllowed(f"Method {request.method} is not allowed for {request.url.path}.")
-    elif status == 413:
-        error = PayloadTooLarge("The request body is too large.")
-    elif 400 <= status < 500:
-        error = InvalidRequest(str(exc.detail))
-        error.status = status
-    else:
-        log.error("unhandled error on %s", request.url.path, exc_info=exc)
-        error = GatewayError("Internal Server Error: the server had an error processing your request.")
-    return render_error(request, error)
+    error = from_http_exception(request, exc)
+    return render_error(request, error) if error is not None else _on_exception(request, exc)
 
 
 def _on_exception(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
