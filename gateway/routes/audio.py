@@ -12,6 +12,7 @@ import numpy as np
 import numpy.typing as npt
 from litestar import Request, Response, Router, get, post
 from litestar.datastructures import UploadFile
+from litestar.params import FromQuery
 from litestar.response import Stream
 
 from backends.audio import StreamEncoder, decode
@@ -215,7 +216,7 @@ async def speech(request: Request[Any, Any, Any]) -> Stream:
 
 
 @get("/audio/voices")
-async def voices(request: Request[Any, Any, Any], model: str | None = None) -> Response[bytes]:
+async def voices(request: Request[Any, Any, Any], model: FromQuery[str | None] = None) -> Response[bytes]:
     """The voices of each speech model, from the configuration (nothing is loaded or downloaded)."""
     registry = registry_of(request)
     config = config_of(request)

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from litestar import Request, Response, Router, get, post
+from litestar.params import FromPath
 from litestar.response import Stream
 
 from backends.base import ChatBackend, EmbeddingBackend
@@ -235,7 +236,7 @@ async def list_models(request: Request[Any, Any, Any]) -> Response[bytes]:
 
 
 @get("/models/{model_id:path}")
-async def retrieve_model(request: Request[Any, Any, Any], model_id: str) -> Response[bytes]:
+async def retrieve_model(request: Request[Any, Any, Any], model_id: FromPath[str]) -> Response[bytes]:
     name = model_id.lstrip("/")
     registry_of(request).resolve(name)
     return json_response(_card(name, int(request.app.state.started_at)))
