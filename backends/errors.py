@@ -77,7 +77,7 @@ class ContextTooLong(InvalidRequest):
 
 class AuthenticationFailed(GatewayError):
     status = 401
-    kind = "authentication_error"
+    kind = "invalid_request_error"  # what OpenAI sends for a bad key
     default_code = "invalid_api_key"
 
 

@@ -16,17 +16,32 @@ _json = msgspec.json.Decoder()
 _AT = re.compile(r"^(?P<message>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
 
 
-def decode_object(body: bytes) -> dict[str, Any]:
-    """The request body as a JSON object, or a 400 saying why not."""
+def _too_deep(value: Any, limit: int) -> bool:
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return False
+
+
+def decode_object(body: bytes, max_depth: int = 64) -> dict[str, Any]:
+    """The request body as a JSON object, or a 400 saying why not (including nesting past ``max_depth``)."""
     if not body.strip():
         raise InvalidRequest("The request body is empty; expected a JSON object.")
     try:
         value = _json.decode(body)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         raise InvalidRequest("We could not parse the JSON body of your request. The body must be"
                              " valid JSON.") from None
     if not isinstance(value, dict):
         raise InvalidRequest("The request body must be a JSON object.")
+    if _too_deep(value, max_depth):
+        raise InvalidRequest(f"The JSON body nests deeper than {max_depth} levels.")
     return value
 
 

@@ -68,6 +68,35 @@ class ModelConfig(_Strict):
     """Backend options, validated against the struct the backend owns."""
     vad: str | None = None
     """For speech-to-text models: a ``vad`` model that finds the speech before it is transcribed."""
+    ttl: Annotated[int, msgspec.Meta(ge=-1)] | None = None
+    """Seconds idle before the model is unloaded: -1 never, 0 at once; None takes ``server.model_ttl``."""
+    preload: bool = False
+    """Load at start-up instead of on the first request."""
+    concurrency: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    """Requests served at once; None takes ``server.default_concurrency``."""
+    queue: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    """Requests that may wait for a turn beyond ``concurrency``; None takes ``server.queue_size``."""
+    memory_mb: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    """Estimated memory when loaded; None estimates it from the size of the model's files."""
+
+
+class CorsConfig(_Strict):
+    allow_origins: list[str] = msgspec.field(default_factory=lambda: ["*"])
+    allow_methods: list[str] = msgspec.field(default_factory=lambda: ["GET", "POST", "OPTIONS"])
+    allow_headers: list[str] = msgspec.field(default_factory=lambda: ["*"])
+    allow_credentials: bool = False
+    max_age: Annotated[int, msgspec.Meta(ge=0)] = 600
+
+
+class RemoteFetchConfig(_Strict):
+    """Whether the server may fetch URLs clients name (Deepgram's ``url`` body, Groq's ``url`` field)."""
+
+    enabled: bool = False
+    allow_private: bool = False
+    """Also fetch from loopback, private and link-local addresses (a test setup, never the internet)."""
+    max_bytes: Annotated[int, msgspec.Meta(ge=1)] = 25 * 1024 * 1024
+    timeout: Annotated[float, msgspec.Meta(gt=0)] = 15.0
+    max_redirects: Annotated[int, msgspec.Meta(ge=0, le=10)] = 3
 
 
 class ServerConfig(_Strict):
@@ -83,6 +112,27 @@ class ServerConfig(_Strict):
     """Largest audio upload accepted (413 above it); OpenAI's own limit by default."""
     env: Literal["production", "development"] = "production"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    api_keys: list[Annotated[str, msgspec.Meta(min_length=1)]] = msgspec.field(default_factory=list)
+    """Keys a client must present (Bearer, Token, or a WebSocket subprotocol); empty: no auth.
+    ``SYN4PSE_API_KEYS`` (comma-separated) adds to them."""
+    remote_fetch: RemoteFetchConfig = msgspec.field(default_factory=RemoteFetchConfig)
+    cors: CorsConfig | None = None
+    """Cross-origin access for browsers; off unless set."""
+    max_json_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 16 * 1024 * 1024
+    max_json_depth: Annotated[int, msgspec.Meta(ge=2, le=1000)] = 64
+    max_header_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 32 * 1024
+    model_ttl: Annotated[int, msgspec.Meta(ge=-1)] = -1
+    """Default seconds idle before a model is unloaded: -1 never, 0 at once."""
+    max_loaded_models: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    max_models_memory_mb: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    """Past either limit, the least recently used idle model is unloaded to make room."""
+    default_concurrency: Annotated[int, msgspec.Meta(ge=1)] = 16
+    """Requests served at once by a model that sets no ``concurrency`` of its own."""
+    queue_size: Annotated[int, msgspec.Meta(ge=0)] = 64
+    queue_timeout: Annotated[float, msgspec.Meta(gt=0)] = 30.0
+    """Seconds a request waits for its turn before a 429."""
+    shutdown_timeout: Annotated[int, msgspec.Meta(ge=0)] = 10
+    """Seconds running requests get to finish when the server stops."""
 
 
 class ServiceConfig(_Strict):
@@ -201,6 +251,11 @@ def _apply_env(server: dict[str, Any], environ: Mapping[str, str]) -> None:
                 raise ConfigError(f"{var}: expected a port number, got '{value}'") from None
         else:
             server[key] = value
+    keys = environ.get("SYN4PSE_API_KEYS")
+    if keys:
+        extra = [k.strip() for k in keys.split(",") if k.strip()]
+        existing = server.get("api_keys") or []
+        server["api_keys"] = [*existing, *extra] if isinstance(existing, list) else existing
 
 
 def parse_config(text: str, *, environ: Mapping[str, str] | None = None,

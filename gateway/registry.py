@@ -1,9 +1,12 @@
 """The model registry: names and aliases → loaded backends, handed out as leases.
 
-A model loads on its first request (its files fetched first if they come from Hugging Face);
-concurrent first requests share one load. A failed fetch or load is reported to that request and
-remembered for ``/v1/models``-style listings, and the next request tries again. An unknown name is
-an error naming it, never a fallback to another model.
+A request *admits* itself to a model (at most ``concurrency`` at once, at most ``queue`` waiting,
+for at most ``queue_timeout`` seconds — beyond that a 429 with ``Retry-After``), then the model is
+*loaded* if it is not yet (its files fetched first if they come from Hugging Face; concurrent first
+requests share one load). A failed fetch or load is reported (503 with the reason) and remembered for
+the admin listing; the next request tries again. Idle models unload after their ``ttl``; when a limit
+on loaded models or their memory is reached, the least recently used idle model makes room. An
+unknown name is an error naming it, never a fallback to another model.
 """
 
 from __future__ import annotations
@@ -13,19 +16,25 @@ import contextlib
 import enum
 import logging
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
 
 from backends import catalog
 from backends.base import Backend
-from backends.errors import GatewayError, InvalidRequest, ModelNotFound, ModelUnavailable
+from backends.errors import Busy, GatewayError, InvalidRequest, ModelNotFound, ModelUnavailable
 from backends.types import ModelType
 from gateway.config import Config, ModelConfig
-from gateway.sources import SourceState, local_files, source_state
+from gateway.sources import SourceState, download, local_files, source_state
 
-__all__ = ["Lease", "ModelState", "Registry"]
+__all__ = ["Admission", "Lease", "ModelState", "Registry", "RegistryObserver"]
 
 log = logging.getLogger("syn4pse.registry")
+
+SWEEP_EVERY = 0.5
+"""Seconds between two checks for idle models to unload."""
 
 
 class ModelState(enum.StrEnum):
@@ -37,25 +46,47 @@ class ModelState(enum.StrEnum):
     FAILED = "failed"
 
 
+class RegistryObserver(Protocol):
+    """What the registry reports as it works (the metrics)."""
+
+    def observe_load(self, model: str, seconds: float) -> None: ...
+
+    def set_loaded(self, count: int) -> None: ...
+
+    def set_queue_depth(self, model: str, depth: int) -> None: ...
+
+
 @dataclass(eq=False)
 class _Slot:
     name: str
     config: ModelConfig
+    ttl: int
+    concurrency: int
+    queue_limit: int
     backend: Backend | None = None
-    leases: int = 0
+    memory_mb: float = 0.0
+    active: int = 0
+    """Requests admitted (serving, or loading the model for themselves)."""
+    waiters: deque[asyncio.Future[None]] = field(default_factory=deque)
     last_used: float = field(default_factory=time.monotonic)
     loading: asyncio.Task[Backend] | None = None
-    downloading: bool = False
+    pulling: asyncio.Task[None] | None = None
+    progress: tuple[int, int] | None = None
+    """Files fetched and files to fetch, while downloading."""
     error: str | None = None
+    mean_service: float = 1.0
+    """Moving average of how long a request holds the model (seconds), for Retry-After."""
 
 
 class Lease:
     """A hold on a loaded model; the model is not unloaded while a lease is out."""
 
-    def __init__(self, slot: _Slot, requested: str) -> None:
+    def __init__(self, registry: Registry, slot: _Slot, requested: str) -> None:
+        self._registry = registry
         self._slot = slot
         self.requested = requested
         """The name the client used (an alias, perhaps), echoed back in responses."""
+        self._since = time.monotonic()
         self._released = False
 
     @property
@@ -70,19 +101,51 @@ class Lease:
     def release(self) -> None:
         if not self._released:
             self._released = True
-            self._slot.leases -= 1
-            self._slot.last_used = time.monotonic()
+            held = time.monotonic() - self._since
+            self._slot.mean_service = 0.8 * self._slot.mean_service + 0.2 * held
+            self._registry._leave(self._slot)
+
+
+class Admission:
+    """A request's turn at a model, before the model is known to be loaded."""
+
+    def __init__(self, registry: Registry, slot: _Slot, requested: str) -> None:
+        self._registry = registry
+        self._slot = slot
+        self._requested = requested
+
+    async def load(self) -> Lease:
+        """The lease, once the model is loaded. On failure the turn is given back."""
+        try:
+            await self._registry._ensure_loaded(self._slot)
+        except BaseException:
+            self._registry._leave(self._slot)
+            raise
+        return Lease(self._registry, self._slot, self._requested)
+
+    def cancel(self) -> None:
+        self._registry._leave(self._slot)
 
 
 class Registry:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, observer: RegistryObserver | None = None) -> None:
         self._config = config
-        self._slots = {name: _Slot(name, model) for name, model in config.models.items()}
+        self._observer = observer
+        server = config.server
+        self._slots = {
+            name: _Slot(name, model,
+                        ttl=server.model_ttl if model.ttl is None else model.ttl,
+                        concurrency=model.concurrency or server.default_concurrency,
+                        queue_limit=server.queue_size if model.queue is None else model.queue)
+            for name, model in config.models.items()
+        }
         self._names: dict[str, str] = {}
         for name, model in config.models.items():
             self._names[name] = name
             for alias in model.aliases:
                 self._names[alias] = name
+        self._sweeper: asyncio.Task[None] | None = None
+        self._unloading: set[asyncio.Task[None]] = set()
 
     # -- lookup -------------------------------------------------------------------------------------
 
@@ -105,7 +168,7 @@ class Registry:
         slot = self._slots[self.resolve(name)]
         if slot.backend is not None:
             return ModelState.LOADED, None
-        if slot.downloading:
+        if slot.progress is not None:
             return ModelState.DOWNLOADING, None
         if slot.loading is not None:
             return ModelState.LOADING, None
@@ -118,65 +181,91 @@ class Registry:
             return ModelState.FAILED, "the model's files are missing"
         return ModelState.AVAILABLE, None
 
-    # -- loading ------------------------------------------------------------------------------------
+    def describe(self) -> list[dict[str, Any]]:
+        """Every configured model with its state, for the admin route and ``syn4pse models``."""
+        now = time.monotonic()
+        out = []
+        for name, slot in self._slots.items():
+            state, reason = self.state(name)
+            entry: dict[str, Any] = {
+                "id": name, "type": slot.config.type.value, "backend": slot.config.backend,
+                "aliases": list(slot.config.aliases), "state": state.value, "ttl": slot.ttl,
+                "active": slot.active, "waiting": len(slot.waiters),
+                "idle_seconds": round(now - slot.last_used, 1) if slot.backend is not None else None,
+                "memory_mb": round(slot.memory_mb, 1) if slot.backend is not None else None,
+            }
+            if reason is not None:
+                entry["reason"] = reason
+            if slot.progress is not None:
+                entry["progress"] = {"files_done": slot.progress[0], "files_total": slot.progress[1]}
+            out.append(entry)
+        return out
 
-    def _load_blocking(self, slot: _Slot) -> Backend:
-        models_dir = self._config.models_dir
-        if slot.config.source.huggingface is not None:
-            slot.downloading = True
-        try:
-            files = local_files(slot.name, slot.config, models_dir)
-        finally:
-            slot.downloading = False
-        entry = catalog.find(slot.config.backend)
-        assert entry is not None  # checked when the config was read
-        started = time.perf_counter()
-        try:
-            backend = entry.load(files, self._config.backend_options[slot.name])
-        except GatewayError:
-            raise
-        except Exception as e:
-            log.exception("model %s: the %s backend failed to load", slot.name, entry.name)
-            raise ModelUnavailable(f"Model '{slot.name}' failed to load ({type(e).__name__}).") from None
-        log.info("model %s: loaded with %s in %.2fs", slot.name, entry.name, time.perf_counter() - started)
-        return backend
+    # -- admission ----------------------------------------------------------------------------------
 
-    async def _ensure_loaded(self, slot: _Slot) -> Backend:
-        if slot.backend is not None:
-            return slot.backend
-        if slot.loading is None:
-            slot.loading = asyncio.ensure_future(asyncio.to_thread(self._load_blocking, slot))
-        task = slot.loading
+    def _slot_for(self, name: str, model_type: ModelType, param: str) -> _Slot:
         try:
-            backend = await asyncio.shield(task)
-        except GatewayError as e:
-            slot.error = e.message
-            raise
-        finally:
-            if slot.loading is task and task.done():
-                slot.loading = None
-        slot.backend = backend
-        slot.error = None
-        return backend
-
-    async def acquire(self, name: str, model_type: ModelType, *, param: str = "model") -> Lease:
-        """Lease the model, loading it first if need be. Release with :meth:`Lease.release`."""
-        try:
-            canonical = self.resolve(name)
+            slot = self._slots[self.resolve(name)]
         except ModelNotFound:
             raise ModelNotFound(name, param=param) from None
-        slot = self._slots[canonical]
         if slot.config.type != model_type:
             raise InvalidRequest(
                 f"The model '{name}' is a {slot.config.type.value} model; this endpoint needs a"
                 f" {model_type.value} model.", param=param, code="model_not_supported")
-        slot.leases += 1
+        return slot
+
+    def _busy(self, slot: _Slot, why: str) -> Busy:
+        wait = slot.mean_service * (len(slot.waiters) + 1) / slot.concurrency
+        return Busy(f"The model '{slot.name}' is busy: {why}. Retry after a moment.", retry_after=max(1.0, wait))
+
+    async def admit(self, name: str, model_type: ModelType, *, param: str = "model") -> Admission:
+        """Take a turn at the model, waiting in its bounded queue if need be (429 past it)."""
+        slot = self._slot_for(name, model_type, param)
+        if slot.active < slot.concurrency and not slot.waiters:
+            slot.active += 1
+            return Admission(self, slot, name)
+        if len(slot.waiters) >= slot.queue_limit:
+            raise self._busy(slot, f"{slot.active} requests running and {len(slot.waiters)} waiting")
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        slot.waiters.append(turn)
+        self._report_queue(slot)
         try:
-            await self._ensure_loaded(slot)
-        except BaseException:
-            slot.leases -= 1
+            await asyncio.wait_for(asyncio.shield(turn), timeout=self._config.server.queue_timeout)
+        except (TimeoutError, asyncio.CancelledError) as e:
+            if turn.done() and not turn.cancelled():
+                self._leave(slot)  # the turn came just as the wait ended: pass it on
+            else:
+                turn.cancel()
+                with contextlib.suppress(ValueError):
+                    slot.waiters.remove(turn)
+            self._report_queue(slot)
+            if isinstance(e, TimeoutError):
+                raise self._busy(slot, f"no turn within {self._config.server.queue_timeout:g}s") from None
             raise
-        return Lease(slot, name)
+        self._report_queue(slot)
+        return Admission(self, slot, name)
+
+    def _leave(self, slot: _Slot) -> None:
+        """A turn ends: hand it to the first waiter, or free it."""
+        slot.last_used = time.monotonic()
+        while slot.waiters:
+            turn = slot.waiters.popleft()
+            if not turn.done():
+                turn.set_result(None)
+                self._report_queue(slot)
+                return
+        slot.active -= 1
+        if slot.active == 0 and slot.ttl == 0 and slot.backend is not None:
+            self._spawn_unload(slot)
+
+    def _report_queue(self, slot: _Slot) -> None:
+        if self._observer is not None:
+            self._observer.set_queue_depth(slot.name, len(slot.waiters))
+
+    async def acquire(self, name: str, model_type: ModelType, *, param: str = "model") -> Lease:
+        """Admit, then load: the model, ready to serve. Release with :meth:`Lease.release`."""
+        admission = await self.admit(name, model_type, param=param)
+        return await admission.load()
 
     @contextlib.asynccontextmanager
     async def lease(self, name: str, model_type: ModelType) -> AsyncIterator[Lease]:
@@ -187,21 +276,175 @@ class Registry:
         finally:
             held.release()
 
-    async def pull(self, name: str) -> None:
-        """Fetch the model's files ahead of its first request."""
+    # -- loading and unloading ----------------------------------------------------------------------
+
+    def _files_blocking(self, slot: _Slot) -> Path:
+        if slot.config.source.huggingface is None:
+            return local_files(slot.name, slot.config, self._config.models_dir)
+
+        def progress(done: int, total: int) -> None:
+            slot.progress = (done, total)
+
+        try:
+            download(slot.name, slot.config, self._config.models_dir, progress=progress)
+        finally:
+            slot.progress = None
+        return local_files(slot.name, slot.config, self._config.models_dir)
+
+    def _load_blocking(self, slot: _Slot, files: Path) -> Backend:
+        entry = catalog.find(slot.config.backend)
+        assert entry is not None  # checked when the config was read
+        try:
+            return entry.load(files, self._config.backend_options[slot.name])
+        except GatewayError:
+            raise
+        except Exception as e:
+            log.exception("model %s: the %s backend failed to load", slot.name, entry.name)
+            raise ModelUnavailable(f"Model '{slot.name}' failed to load ({type(e).__name__}).") from None
+
+    async def _load(self, slot: _Slot) -> Backend:
+        files = await asyncio.to_thread(self._files_blocking, slot)
+        slot.memory_mb = float(slot.config.memory_mb or _size_mb(files))
+        await self._make_room(slot)
+        started = time.perf_counter()
+        backend = await asyncio.to_thread(self._load_blocking, slot, files)
+        seconds = time.perf_counter() - started
+        log.info("model %s: loaded with %s in %.2fs", slot.name, slot.config.backend, seconds)
+        if self._observer is not None:
+            self._observer.observe_load(slot.name, seconds)
+        return backend
+
+    async def _ensure_loaded(self, slot: _Slot) -> Backend:
+        if slot.backend is not None:
+            return slot.backend
+        if slot.loading is None:
+            slot.loading = asyncio.ensure_future(self._load(slot))
+        task = slot.loading
+        try:
+            backend = await asyncio.shield(task)
+        except GatewayError as e:
+            slot.error = e.message
+            raise
+        finally:
+            if slot.loading is task and task.done():
+                slot.loading = None
+        if slot.backend is None:
+            slot.backend = backend
+            slot.error = None
+            self._report_loaded()
+        return slot.backend
+
+    def _loaded(self) -> list[_Slot]:
+        return [s for s in self._slots.values() if s.backend is not None]
+
+    async def _make_room(self, incoming: _Slot) -> None:
+        """Unload least recently used idle models until ``incoming`` fits the limits."""
+        server = self._config.server
+
+        def over() -> bool:
+            loaded = self._loaded()
+            if server.max_loaded_models is not None and len(loaded) + 1 > server.max_loaded_models:
+                return True
+            used = sum(s.memory_mb for s in loaded)
+            return server.max_models_memory_mb is not None and used + incoming.memory_mb > server.max_models_memory_mb
+
+        while over():
+            idle = [s for s in self._loaded() if s.active == 0 and s is not incoming]
+            if not idle:
+                raise Busy(f"Model '{incoming.name}' cannot be loaded now: the limit on loaded models is reached"
+                           " and every loaded model is in use.", retry_after=5)
+            victim = min(idle, key=lambda s: s.last_used)
+            log.info("model %s: unloading (least recently used) to make room for %s", victim.name, incoming.name)
+            await self._unload(victim)
+
+    async def _unload(self, slot: _Slot) -> None:
+        backend, slot.backend = slot.backend, None
+        if backend is None:
+            return
+        self._report_loaded()
+        await asyncio.to_thread(backend.close)
+        log.info("model %s: unloaded", slot.name)
+
+    def _spawn_unload(self, slot: _Slot) -> None:
+        task = asyncio.ensure_future(self._unload(slot))
+        self._unloading.add(task)
+        task.add_done_callback(self._unloading.discard)
+
+    def _report_loaded(self) -> None:
+        if self._observer is not None:
+            self._observer.set_loaded(len(self._loaded()))
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_EVERY)
+            now = time.monotonic()
+            for slot in self._loaded():
+                if slot.active == 0 and slot.ttl >= 0 and now - slot.last_used >= slot.ttl:
+                    log.info("model %s: idle for %ds, unloading", slot.name, int(now - slot.last_used))
+                    await self._unload(slot)
+
+    # -- operator actions ---------------------------------------------------------------------------
+
+    async def load(self, name: str) -> None:
+        """Load a model now (admin route, ``preload``)."""
+        slot = self._slots[self.resolve(name)]
+        slot.last_used = time.monotonic()
+        try:
+            await self._ensure_loaded(slot)
+        finally:
+            slot.last_used = time.monotonic()
+
+    async def unload(self, name: str) -> bool:
+        """Unload a model now; False if requests are using it."""
+        slot = self._slots[self.resolve(name)]
+        if slot.active:
+            return False
+        await self._unload(slot)
+        return True
+
+    def pull(self, name: str) -> asyncio.Task[None] | None:
+        """Start fetching the model's files (None: nothing to fetch); the listing shows the progress."""
         slot = self._slots[self.resolve(name)]
         if slot.config.source.huggingface is None:
-            return
-        from gateway.sources import download
+            return None
+        if slot.pulling is None or slot.pulling.done():
+            slot.pulling = asyncio.ensure_future(self._pull(slot))
+            # A failure is kept in the model's state for the listing; nobody awaits the task itself.
+            slot.pulling.add_done_callback(lambda t: t.cancelled() or t.exception())
+        return slot.pulling
 
-        await asyncio.to_thread(download, slot.name, slot.config, self._config.models_dir)
+    async def _pull(self, slot: _Slot) -> None:
+        try:
+            await asyncio.to_thread(self._files_blocking, slot)
+            slot.error = None
+        except GatewayError as e:
+            slot.error = e.message
+            raise
+
+    async def start(self) -> None:
+        """Begin unloading idle models, and load the ``preload`` ones (a failure is logged, not fatal)."""
+        self._sweeper = asyncio.create_task(self._sweep())
+        for name, slot in self._slots.items():
+            if slot.config.preload:
+                try:
+                    await self.load(name)
+                except GatewayError as e:
+                    log.error("model %s: preload failed: %s", name, e.message)
 
     async def close(self) -> None:
         """Unload every model (on shutdown)."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         for slot in self._slots.values():
-            if slot.loading is not None:
-                with contextlib.suppress(BaseException):
-                    await slot.loading
-            if slot.backend is not None:
-                backend, slot.backend = slot.backend, None
-                await asyncio.to_thread(backend.close)
+            for task in (slot.loading, slot.pulling):
+                if task is not None:
+                    with contextlib.suppress(BaseException):
+                        await task
+            await self._unload(slot)
+
+
+def _size_mb(files: Path) -> float:
+    """The model's size on disk, the first estimate of what it takes in memory."""
+    if files.is_file():
+        return files.stat().st_size / 2**20
+    return sum(p.stat().st_size for p in files.rglob("*") if p.is_file()) / 2**20

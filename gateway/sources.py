@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import importlib.util
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from backends.errors import ModelUnavailable
@@ -77,8 +78,25 @@ def source_state(name: str, model: ModelConfig, models_dir: Path) -> SourceState
     return SourceState.PRESENT if _with_file(root, model).exists() else SourceState.MISSING
 
 
-def download(name: str, model: ModelConfig, models_dir: Path) -> Path:
-    """Fetch a Hugging Face source (blocking; no-op when complete). Returns the local folder."""
+def _progress_bar(report: Callable[[int, int], None]) -> type:
+    """huggingface_hub's files bar, still drawn on the console, also reporting (done, total) files."""
+    from tqdm.auto import tqdm
+
+    class Bar(tqdm):  # type: ignore[misc]
+        def update(self, n: float | None = 1) -> bool | None:
+            shown: bool | None = super().update(n)
+            report(int(self.n), int(self.total or 0))
+            return shown
+
+    return Bar
+
+
+def download(name: str, model: ModelConfig, models_dir: Path,
+             progress: Callable[[int, int], None] | None = None) -> Path:
+    """Fetch a Hugging Face source (blocking; no-op when complete). Returns the local folder.
+
+    ``progress(done, total)`` hears how many of the files are fetched.
+    """
     hf = model.source.huggingface
     assert hf is not None
     folder = _hf_dir(models_dir, hf)
@@ -91,7 +109,7 @@ def download(name: str, model: ModelConfig, models_dir: Path) -> Path:
              ", ".join(hf.include) or "all files", folder)
     try:
         snapshot_download(repo_id=hf.repo, revision=hf.revision, allow_patterns=hf.include or None,
-                          local_dir=folder)
+                          local_dir=folder, tqdm_class=_progress_bar(progress) if progress is not None else None)
     except RepositoryNotFoundError:
         raise ModelUnavailable(
             f"Model '{name}' could not be fetched: the Hugging Face repo '{hf.repo}' (revision"

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import free_port
 
 from backends.llama_cpp import Options as LlamaOptions
 from gateway.config import ConfigError, load_config, parse_config
@@ -132,7 +133,8 @@ def test_serve_refuses_a_bad_file_with_the_key_path(tmp_path: Path) -> None:
 def test_models_command_lists_state(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "gateway", "--config", str(ROOT / "syn4pse.yaml"), "models"],
                             capture_output=True, text=True, timeout=60,
-                            env={"PATH": "", "SYN4PSE_MODELS_PATH": str(tmp_path)})
+                            env={"PATH": "", "SYN4PSE_MODELS_PATH": str(tmp_path),
+                                 "SYN4PSE_SERVER_HTTP_PORT": str(free_port())})  # no server there
     assert result.returncode == 0, result.stderr
     lines = {line.split()[0]: line for line in result.stdout.splitlines()[1:]}
     assert "available" in lines["smollm2-135m"]

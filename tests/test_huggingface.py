@@ -103,7 +103,8 @@ def test_pull_downloads_ahead_and_models_shows_it(hub: HubStub, tmp_path: Path) 
     config = tmp_path / "syn4pse.yaml"
     config.write_text(base_config(models=HUB_MODELS))
     env = {"PATH": "", "HF_ENDPOINT": hub.endpoint, "HF_HOME": str(tmp_path / "hf"),
-           "SYN4PSE_MODELS_PATH": str(tmp_path / "models"), "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+           "SYN4PSE_MODELS_PATH": str(tmp_path / "models"), "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+           "SYN4PSE_SERVER_HTTP_PORT": str(free_port())}  # no server there: the CLI reads the disk
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "gateway", "--config", str(config), *args],

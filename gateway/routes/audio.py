@@ -37,6 +37,7 @@ from compat.openai.audio import (
     transcript_done_event,
 )
 from compat.wire import ParamPolicy
+from gateway.fetch import fetch_url
 from gateway.routes.common import (
     backend_as,
     config_of,
@@ -63,7 +64,8 @@ MAX_AUDIO_SECONDS = 4 * 3600
 # Transcriptions and translations
 
 
-async def _upload(request: Request[Any, Any, Any], policy: ParamPolicy) -> tuple[dict[str, list[str]], bytes]:
+async def _upload(request: Request[Any, Any, Any], policy: ParamPolicy,
+                  url_allowed: bool = False) -> tuple[dict[str, list[str]], bytes]:
     form = await request.form()
     fields: dict[str, list[str]] = {}
     upload: UploadFile | None = None
@@ -77,6 +79,8 @@ async def _upload(request: Request[Any, Any, Any], policy: ParamPolicy) -> tuple
         else:
             policy.unknown(key)
     if upload is None:
+        if url_allowed and fields.get("url"):
+            return fields, b""
         raise InvalidRequest("Missing required parameter: 'file' (a multipart upload of the audio).",
                              param="file", code="missing_required_parameter")
     return fields, await upload.read()
@@ -94,10 +98,10 @@ async def _transcribe(request: Request[Any, Any, Any],
                       task: Literal["transcribe", "translate"]) -> Response[bytes] | Stream:
     policy = ParamPolicy(config_of(request).server.unsupported_params)
     groq_id = new_groq_id() if is_groq(request) else None
-    fields, data = await _upload(request, policy)
-    if groq_id and fields.pop("url", None):
-        raise InvalidRequest("Fetching audio from a URL is disabled on this server; upload the file.",
-                             param="url")
+    fields, data = await _upload(request, policy, url_allowed=groq_id is not None)
+    url = fields.pop("url", None) if groq_id else None
+    if url:  # Groq lets clients name the audio by URL instead of uploading it
+        data = await fetch_url(url[0], config_of(request).server.remote_fetch, param="url")
     parsed = parse_transcription_form(fields, policy, task=task)
     headers = dropped_headers(request, policy)
     registry = registry_of(request)

@@ -68,8 +68,9 @@ def config_of(request: Request[Any, Any, Any]) -> Config:
 
 async def read_object(request: Request[Any, Any, Any]) -> tuple[dict[str, Any], ParamPolicy]:
     """The JSON body, and a fresh parameter policy for this request."""
-    raw = decode_object(await request.body())
-    return raw, ParamPolicy(config_of(request).server.unsupported_params)
+    server = config_of(request).server
+    raw = decode_object(await request.body(), server.max_json_depth)
+    return raw, ParamPolicy(server.unsupported_params)
 
 
 def dropped_headers(request: Request[Any, Any, Any], policy: ParamPolicy) -> dict[str, str]:
@@ -86,12 +87,15 @@ def json_response(payload: Any, headers: dict[str, str] | None = None, status: i
 
 
 async def acquire_for_stream(registry: Registry, name: str, model_type: ModelType) -> Lease | asyncio.Task[Lease]:
-    """The lease, if the model is ready soon; else the pending acquisition, for the stream to await.
+    """The lease, if the model is ready soon; else the pending load, for the stream to await.
 
-    A model that is loaded (or loads within :data:`STREAM_LOAD_WAIT`) fails with a real status code;
-    one still downloading or loading after that opens the stream and keeps it alive meanwhile.
+    Admission (the model's bounded queue) always completes first, so a full queue is a real 429,
+    never a stream that ends in an error. A model that is loaded (or loads within
+    :data:`STREAM_LOAD_WAIT`) fails with a real status code too; one still downloading or loading
+    after that opens the stream and keeps it alive meanwhile.
     """
-    task = asyncio.ensure_future(registry.acquire(name, model_type))
+    admission = await registry.admit(name, model_type)
+    task = asyncio.ensure_future(admission.load())
     done, _ = await asyncio.wait({task}, timeout=STREAM_LOAD_WAIT)
     if done:
         return task.result()

@@ -30,6 +30,8 @@ from backends.types import (
 from compat.deepgram.common import iso_now
 from compat.deepgram.listen import ChannelTranscript, ListenOptions, listen_response, model_info, parse_listen_query
 from compat.wire import ParamPolicy, decode_object
+from gateway.config import RemoteFetchConfig
+from gateway.fetch import fetch_url
 from gateway.registry import Registry
 from gateway.routes.audio import MAX_AUDIO_SECONDS
 from gateway.routes.common import (
@@ -95,14 +97,13 @@ def _decode_tracks(data: bytes, options: ListenOptions) -> Tracks:
     return [samples] if samples.ndim == 1 else [np.ascontiguousarray(row) for row in samples]
 
 
-def _reject_url_form(body: bytes) -> None:
-    """A ``{"url": …}`` body: Deepgram would fetch it; this server does not reach out on a client's behalf."""
+async def _fetch_url_form(body: bytes, policy: RemoteFetchConfig) -> bytes:
+    """A ``{"url": …}`` body: the audio there, if the server's remote-fetch policy allows it."""
     raw = decode_object(body)
     if not isinstance(raw.get("url"), str):
         raise InvalidRequest("A JSON body must be an object with a 'url'; to send audio, post its bytes"
                              " with any other Content-Type.", param="url")
-    raise InvalidRequest("remote URLs are disabled by the server: 'url' cannot be fetched; post the audio"
-                         " bytes as the request body instead.", param="url", code="remote_url_disabled")
+    return await fetch_url(raw["url"], policy, param="url")
 
 
 def _is_json(content_type: str | None) -> bool:
@@ -142,7 +143,7 @@ async def listen(request: Request[Any, Any, Any]) -> Response[bytes]:
         raise InvalidRequest(f"The model '{options.model}' is not a speech-to-text model.", param="model")
     body = await request.body()
     if _is_json(request.headers.get("content-type")):
-        _reject_url_form(body)
+        body = await _fetch_url_form(body, config.server.remote_fetch)
     tracks = await asyncio.to_thread(_decode_tracks, body, options)
     sha256 = hashlib.sha256(body).hexdigest()
 

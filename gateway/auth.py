@@ -1,0 +1,103 @@
+"""API keys: every route but ``/health`` needs one when ``server.api_keys`` (or ``SYN4PSE_API_KEYS``) is set.
+
+Accepted the ways clients send them: ``Authorization: Bearer <key>`` (OpenAI, Groq, Deepgram access
+tokens), ``Authorization: Token <key>`` (Deepgram), and for WebSockets from browsers the subprotocol
+pairs ``token, <key>`` / ``bearer, <key>`` (Deepgram) or ``openai-insecure-api-key.<key>`` (OpenAI).
+A refusal is a 401 in the dialect of the route: Deepgram's shape on ``/v1/listen`` and ``/v1/speak``,
+OpenAI's everywhere else; a refused WebSocket handshake gets the same 401 as an HTTP answer.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from typing import Any
+
+import msgspec
+
+from backends.errors import AuthenticationFailed
+from compat.deepgram.common import error_body as deepgram_error_body
+from compat.deepgram.common import new_request_id
+from compat.openai.errors import encode_error
+
+__all__ = ["OPEN_PATHS", "AuthMiddleware", "presented_keys"]
+
+OPEN_PATHS = frozenset({"/health"})
+DEEPGRAM_PATHS = ("/v1/listen", "/v1/speak")
+_OPENAI_SUBPROTOCOL = "openai-insecure-api-key."
+_encoder = msgspec.json.Encoder()
+
+# Plain ASGI types: this middleware sits outside the framework and touches raw messages.
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key.lower() == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+def presented_keys(scope: Scope) -> list[str]:
+    """Every credential the request carries, in the forms the supported clients use."""
+    keys = []
+    authorization = _header(scope, b"authorization")
+    if authorization:
+        scheme, _, value = authorization.strip().partition(" ")
+        if scheme.lower() in ("bearer", "token") and value.strip():
+            keys.append(value.strip())
+    if scope["type"] == "websocket":
+        protocols = [p.strip() for p in scope.get("subprotocols", [])]
+        for i, protocol in enumerate(protocols):
+            if protocol.lower() in ("token", "bearer") and i + 1 < len(protocols):
+                keys.append(protocols[i + 1])
+            elif protocol.startswith(_OPENAI_SUBPROTOCOL):
+                keys.append(protocol[len(_OPENAI_SUBPROTOCOL):])
+    return keys
+
+
+def _valid(presented: Iterable[str], keys: tuple[bytes, ...]) -> bool:
+    found = False
+    for candidate in presented:
+        encoded = candidate.encode()
+        for key in keys:  # compare against every key, whatever matches: no timing hint
+            found |= hmac.compare_digest(encoded, key)
+    return found
+
+
+class AuthMiddleware:
+    def __init__(self, app: ASGIApp, keys: Iterable[str]) -> None:
+        self._app = app
+        self._keys = tuple(k.encode() for k in keys)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (scope["type"] not in ("http", "websocket") or not self._keys or scope["path"] in OPEN_PATHS
+                or (scope["type"] == "http" and scope.get("method") == "OPTIONS")  # CORS preflight
+                or _valid(presented_keys(scope), self._keys)):
+            await self._app(scope, receive, send)
+            return
+        await self._refuse(scope, send)
+
+    async def _refuse(self, scope: Scope, send: Send) -> None:
+        message = "Missing or invalid API key: send it as 'Authorization: Bearer <key>'."
+        error = AuthenticationFailed(message)
+        headers = [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer")]
+        if scope["path"].startswith(DEEPGRAM_PATHS):
+            request_id = new_request_id()
+            body = _encoder.encode(deepgram_error_body(error, request_id))
+            headers += [(b"dg-request-id", request_id.encode()), (b"dg-error", message.encode())]
+        else:
+            body = encode_error(error)
+        headers.append((b"content-length", str(len(body)).encode()))
+        if scope["type"] == "websocket":
+            if "websocket.http.response" in scope.get("extensions", {}):
+                await send({"type": "websocket.http.response.start", "status": 401, "headers": headers})
+                await send({"type": "websocket.http.response.body", "body": body})
+            else:
+                await send({"type": "websocket.close", "code": 1008, "reason": "INVALID_AUTH"})
+            return
+        await send({"type": "http.response.start", "status": 401, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
