@@ -17,13 +17,14 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-__all__ = ["REPO_ROOT", "cells", "cpu_load", "cpu_name", "free_port", "gateway", "package_dir", "ratio",
-           "run_worker", "summary"]
+__all__ = ["REPO_ROOT", "Gateway", "cells", "cpu_load", "cpu_name", "free_port", "gateway", "gateway_process",
+           "package_dir", "ratio", "run_worker", "summary"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 HEALTH_TIMEOUT_S = 60
@@ -62,10 +63,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@dataclass
+class Gateway:
+    """A running gateway: its base URL, its process (for its pid) and the file its log goes to."""
+
+    base: str
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+
+
 @contextmanager
-def gateway(workdir: Path, config: str) -> Iterator[str]:
+def gateway_process(workdir: Path, config: str) -> Iterator[Gateway]:
     """Write ``config`` to ``workdir``, start ``python -m gateway serve`` with it on a free port, wait until
-    it is healthy and yield its base URL; stop it afterwards. Its log goes to ``workdir/gateway.log``."""
+    it is healthy and yield it; stop it afterwards. Its log goes to ``workdir/gateway.log``."""
     config_path = workdir / "syn4pse.yaml"
     config_path.write_text(config)
     port = free_port()
@@ -92,7 +102,7 @@ def gateway(workdir: Path, config: str) -> Iterator[str]:
                     raise SystemExit(f"gateway not healthy after {HEALTH_TIMEOUT_S} s:\n"
                                      f"{log_path.read_text()[-4000:]}")
                 time.sleep(0.2)
-            yield base
+            yield Gateway(base, proc, log_path)
         finally:
             proc.terminate()
             try:
@@ -100,6 +110,13 @@ def gateway(workdir: Path, config: str) -> Iterator[str]:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+@contextmanager
+def gateway(workdir: Path, config: str) -> Iterator[str]:
+    """``gateway_process``, yielding only the base URL."""
+    with gateway_process(workdir, config) as gw:
+        yield gw.base
 
 
 # -- report ---------------------------------------------------------------------------------------------

@@ -10,27 +10,33 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, cast
 
+import msgspec
 from litestar import Litestar, Request, Response, get
+from litestar.config.cors import CORSConfig
 from litestar.exceptions import HTTPException
+from litestar.middleware import DefineMiddleware
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from backends.errors import GatewayError
 from compat.openai.errors import encode_error
-from gateway.config import Config
+from gateway.auth import AuthMiddleware
+from gateway.config import Config, CorsConfig
 from gateway.errors import from_http_exception
+from gateway.limits import HeaderLimitMiddleware
+from gateway.observability import Metrics, instrument
+from gateway.openapi import openapi_json
 from gateway.registry import Registry
+from gateway.routes.admin import admin_router
 from gateway.routes.audio import audio_router
-from gateway.routes.common import ClientGone
+from gateway.routes.common import DROPPED_HEADER, ClientGone
 from gateway.routes.deepgram import deepgram_router
 from gateway.routes.openai import openai_router
 
 __all__ = ["create_app"]
 
 log = logging.getLogger("syn4pse.app")
-
-MAX_JSON_BODY = 16 * 1024 * 1024
 
 
 def _render(error: GatewayError) -> Response[bytes]:
@@ -59,23 +65,41 @@ def _on_exception(request: Request[Any, Any, Any], exc: Exception) -> Response[b
 
 @get("/health", include_in_schema=False)
 async def health() -> dict[str, str]:
+    """The process is up (no auth: for liveness probes)."""
     return {"status": "ok"}
 
 
+@get("/ready", include_in_schema=False)
+async def ready(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """Ready to serve: every ``preload`` model is loaded and no model's local files are missing."""
+    registry: Registry = request.app.state.registry
+    config: Config = request.app.state.config
+    problems = {}
+    for model in registry.describe():
+        preload = config.models[model["id"]].preload
+        if (preload and model["state"] != "loaded") or model["state"] == "failed":
+            problems[model["id"]] = model.get("reason") or model["state"]
+    body = {"status": "ready" if not problems else "not ready", "models": problems}
+    return Response(msgspec.json.encode(body), status_code=200 if not problems else 503,
+                    media_type="application/json")
+
+
 def create_app(config: Config) -> Litestar:
-    registry = Registry(config)
+    metrics = Metrics()  # before the registry: it reports loads and queues to it
+    registry = Registry(config, observer=metrics)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         app.state.config = config
         app.state.registry = registry
         app.state.started_at = time.time()
+        await registry.start()
         try:
             yield
         finally:
             await registry.close()
 
-    handlers: list[Any] = [health]
+    handlers: list[Any] = [health, ready, admin_router(), openapi_json]
     if config.services.openai.enabled:
         handlers.append(openai_router("/v1"))
         handlers.append(audio_router("/v1", config.server.max_audio_upload_bytes))
@@ -84,7 +108,7 @@ def create_app(config: Config) -> Litestar:
         handlers.append(audio_router("/openai/v1", config.server.max_audio_upload_bytes, dialect="groq"))
     if config.services.deepgram.enabled:
         handlers.append(deepgram_router(config))
-    return Litestar(
+    app = Litestar(
         route_handlers=handlers,
         lifespan=[lifespan],
         exception_handlers={
@@ -92,7 +116,21 @@ def create_app(config: Config) -> Litestar:
             HTTPException: _on_http_exception,
             Exception: _on_exception,
         },
-        request_max_body_size=MAX_JSON_BODY,
+        request_max_body_size=config.server.max_json_bytes,
+        middleware=[DefineMiddleware(cast(Any, HeaderLimitMiddleware), max_bytes=config.server.max_header_bytes),
+                    DefineMiddleware(cast(Any, AuthMiddleware), keys=config.server.api_keys)],
+        cors_config=_cors(config.server.cors),
         openapi_config=None,
+        logging_config=None,  # the CLI configures logging from syn4pse.yaml (level, format)
         debug=False,
     )
+    instrument(app, metrics)  # metrics, GET /metrics, request ids, access log: gateway/observability.py
+    return app
+
+
+def _cors(cors: CorsConfig | None) -> CORSConfig | None:
+    if cors is None:
+        return None
+    return CORSConfig(allow_origins=cors.allow_origins, allow_methods=cors.allow_methods,  # type: ignore[arg-type]
+                      allow_headers=cors.allow_headers, allow_credentials=cors.allow_credentials,
+                      max_age=cors.max_age, expose_headers=["x-request-id", DROPPED_HEADER, "dg-request-id"])

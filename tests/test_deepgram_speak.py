@@ -381,7 +381,8 @@ def test_ws_leases_are_released(tmp_path: Path) -> None:
     app = create_app(config)
 
     def leases() -> int:
-        return app.state.registry._slots["joe"].leases  # type: ignore[no-any-return]  # private: no public count
+        joe = next(m for m in app.state.registry.describe() if m["id"] == "joe")
+        return int(joe["active"])
 
     def released() -> bool:
         deadline = time.monotonic() + 10

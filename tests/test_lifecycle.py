@@ -48,7 +48,8 @@ def _states(gw: Gateway) -> dict[str, dict[str, object]]:
 
 def _chat(gw: Gateway, model: str = "gpt-4o-mini", max_tokens: int = 2) -> httpx.Response:
     return httpx.post(f"{gw.url}/v1/chat/completions", timeout=120, json={
-        "model": model, "max_tokens": max_tokens, "messages": [{"role": "user", "content": "hi"}]})
+        "model": model, "max_tokens": max_tokens, "logit_bias": SMOLLM_SPECIAL_TOKENS,
+        "messages": [{"role": "user", "content": "hi"}]})
 
 
 def _embed(gw: Gateway) -> httpx.Response:
@@ -191,7 +192,7 @@ def test_overload_gives_complete_streams_or_429(start: object) -> None:
 def test_queue_timeout_is_429(start: object) -> None:
     gw: Gateway = start(_config("  queue_timeout: 0.5\n", LLM.format(extra="concurrency: 1")))  # type: ignore[operator]
     assert _chat(gw).status_code == 200
-    long = threading.Thread(target=_chat, args=(gw, "gpt-4o-mini", 400))
+    long = threading.Thread(target=_chat, args=(gw, "gpt-4o-mini", 600))  # several seconds: all end tokens banned
     long.start()
     time.sleep(0.5)
     r = _chat(gw)

@@ -18,6 +18,7 @@ from compat.openai.chat import ChatStream, chat_completion, parse_chat_request
 from compat.openai.completions import CompletionChunkBuilder, parse_completion_request, text_completion
 from compat.openai.embeddings import embedding_response, parse_embeddings_request
 from compat.openai.models import ModelCard, ModelList
+from gateway.observability import GenerationMeter, meter_generation, set_request_model
 from gateway.registry import Lease
 from gateway.routes.common import (
     acquire_for_stream,
@@ -61,15 +62,20 @@ class _Clock:
                            completion_time=self.ended - self.first)
 
 
-async def _collect(backend: ChatBackend, prompt: Prompt, clock: _Clock) -> tuple[str, FinishReason | None, Usage]:
+async def _collect(backend: ChatBackend, prompt: Prompt, clock: _Clock,
+                   meter: GenerationMeter) -> tuple[str, FinishReason | None, Usage]:
     """The non-streaming answer: the stream, collected."""
     parts: list[str] = []
     last = GenerationChunk(text="", prompt_tokens=len(prompt.tokens))
     clock.start()
-    async for chunk in backend.generate(prompt):
-        clock.token()
-        parts.append(chunk.text)
-        last = chunk
+    try:
+        async for chunk in backend.generate(prompt):
+            clock.token()
+            meter.chunk(chunk.completion_tokens)
+            parts.append(chunk.text)
+            last = chunk
+    finally:
+        meter.end()
     clock.end()
     return "".join(parts), last.finish_reason, Usage(len(prompt.tokens), last.completion_tokens)
 
@@ -91,6 +97,7 @@ async def chat_completions(request: Request[Any, Any, Any]) -> Response[bytes] |
     if groq_id:
         screen_groq_fields(raw, policy)
     parsed = parse_chat_request(raw, policy)
+    set_request_model(request, parsed.model)
     headers = dropped_headers(request, policy)
     registry = registry_of(request)
 
@@ -98,7 +105,8 @@ async def chat_completions(request: Request[Any, Any, Any]) -> Response[bytes] |
         async with registry.lease(parsed.model, ModelType.LLM) as held:
             backend = _chat(held)
             ready = await backend.prepare_chat(parsed.request)
-            text, finish, usage = await unless_disconnected(request, _collect(backend, ready, clock))
+            text, finish, usage = await unless_disconnected(request, _collect(backend, ready, clock,
+                                                                              meter_generation(request)))
         completion = chat_completion(parsed.model, text, finish, usage)
         if groq_id:
             return json_response(with_x_groq(completion, groq_id, top_level_usage=True,
@@ -114,6 +122,7 @@ async def chat_completions(request: Request[Any, Any, Any]) -> Response[bytes] |
             pending.release()
             raise
     builder = ChatStream(parsed.model, parsed.include_usage)
+    meter = meter_generation(request)
 
     async def frames() -> AsyncIterator[bytes]:
         try:
@@ -130,6 +139,7 @@ async def chat_completions(request: Request[Any, Any, Any]) -> Response[bytes] |
             clock.start()
             async for chunk in backend.generate(ready):
                 clock.token()
+                meter.chunk(chunk.completion_tokens)
                 completion_tokens = chunk.completion_tokens
                 if chunk.text:
                     yield event(builder.content(chunk.text))
@@ -146,6 +156,7 @@ async def chat_completions(request: Request[Any, Any, Any]) -> Response[bytes] |
             yield DONE
         finally:
             release_when_done(pending)
+            meter.end()
 
     return sse_response(frames(), headers)
 
@@ -158,6 +169,7 @@ async def chat_completions(request: Request[Any, Any, Any]) -> Response[bytes] |
 async def completions(request: Request[Any, Any, Any]) -> Response[bytes] | Stream:
     raw, policy = await read_object(request)
     parsed = parse_completion_request(raw, policy)
+    set_request_model(request, parsed.model)
     headers = dropped_headers(request, policy)
     registry = registry_of(request)
 
@@ -172,8 +184,8 @@ async def completions(request: Request[Any, Any, Any]) -> Response[bytes] | Stre
 
     if not parsed.stream:
         try:
-            results = await unless_disconnected(
-                request, asyncio.gather(*(_collect(backend, p, _Clock()) for p in prompts)))
+            results = await unless_disconnected(request, asyncio.gather(
+                *(_collect(backend, p, _Clock(), meter_generation(request)) for p in prompts)))
         finally:
             lease.release()
         choices = [((p.text if echo else "") + text, finish) for p, (text, finish, _) in zip(prompts, results,
@@ -182,6 +194,7 @@ async def completions(request: Request[Any, Any, Any]) -> Response[bytes] | Stre
         return json_response(text_completion(parsed.model, choices, usage), headers)
 
     builder = CompletionChunkBuilder(parsed.model, parsed.include_usage)
+    meter = meter_generation(request)
 
     async def frames() -> AsyncIterator[bytes]:
         try:
@@ -191,9 +204,11 @@ async def completions(request: Request[Any, Any, Any]) -> Response[bytes] | Stre
                     yield event(builder.chunk(index, prompt.text))
                 generated = 0
                 async for chunk in backend.generate(prompt):
+                    meter.chunk(chunk.completion_tokens)
                     generated = chunk.completion_tokens
                     if chunk.text or chunk.finish_reason:
                         yield event(builder.chunk(index, chunk.text, chunk.finish_reason))
+                meter.end()
                 prompt_tokens += len(prompt.tokens)
                 completion_tokens += generated
             if builder.include_usage:
@@ -201,6 +216,7 @@ async def completions(request: Request[Any, Any, Any]) -> Response[bytes] | Stre
             yield DONE
         finally:
             lease.release()
+            meter.end()
 
     return sse_response(frames(), headers)
 
@@ -213,6 +229,7 @@ async def completions(request: Request[Any, Any, Any]) -> Response[bytes] | Stre
 async def embeddings(request: Request[Any, Any, Any]) -> Response[bytes]:
     raw, policy = await read_object(request)
     parsed = parse_embeddings_request(raw, policy)
+    set_request_model(request, parsed.model)
     headers = dropped_headers(request, policy)
     async with registry_of(request).lease(parsed.model, ModelType.EMBEDDINGS) as held:
         embedder: EmbeddingBackend = backend_as(held, EmbeddingBackend)
