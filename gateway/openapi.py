@@ -153,8 +153,9 @@ def _components() -> tuple[dict[Any, JSON], JSON]:
     components["LegacyCompletionRequest"]["properties"]["prompt"] = _four_shapes(_TEXT)
     components["EmbeddingsRequest"]["properties"]["input"] = _four_shapes({"type": "string", "minLength": 1})
     chat = components["ChatCompletionRequest"]  # Groq's chat takes its own fields beside OpenAI's
+    groq_fields: dict[str, Any] = {key: {} for key in sorted(GROQ_FIELDS)}
     components["GroqChatCompletionRequest"] = {**chat, "title": "GroqChatCompletionRequest",
-                                               "properties": {**chat["properties"], **dict.fromkeys(sorted(GROQ_FIELDS), {})}}
+                                               "properties": {**chat["properties"], **groq_fields}}
     return dict(zip(_TYPES, public(refs), strict=True)), components
 
 
