@@ -167,7 +167,8 @@ class LiveTranscriber:
 
     async def _check_utterance_end(self) -> None:
         limit = self._options.utterance_end_ms
-        if limit is None or not self._utterance_open or self._in_speech or self._last_word_end is None:
+        if (limit is None or not self._utterance_open or self._in_speech or self._last_word_end is None
+                or self._jobs.qsize()):  # a final still being made may hold later words
             return
         if (self.duration - self._last_word_end) * 1000 >= limit:
             self._utterance_open = False
@@ -219,7 +220,8 @@ class LiveTranscriber:
                                             speech_final=job.speech_final, from_finalize=job.from_finalize))
                 if job.is_final and words:
                     self._last_word_end = words[-1].end
-                    self._utterance_open = True
+                    # Speech that began while this was transcribed owns the gap: no UtteranceEnd for it.
+                    self._utterance_open = not self._in_speech
                     await self._check_utterance_end()
         except asyncio.CancelledError:
             raise
