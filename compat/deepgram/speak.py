@@ -148,6 +148,8 @@ def parse_speak_body(body: bytes) -> str:
         raise InvalidRequest("'text' must be a string.", param="text")
     if not text.strip():
         raise InvalidRequest("'text' must not be empty.", param="text")
+    if "\x00" in text:  # the phonemizer reads C strings
+        raise InvalidRequest("'text' must not contain NUL characters.", param="text")
     return text
 
 

@@ -294,6 +294,8 @@ def parse_speech_request(raw: dict[str, Any], policy: ParamPolicy) -> ParsedSpee
     body = to_struct(raw, SpeechBody)
     if not body.input.strip():
         raise InvalidRequest("'input' holds no text to speak.", param="input")
+    if "\x00" in body.input:  # the phonemizer reads C strings
+        raise InvalidRequest("'input' must not contain NUL characters.", param="input")
     if body.instructions:
         policy.unsupported("instructions", "this voice cannot follow speaking instructions")
     voice = body.voice.id if isinstance(body.voice, VoiceRef) else body.voice

@@ -145,6 +145,8 @@ async def unless_disconnected(request: Request[Any, Any, Any], work: Awaitable[T
     if job in done:
         return job.result()
     job.cancel()
+    # A cancelled gather() ends with CancelledError as its exception: take it, or asyncio logs it as an error.
+    job.add_done_callback(lambda f: f.cancelled() or f.exception())
     raise ClientGone
 
 
