@@ -100,6 +100,13 @@ class MethodNotAllowed(GatewayError):
     kind = "invalid_request_error"
     default_code = "method_not_allowed"
 
+    def __init__(self, message: str, *, allow: str | None = None) -> None:
+        super().__init__(message)
+        self.allow = allow
+
+    def headers(self) -> dict[str, str]:
+        return {"Allow": self.allow} if self.allow else {}
+
 
 class PayloadTooLarge(GatewayError):
     status = 413

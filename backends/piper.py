@@ -93,7 +93,8 @@ class PiperBackend:
         speaker, base_speed = self._speakers[request.voice]
         length_scale = float(self._voice.config.length_scale) / (base_speed * request.speed)
         config = SynthesisConfig(speaker_id=speaker, length_scale=length_scale)
-        for chunk in self._voice.synthesize(request.text, syn_config=config):
+        text = request.text.replace("\x00", "")  # unspeakable, and the phonemizer reads C strings
+        for chunk in self._voice.synthesize(text, syn_config=config):
             yield np.asarray(chunk.audio_float_array, dtype=np.float32)
 
     async def synthesize(self, request: SpeechRequest) -> AsyncIterator[npt.NDArray[np.float32]]:

@@ -19,7 +19,8 @@ def from_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> 
     if status == 404:
         return NotFound(f"Unknown request URL: {request.method} {request.url.path}.")
     if status == 405:
-        return MethodNotAllowed(f"Method {request.method} is not allowed for {request.url.path}.")
+        allow = (exc.headers or {}).get("Allow") or (exc.headers or {}).get("allow")
+        return MethodNotAllowed(f"Method {request.method} is not allowed for {request.url.path}.", allow=allow)
     if status == 413:
         return PayloadTooLarge("The request body is too large.")
     if 400 <= status < 500:
