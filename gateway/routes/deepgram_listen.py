@@ -35,7 +35,6 @@ from gateway.fetch import fetch_url
 from gateway.registry import Registry
 from gateway.routes.audio import MAX_AUDIO_SECONDS
 from gateway.routes.common import (
-    ClientGone,
     backend_as,
     config_of,
     dropped_headers,
@@ -149,10 +148,7 @@ async def listen(request: Request[Any, Any, Any]) -> Response[bytes]:
 
     async with registry.lease(options.model, ModelType.STT) as lease:
         backend: TranscriptionBackend = backend_as(lease, TranscriptionBackend)
-        try:
-            transcripts = await unless_disconnected(request, _transcribe_tracks(registry, backend, tracks, options))
-        except ClientGone:
-            return Response(b"", status_code=499)
+        transcripts = await unless_disconnected(request, _transcribe_tracks(registry, backend, tracks, options))
 
     response = listen_response(
         transcripts, options, request_id=request_id, sha256=sha256, created=iso_now(),
