@@ -32,6 +32,10 @@ class VoiceOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Speaker id or name in a multi-speaker model; None is the model's default speaker."""
     speed: Annotated[float, msgspec.Meta(gt=0.0, le=4.0)] = 1.0
     """Base speed of this voice; a request's ``speed`` multiplies it."""
+    noise_scale: Annotated[float, msgspec.Meta(ge=0.0, le=2.0)] | None = None
+    """Variation in the voice's sound; None keeps the model's own. 0 makes the voice repeatable."""
+    noise_w_scale: Annotated[float, msgspec.Meta(ge=0.0, le=2.0)] | None = None
+    """Variation in phoneme durations; None keeps the model's own."""
 
 
 class Options(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -67,7 +71,7 @@ class PiperBackend:
         except Exception as e:  # onnxruntime and json errors: a broken voice file
             raise ModelUnavailable(f"Piper could not load the voice {model.stem} ({type(e).__name__})") from None
         speakers: dict[str, int] = dict(self._voice.config.speaker_id_map or {})
-        self._speakers: dict[str, tuple[int | None, float]] = {model.stem: (None, 1.0)}
+        self._speakers: dict[str, tuple[int | None, VoiceOptions]] = {model.stem: (None, VoiceOptions())}
         for name, voice in options.voices.items():
             speaker = voice.speaker
             if isinstance(speaker, str):
@@ -76,7 +80,7 @@ class PiperBackend:
                 speaker = speakers[speaker]
             elif speaker is not None and not 0 <= speaker < max(1, self._voice.config.num_speakers):
                 raise ModelUnavailable(f"voice '{name}': speaker {speaker} is out of range")
-            self._speakers[name] = (speaker, voice.speed)
+            self._speakers[name] = (speaker, voice)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"piper:{model.stem}")
 
     @property
@@ -90,9 +94,10 @@ class PiperBackend:
     def _run(self, request: SpeechRequest) -> Iterator[npt.NDArray[np.float32]]:
         from piper import SynthesisConfig
 
-        speaker, base_speed = self._speakers[request.voice]
-        length_scale = float(self._voice.config.length_scale) / (base_speed * request.speed)
-        config = SynthesisConfig(speaker_id=speaker, length_scale=length_scale)
+        speaker, voice = self._speakers[request.voice]
+        length_scale = float(self._voice.config.length_scale) / (voice.speed * request.speed)
+        config = SynthesisConfig(speaker_id=speaker, length_scale=length_scale, noise_scale=voice.noise_scale,
+                                 noise_w_scale=voice.noise_w_scale)
         text = request.text.replace("\x00", "")  # unspeakable, and the phonemizer reads C strings
         for chunk in self._voice.synthesize(text, syn_config=config):
             yield np.asarray(chunk.audio_float_array, dtype=np.float32)

