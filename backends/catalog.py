@@ -43,9 +43,11 @@ class BackendEntry:
 _ENTRIES = (
     BackendEntry("llama_cpp", ModelType.LLM, "backends.llama_cpp"),
     BackendEntry("sentence_transformers", ModelType.EMBEDDINGS, "backends.sentence_transformers"),
+    BackendEntry("onnx", ModelType.EMBEDDINGS, "backends.onnx_embeddings"),
     BackendEntry("faster_whisper", ModelType.STT, "backends.faster_whisper"),
     BackendEntry("piper", ModelType.TTS, "backends.piper"),
     BackendEntry("silero_vad", ModelType.VAD, "backends.silero_vad"),
+    BackendEntry("rapidocr", ModelType.VISION, "backends.rapidocr"),
 )
 _BY_NAME = {entry.name: entry for entry in _ENTRIES}
 

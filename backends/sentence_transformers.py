@@ -1,15 +1,15 @@
 """Embeddings backend on sentence-transformers (PyTorch).
 
-The model runs on a worker thread of its own so the event loop never waits on torch. Inputs are
-checked against the model's maximum sequence length: a too-long input is an error naming it, as
-OpenAI's API does, never a silently truncated vector.
+The model runs on a worker thread of its own so the event loop never waits on torch, and the inputs
+of concurrent requests are encoded together in batches (:mod:`backends.embed_batching`). Inputs are
+checked against the model's maximum sequence length before they are queued: a too-long input is an
+error naming it, as OpenAI's API does, never a silently truncated vector.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,6 +17,7 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
+from backends.embed_batching import EmbedBatcher, prepare, request_size, shaped
 from backends.errors import InvalidRequest, ModelUnavailable
 from backends.types import EmbeddingRequest, EmbeddingResult
 
@@ -26,7 +27,10 @@ __all__ = ["Options", "SentenceTransformersBackend", "load"]
 class Options(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     device: str = "cpu"
     """Torch device: cpu, cuda, cuda:1, mps."""
-    batch_size: Annotated[int, msgspec.Meta(ge=1, le=4096)] = 32
+    max_batch_size: Annotated[int, msgspec.Meta(ge=1, le=4096)] = 32
+    """Most inputs encoded together, from one request or several."""
+    batch_wait_ms: Annotated[float, msgspec.Meta(ge=0, le=1000)] = 2.0
+    """How long an input may wait for others to share its batch, when the engine is idle."""
     max_seq_length: Annotated[int, msgspec.Meta(ge=1)] | None = None
     """Overrides the model's own limit (in tokens)."""
     normalize: bool = True
@@ -57,7 +61,9 @@ class SentenceTransformersBackend:
             self._model.get_sentence_embedding_dimension
         dims = dimension_of()
         self._dimensions = int(dims) if dims else 0
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"embed:{folder.name}")
+        self._batcher: EmbedBatcher[str] = EmbedBatcher(
+            self._encode, max_batch_size=options.max_batch_size, wait=options.batch_wait_ms / 1000,
+            name=folder.name)
 
     @property
     def dimensions(self) -> int:
@@ -81,7 +87,8 @@ class SentenceTransformersBackend:
             texts.append(self._tokenizer.decode(list(item), skip_special_tokens=True))
         return texts
 
-    def _run(self, request: EmbeddingRequest) -> EmbeddingResult:
+    def _prepare(self, request: EmbeddingRequest) -> tuple[list[str], int]:
+        """The texts to encode and their token count; an input over the model's limit is an error."""
         texts = self._texts(request)
         counts = [len(ids) for ids in self._tokenizer(texts, add_special_tokens=True)["input_ids"]]
         limit = self.max_tokens
@@ -89,26 +96,28 @@ class SentenceTransformersBackend:
             if n > limit:
                 raise InvalidRequest(f"input[{i}] is {n} tokens long; this model reads at most {limit}.",
                                      param="input")
-        vectors: npt.NDArray[np.float32] = np.asarray(
-            self._model.encode(texts, batch_size=self._options.batch_size, convert_to_numpy=True,
+        return texts, sum(counts)
+
+    def _encode(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        """One batch, on the batcher's thread."""
+        return np.asarray(
+            self._model.encode(list(texts), batch_size=len(texts), convert_to_numpy=True,
                                normalize_embeddings=False, show_progress_bar=False),
             dtype=np.float32,
         )
-        if request.dimensions is not None:
-            vectors = vectors[:, : request.dimensions]
-        if self._options.normalize:
-            norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-            vectors = vectors / np.maximum(norms, 1e-12)
-        return EmbeddingResult(vectors=np.ascontiguousarray(vectors, dtype=np.float32),
-                               prompt_tokens=sum(counts))
+
+    def batch_sizes(self) -> dict[int, int]:
+        return self._batcher.batch_sizes()
 
     async def embed(self, request: EmbeddingRequest) -> EmbeddingResult:
         if request.dimensions is not None and request.dimensions > self._dimensions:
             raise InvalidRequest(f"dimensions is {request.dimensions}, but this model's embeddings have"
                                  f" {self._dimensions}.", param="dimensions")
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._run, request)
+        texts, tokens = await prepare(lambda: self._prepare(request), request_size(request.inputs))
+        vectors = await self._batcher.embed(texts)
+        return EmbeddingResult(vectors=shaped(vectors, request.dimensions, self._options.normalize),
+                               prompt_tokens=tokens)
 
     def close(self) -> None:
-        self._executor.shutdown(wait=True, cancel_futures=True)
+        self._batcher.close()
         self._model = None
