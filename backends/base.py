@@ -27,7 +27,7 @@ from backends.types import (
 )
 
 __all__ = ["Backend", "ChatBackend", "EmbeddingBackend", "SpeechBackend", "TranscriptionBackend", "VadBackend",
-           "VadStream"]
+           "VadStream", "VisionBackend"]
 
 
 @runtime_checkable
@@ -108,4 +108,14 @@ class VadBackend(Backend, Protocol):
 
     def stream(self) -> VadStream:
         """Scoring for live audio: state carried from one piece to the next. Cheap: call it on the loop."""
+        ...
+
+
+@runtime_checkable
+class VisionBackend(Backend, Protocol):
+    """Reads images for models that cannot see them: the gateway puts the text into the prompt."""
+
+    async def read_text(self, image: bytes) -> str:
+        """The text the image (a png, jpeg, webp or gif file the gateway has checked) shows, line by
+        line; empty when there is none. The engine runs on a thread of its own, never on the loop."""
         ...

@@ -1,0 +1,66 @@
+"""Image files as the gateway accepts them: png, jpeg, webp and gif, told apart by their bytes.
+
+One decoder for every engine that looks at images (OCR, multimodal LLMs), so each sees the same pixels:
+the first frame of an animation, turned upright by its EXIF orientation, transparency laid over white
+(text drawn on a transparent background stays legible), as 8-bit RGB. Pillow is imported lazily.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from backends.errors import InvalidRequest
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+__all__ = ["IMAGE_TYPES", "decode_rgb", "sniff"]
+
+IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif")
+
+
+def sniff(data: bytes) -> str | None:
+    """The image type the bytes really hold (by their signature), or None when not one of ours."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        return "image/gif"
+    return None
+
+
+def decode_rgb(data: bytes, *, max_pixels: int | None = None) -> Image.Image:
+    """The image's first frame as upright RGB. Raises :class:`InvalidRequest` (no ``param``) if it is not
+    a decodable png, jpeg, webp or gif, or has more than ``max_pixels`` pixels (checked before decoding,
+    so a small file that unpacks to a huge bitmap costs nothing)."""
+    import io
+
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    kind = sniff(data)
+    if kind is None:
+        raise InvalidRequest("The image is not a png, jpeg, webp or gif file.", code="invalid_image_format")
+    try:
+        with Image.open(io.BytesIO(data), formats=[kind.split("/")[1].upper()]) as image:
+            width, height = image.size
+            if width < 1 or height < 1:
+                raise InvalidRequest("The image has no pixels.", code="invalid_image")
+            if max_pixels is not None and width * height > max_pixels:
+                raise InvalidRequest(f"The image is {width}x{height} pixels; at most {max_pixels} pixels are"
+                                     " accepted.", code="image_too_large")
+            image.seek(0)
+            image.load()
+            upright = ImageOps.exif_transpose(image)
+            if upright.mode in ("RGBA", "LA", "PA") or "transparency" in upright.info:
+                rgba = upright.convert("RGBA")
+                background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+                return Image.alpha_composite(background, rgba).convert("RGB")
+            return upright.convert("RGB")
+    except InvalidRequest:
+        raise
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise InvalidRequest(f"The {kind.split('/')[1]} image cannot be decoded ({type(e).__name__}).",
+                             code="invalid_image") from None

@@ -1,0 +1,198 @@
+"""Images for llama.cpp models that see: a vision projector ("mmproj") over ``llama_cpp.mtmd_cpp``.
+
+The LLM engine's scheduler thread owns a :class:`Projector` beside its model and context; every call
+here is a llama.cpp call and must happen on that thread. The projector only ever receives image
+bytes the gateway has already fetched and checked: nothing here opens a file or a URL a client named.
+
+Images are decoded by :func:`backends.images.decode_rgb` (mtmd's own decoder knows no webp), and
+their place in the prompt is marked by :data:`backends.types.IMAGE_MARKER`, which the compat layer
+strips from every caller's text, so a caller can never add or move an image by typing a marker.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from backends.errors import EngineFailure, InvalidRequest, ModelUnavailable
+from backends.images import decode_rgb
+from backends.types import IMAGE_MARKER, ImageInput
+
+__all__ = ["MediaPrompt", "Projector"]
+
+log = logging.getLogger("syn4pse.llama_mtmd")
+
+_CHUNK_IMAGE = 1
+
+
+def _quiet_logs() -> None:
+    """Route mtmd's and clip's log lines through llama-cpp-python's own callback.
+
+    That callback prints only what the ``llama-cpp-python`` logger's level lets through (the LLM
+    engine sets it), and its module keeps the ctypes callback alive for the life of the process.
+    """
+    import llama_cpp._logger as lc_logger
+    from llama_cpp import mtmd_cpp
+
+    mtmd_cpp.mtmd_log_set(lc_logger.llama_log_callback, ctypes.c_void_p(0))
+    mtmd_cpp.mtmd_helper_log_set(lc_logger.llama_log_callback, ctypes.c_void_p(0))
+
+
+class MediaPrompt:
+    """A prompt tokenised with its images, ready to be evaluated into one sequence of the context.
+
+    Holds mtmd's chunks (text tokens and preprocessed images); :meth:`free` releases them and must be
+    called on the engine thread once the prompt is evaluated or dropped.
+    """
+
+    def __init__(self, projector: Projector, chunks: Any) -> None:
+        from llama_cpp import mtmd_cpp
+
+        self._projector = projector
+        self._chunks: Any = chunks
+        self.n_tokens: int = int(mtmd_cpp.mtmd_helper_get_n_tokens(chunks))
+        """Every prompt token, image tokens included: what ``usage.prompt_tokens`` reports and the KV
+        cells the prompt takes."""
+        self.n_pos: int = int(mtmd_cpp.mtmd_helper_get_n_pos(chunks))
+        """Positions the prompt takes; differs from :attr:`n_tokens` only for M-RoPE models."""
+        n_chunks = int(mtmd_cpp.mtmd_input_chunks_size(chunks))
+        self.n_chunks = n_chunks
+        image_tokens = []
+        for i in range(n_chunks):
+            chunk = mtmd_cpp.mtmd_input_chunks_get(chunks, i)
+            if mtmd_cpp.mtmd_input_chunk_get_type(chunk) == _CHUNK_IMAGE:
+                image_tokens.append(int(mtmd_cpp.mtmd_input_chunk_get_n_tokens(chunk)))
+        self.image_tokens: tuple[int, ...] = tuple(image_tokens)
+        """Tokens each image takes, in order."""
+
+    def evaluate(self, ctx: Any, seq_id: int, n_past: int, n_batch: int) -> int:
+        """Decode the whole prompt into sequence ``seq_id`` from position ``n_past``; the new n_past.
+
+        Text is decoded ``n_batch`` tokens at a time (at most the context's own n_batch), each image is
+        encoded by the projector and its embeddings decoded. Afterwards the logits of the prompt's last
+        token are at ``llama_get_logits_ith(ctx, -1)`` (and ``llama_sampler_sample(smpl, ctx, -1)``
+        samples from them) until the next ``llama_decode``.
+        """
+        import llama_cpp as lc
+        from llama_cpp import mtmd_cpp
+
+        if self._chunks is None:
+            raise EngineFailure("The prompt was already freed.")
+        new_n_past = lc.llama_pos(0)
+        rc = mtmd_cpp.mtmd_helper_eval_chunks(self._projector.handle, ctx, self._chunks, n_past, seq_id,
+                                              n_batch, True, ctypes.byref(new_n_past))
+        if rc != 0:
+            raise EngineFailure(f"llama.cpp failed to evaluate the prompt with its images (status {rc}).")
+        return int(new_n_past.value)
+
+    def free(self) -> None:
+        """Release the chunks (idempotent)."""
+        if self._chunks is not None:
+            from llama_cpp import mtmd_cpp
+
+            mtmd_cpp.mtmd_input_chunks_free(self._chunks)
+            self._chunks = None
+
+    def __enter__(self) -> MediaPrompt:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.free()
+
+
+class Projector:
+    """A vision projector loaded for one llama.cpp text model (whose ``n_embd`` it must match)."""
+
+    def __init__(self, model: Any, path: Path, *, n_threads: int, use_gpu: bool = False,
+                 max_pixels: int | None = None) -> None:
+        """Load the projector now, so a bad file fails when the model loads, not at the first chat.
+
+        ``model`` is the ``llama_model`` pointer the engine loaded the text model into.
+        """
+        from llama_cpp import mtmd_cpp
+
+        _quiet_logs()
+        self.marker = IMAGE_MARKER
+        """Stands for one image in the text given to :meth:`tokenize`."""
+        self.max_pixels = max_pixels
+        params = mtmd_cpp.mtmd_context_params_default()
+        params.use_gpu = use_gpu
+        params.n_threads = n_threads
+        params.print_timings = False
+        # Kept referenced: mtmd reads the marker while it builds its context.
+        self._marker_bytes = IMAGE_MARKER.encode()
+        params.media_marker = self._marker_bytes
+        handle = mtmd_cpp.mtmd_init_from_file(str(path).encode(), model, params)
+        if not handle:
+            raise ModelUnavailable(f"llama.cpp could not load the vision projector {path.name} (not a projector"
+                                   " for this model?)")
+        self.handle: Any = handle
+        if not mtmd_cpp.mtmd_support_vision(handle):
+            self.close()
+            raise ModelUnavailable(f"The projector {path.name} has no vision encoder.")
+
+    def _bitmap(self, image: bytes | ImageInput, index: int) -> Any:
+        from llama_cpp import mtmd_cpp
+
+        data = image.data if isinstance(image, ImageInput) else image
+        where = image.where if isinstance(image, ImageInput) else None
+        try:
+            rgb = decode_rgb(data, max_pixels=self.max_pixels)
+        except InvalidRequest as e:
+            named = f"'{where}'" if where else f"image {index + 1}"
+            raise InvalidRequest(f"{named}: {e.message}", param=where or "messages", code=e.code) from None
+        width, height = rgb.size
+        pixels = rgb.tobytes()
+        buffer = (ctypes.c_uint8 * len(pixels)).from_buffer_copy(pixels)
+        bitmap = mtmd_cpp.mtmd_bitmap_init(width, height, buffer)
+        if not bitmap:
+            raise EngineFailure("llama.cpp could not take the image.")
+        return bitmap
+
+    def tokenize(self, text: str, images: Sequence[bytes | ImageInput], *, add_special: bool = False) -> MediaPrompt:
+        """Tokenise ``text`` (special tokens parsed) with an image at each :attr:`marker`, in order.
+
+        ``add_special`` adds the model's BOS token (as ``llama_tokenize`` does). Raises
+        :class:`InvalidRequest` if an image cannot be decoded or the markers do not match the images.
+        """
+        from llama_cpp import mtmd_cpp
+
+        if self.handle is None:
+            raise EngineFailure("The vision projector is closed.")
+        markers = text.count(self.marker)
+        if markers != len(images):
+            raise InvalidRequest(f"The prompt has {markers} image places for {len(images)} images.",
+                                 param="messages")
+        bitmaps: list[Any] = []
+        try:
+            for i, image in enumerate(images):
+                bitmaps.append(self._bitmap(image, i))
+            raw = text.encode()
+            chunks = mtmd_cpp.mtmd_input_chunks_init()
+            if not chunks:
+                raise EngineFailure("llama.cpp could not allocate the prompt.")
+            source = mtmd_cpp.mtmd_input_text(text=raw, text_len=len(raw), add_special=add_special,
+                                              parse_special=True)
+            array = (mtmd_cpp.mtmd_bitmap_p_ctypes * max(1, len(bitmaps)))(*bitmaps)
+            rc = mtmd_cpp.mtmd_tokenize(self.handle, chunks, ctypes.byref(source), array, len(bitmaps))
+            if rc != 0:
+                mtmd_cpp.mtmd_input_chunks_free(chunks)
+                if rc == 2:
+                    raise InvalidRequest("An image could not be prepared for this model.", param="messages",
+                                         code="invalid_image")
+                raise EngineFailure(f"llama.cpp could not tokenise the prompt with its images (status {rc}).")
+            return MediaPrompt(self, chunks)
+        finally:
+            for bitmap in bitmaps:
+                mtmd_cpp.mtmd_bitmap_free(bitmap)
+
+    def close(self) -> None:
+        """Free the projector (idempotent); prompts tokenised with it must be freed first."""
+        if self.handle is not None:
+            from llama_cpp import mtmd_cpp
+
+            mtmd_cpp.mtmd_free(self.handle)
+            self.handle = None
