@@ -8,7 +8,9 @@ match no route: 404s and 405s would go uncounted and unlogged.
 
 Routes label their request with a model through :func:`set_request_model`, and meter generations
 with :func:`meter_generation`; the registry reports loads through :meth:`Metrics.observe_load`,
-:meth:`Metrics.set_loaded` and :meth:`Metrics.set_queue_depth`.
+:meth:`Metrics.set_loaded` and :meth:`Metrics.set_queue_depth`. Backends that batch the work of
+concurrent requests are read at scrape time (:class:`ReportsBatches`): their counts live in the
+backend, so the metrics cost nothing per batch.
 """
 
 from __future__ import annotations
@@ -17,19 +19,22 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
 
 import msgspec
 from litestar import Litestar, Request, Response, get
 from litestar.connection import ASGIConnection
 from litestar.enums import ScopeType
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+from prometheus_client.core import HistogramMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 
 from backends.errors import GatewayError
 
 if TYPE_CHECKING:
+    from litestar.datastructures import State
     from litestar.types import ASGIApp, Message, Receive, ReceiveMessage, Scope, Send
 
     from gateway.registry import Registry
@@ -41,6 +46,7 @@ __all__ = [
     "GenerationMeter",
     "Metrics",
     "ObservabilityMiddleware",
+    "ReportsBatches",
     "instrument",
     "meter_generation",
     "metrics_endpoint",
@@ -70,6 +76,7 @@ _VALID_REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 _TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60)
 _LOAD_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 _json = msgspec.json.Encoder()
 
@@ -122,10 +129,57 @@ class Metrics:
     def observe_load(self, model: str, seconds: float) -> None:
         self._load.labels(model=model).observe(seconds)
 
+    def watch_batches(self, state: State) -> None:
+        """Report the batch sizes of the batching backends loaded in ``state.registry`` (once it is set)."""
+        self.registry.register(_BatchSizes(state))
+
     def exposition(self, accept: str | None = None) -> tuple[bytes, str]:
         """The registry rendered for a scrape, and its content type (OpenMetrics when the scraper asks)."""
         encoder, content_type = choose_encoder(accept or "")
         return encoder(self.registry), content_type
+
+
+@runtime_checkable
+class ReportsBatches(Protocol):
+    """A backend that runs the work of concurrent requests together (the embeddings backends)."""
+
+    def batch_sizes(self) -> dict[int, int]:
+        """Batches run since the model was loaded, by size (inputs per batch). Cheap: called on the loop."""
+        ...
+
+
+class _BatchSizes:
+    """``syn4pse_batch_size``: a histogram of inputs per engine batch, per model, read at scrape time.
+
+    A count below the requests served, or batches in buckets above 1, shows that requests were batched
+    together. The series starts again from zero when its model is reloaded, as a restarted counter does.
+    """
+
+    def __init__(self, state: State) -> None:
+        self._state = state
+
+    def describe(self) -> list[Metric]:
+        return [self._family()]
+
+    @staticmethod
+    def _family() -> HistogramMetricFamily:
+        return HistogramMetricFamily("syn4pse_batch_size", "Inputs per engine batch, by model, for backends that "
+                                     "batch concurrent requests together.", labels=["model"])
+
+    def collect(self) -> Iterator[Metric]:
+        family = self._family()
+        registry: Registry | None = getattr(self._state, "registry", None)
+        backends = registry.backends() if registry is not None else {}
+        for name, backend in sorted(backends.items()):
+            if not isinstance(backend, ReportsBatches):
+                continue
+            sizes = backend.batch_sizes()
+            buckets: list[tuple[str, float]] = [
+                (str(float(bound)), float(sum(n for size, n in sizes.items() if size <= bound)))
+                for bound in _BATCH_BUCKETS]
+            buckets.append(("+Inf", float(sum(sizes.values()))))
+            family.add_metric([name], buckets, sum_value=float(sum(size * n for size, n in sizes.items())))
+        yield family
 
 
 # --------------------------------------------------------------------------------------------------
@@ -334,6 +388,7 @@ def instrument(app: Litestar, metrics: Metrics | None = None) -> Metrics:
     """
     metrics = metrics or Metrics()
     app.state.metrics = metrics
+    metrics.watch_batches(app.state)
     app.register(metrics_endpoint)
     app.asgi_handler = ObservabilityMiddleware(app.asgi_handler, metrics)
     return metrics

@@ -181,6 +181,10 @@ class Registry:
             return ModelState.FAILED, "the model's files are missing"
         return ModelState.AVAILABLE, None
 
+    def backends(self) -> dict[str, Backend]:
+        """The loaded models' backends by model name, for metrics read from the engines at scrape time."""
+        return {name: slot.backend for name, slot in self._slots.items() if slot.backend is not None}
+
     def describe(self) -> list[dict[str, Any]]:
         """Every configured model with its state, for the admin route and ``syn4pse models``."""
         now = time.monotonic()
