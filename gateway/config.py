@@ -78,6 +78,14 @@ class ModelConfig(_Strict):
     """Requests that may wait for a turn beyond ``concurrency``; None takes ``server.queue_size``."""
     memory_mb: Annotated[int, msgspec.Meta(ge=1)] | None = None
     """Estimated memory when loaded; None estimates it from the size of the model's files."""
+    vision: Literal["native", "ocr", "reject"] | None = None
+    """For llm models, what becomes of an image in a chat: the model sees it (``native``, with the
+    projector named by ``options.mmproj``), a ``vision`` model reads its text into the prompt (``ocr``),
+    or the request is refused (``reject``). None: native with an mmproj, else ocr with an
+    ``ocr_model``, else reject. Resolved when the file is read."""
+    ocr_model: str | None = None
+    """For ``vision: ocr``: the vision model of this file that reads the images; None takes the file's
+    only vision model. Resolved when the file is read."""
 
 
 class CorsConfig(_Strict):
@@ -116,6 +124,12 @@ class ServerConfig(_Strict):
     """Keys a client must present (Bearer, Token, or a WebSocket subprotocol); empty: no auth.
     ``SYN4PSE_API_KEYS`` (comma-separated) adds to them."""
     remote_fetch: RemoteFetchConfig = msgspec.field(default_factory=RemoteFetchConfig)
+    max_image_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 20 * 1024 * 1024
+    """Largest image file a chat message may carry, as a data URL or fetched (a 400 naming the part)."""
+    max_image_pixels: Annotated[int, msgspec.Meta(ge=1)] = 50_000_000
+    """Most pixels (width × height) an image may unpack to, checked before it is decoded."""
+    max_images: Annotated[int, msgspec.Meta(ge=0)] = 16
+    """Most images one chat request may carry."""
     cors: CorsConfig | None = None
     """Cross-origin access for browsers; off unless set."""
     max_json_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 16 * 1024 * 1024
@@ -231,6 +245,36 @@ def _check_names(models: Mapping[str, ModelConfig]) -> None:
             owner[alias] = name
 
 
+def _check_vision(models: Mapping[str, ModelConfig]) -> None:
+    """Settle each llm model's ``vision`` mode and OCR model, so requests need not guess."""
+    readers = [name for name, model in models.items() if model.type == ModelType.VISION]
+    for name, model in models.items():
+        prefix = f"models.{name}"
+        if model.type != ModelType.LLM:
+            for key in ("vision", "ocr_model"):
+                if getattr(model, key) is not None:
+                    raise ConfigError(f"{prefix}.{key}: only llm models take images")
+            continue
+        has_projector = model.options.get("mmproj") is not None
+        if model.vision is None:
+            model.vision = "native" if has_projector else "ocr" if model.ocr_model is not None else "reject"
+        if model.vision == "native" and not has_projector:
+            raise ConfigError(f"{prefix}.vision: 'native' needs the model's vision projector in options.mmproj")
+        if model.vision != "ocr":
+            if model.ocr_model is not None:
+                raise ConfigError(f"{prefix}.ocr_model: only used with vision: ocr (this model has vision:"
+                                  f" {model.vision})")
+            continue
+        if model.ocr_model is None:
+            if len(readers) != 1:
+                found = ", ".join(readers) if readers else "none"
+                raise ConfigError(f"{prefix}.ocr_model: name the vision model that reads this model's images"
+                                  f" (vision models in this file: {found})")
+            model.ocr_model = readers[0]
+        elif model.ocr_model not in readers:
+            raise ConfigError(f"{prefix}.ocr_model: '{model.ocr_model}' is not a vision model of this file")
+
+
 _ENV_OVERRIDES: dict[str, str] = {
     "SYN4PSE_ENV": "env",
     "SYN4PSE_SERVER_HTTP_PORT": "http_port",
@@ -291,6 +335,7 @@ def parse_config(text: str, *, environ: Mapping[str, str] | None = None,
             raise ConfigError(f"models: model names must be non-empty strings, got {name!r}")
         models[name], options[name] = _decode_model(name, entry)
     _check_names(models)
+    _check_vision(models)
     return Config(server=top.server, models=models, services=top.services, backend_options=options)
 
 
