@@ -12,6 +12,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
+from backends.threads import EngineLoad
 from backends.types import (
     ChatRequest,
     CompletionRequest,
@@ -26,8 +27,8 @@ from backends.types import (
     TranscriptSegment,
 )
 
-__all__ = ["Backend", "ChatBackend", "EmbeddingBackend", "SpeechBackend", "TranscriptionBackend", "VadBackend",
-           "VadStream", "VisionBackend"]
+__all__ = ["Backend", "ChatBackend", "EmbeddingBackend", "ReportsLoad", "SpeechBackend", "TranscriptionBackend",
+           "VadBackend", "VadStream", "VisionBackend"]
 
 
 @runtime_checkable
@@ -36,6 +37,14 @@ class Backend(Protocol):
 
     def close(self) -> None:
         """Free the engine and stop its threads. Called once, when the model is unloaded."""
+
+
+@runtime_checkable
+class ReportsLoad(Protocol):
+    """A backend that runs several engine calls at once says how many: operators see whether its
+    requests overlap or queue (``GET /admin/models``)."""
+
+    def engine_load(self) -> EngineLoad: ...
 
 
 @runtime_checkable

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from concurrent.futures import Executor
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
-__all__ = ["available_cores", "iterate_in_thread"]
+__all__ = ["EngineLoad", "Occupancy", "available_cores", "iterate_in_thread", "share_cores"]
 
 T = TypeVar("T")
 
@@ -20,6 +22,59 @@ def available_cores() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
         return max(1, os.cpu_count() or 1)
+
+
+def share_cores(parallel: int | None, threads: int, *, most_parallel: int, cores: int | None = None) -> tuple[int, int]:
+    """How many engine calls run at once, and the threads each gets.
+
+    ``parallel`` None means one per core, at most ``most_parallel``; ``threads`` 0 shares the cores
+    out among them (at least one each), so the engine never runs more threads than there are cores:
+    oversubscribed engine threads spin against each other and every request gets slower.
+    """
+    cores = available_cores() if cores is None else cores
+    chosen = parallel if parallel is not None else max(1, min(cores, most_parallel))
+    return chosen, threads or max(1, cores // chosen)
+
+
+@dataclass(frozen=True, slots=True)
+class EngineLoad:
+    """How busy a backend's engine is: calls it can run at once, calls running now, the most at once."""
+
+    slots: int
+    busy: int
+    peak: int
+
+
+class Occupancy:
+    """Engine calls in flight on a backend's threads, and the most there have been at once.
+
+    What a backend reports of it shows whether requests really overlapped in the engine, rather than
+    queueing behind each other: the registry lists it for operators, and the tests assert on it.
+    """
+
+    def __init__(self, slots: int) -> None:
+        self._slots = slots
+        self._busy = 0
+        self._peak = 0
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def hold(self) -> Iterator[None]:
+        """Count one engine call while the block runs (called on the worker thread)."""
+        with self._lock:
+            self._busy += 1
+            self._peak = max(self._peak, self._busy)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._busy -= 1
+
+    def snapshot(self) -> EngineLoad:
+        with self._lock:
+            return EngineLoad(slots=self._slots, busy=self._busy, peak=self._peak)
+
+
 _END = object()
 
 
@@ -34,11 +89,20 @@ async def iterate_in_thread(executor: Executor, produce: Callable[[], Iterator[T
     stop = threading.Event()
 
     def run() -> None:
+        if stop.is_set():  # abandoned while it waited for a worker: nobody reads what it would make
+            return
         try:
-            for item in produce():
-                loop.call_soon_threadsafe(queue.put_nowait, item)
-                if stop.is_set():
-                    break
+            items = produce()
+            try:
+                for item in items:
+                    loop.call_soon_threadsafe(queue.put_nowait, item)
+                    if stop.is_set():
+                        break
+            finally:
+                # A generator's own clean-up (giving back an engine it holds) runs here, on this thread,
+                # before the thread takes its next job.
+                if isinstance(items, Generator):
+                    items.close()
         except BaseException as e:  # handed to the consumer, raised there
             loop.call_soon_threadsafe(queue.put_nowait, _Failure(e))
         finally:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from backends import catalog
-from backends.base import Backend
+from backends.base import Backend, ReportsLoad
 from backends.errors import Busy, GatewayError, InvalidRequest, ModelNotFound, ModelUnavailable
 from backends.types import ModelType
 from gateway.config import Config, ModelConfig
@@ -198,6 +198,9 @@ class Registry:
                 "idle_seconds": round(now - slot.last_used, 1) if slot.backend is not None else None,
                 "memory_mb": round(slot.memory_mb, 1) if slot.backend is not None else None,
             }
+            if isinstance(slot.backend, ReportsLoad):
+                load = slot.backend.engine_load()
+                entry["engine"] = {"slots": load.slots, "busy": load.busy, "peak_busy": load.peak}
             if reason is not None:
                 entry["reason"] = reason
             if slot.progress is not None:
