@@ -7,6 +7,11 @@ thread through a queue; tokens come back to the event loop through per-request a
 Each step of the scheduler decodes, in one ``llama_decode``, one token for every running sequence plus
 a chunk of any prompt still being read, so ``parallel`` > 1 serves several streams at once. A sequence
 whose reader has gone away is dropped at the next step and its KV cells freed.
+
+Each slot remembers which tokens its KV cells hold. A new sequence takes the free slot whose cache
+shares the longest prefix with its prompt and reads only the rest; when another slot (running or not)
+shares a much longer prefix, its cells are copied over first. So a long system prompt is read once,
+and the ``n`` choices of one request read their prompt once.
 """
 
 from __future__ import annotations
@@ -15,11 +20,11 @@ import asyncio
 import codecs
 import contextlib
 import ctypes
+import json
 import logging
 import queue
 import random
 import threading
-from collections import deque
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -27,22 +32,32 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar, cast
 
 import msgspec
+import numpy as np
 
 from backends.errors import ContextTooLong, EngineFailure, InvalidRequest, ModelUnavailable
+from backends.grammars import json_grammar, tool_arguments_grammar, tool_call_grammar
 from backends.threads import available_cores
+from backends.tool_calls import history_calls_text, tools_system_prompt
 from backends.types import (
+    IMAGE_MARKER,
+    ChatMessage,
     ChatRequest,
     CompletionRequest,
     FinishReason,
     GenerationChunk,
     Prompt,
     SamplingParams,
+    TokenLogprob,
+    ToolPlan,
 )
 
 __all__ = ["LlamaCppBackend", "Options", "load"]
 
 log = logging.getLogger("syn4pse.llama_cpp")
 T = TypeVar("T")
+
+COPY_MIN_TOKENS = 64
+"""Copy another slot's cache only when it saves reading at least this many prompt tokens."""
 
 
 class Options(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -121,11 +136,26 @@ _END = object()
 
 
 @dataclass(eq=False)
-class _Sequence:
-    prompt: Prompt
+class _Group:
+    """The ``n`` choices of one request: one reader, one cancel switch."""
+
     loop: asyncio.AbstractEventLoop
     out: asyncio.Queue[Any]
+    remaining: int
     cancelled: threading.Event = field(default_factory=threading.Event)
+
+    def emit(self, item: Any) -> None:
+        self.loop.call_soon_threadsafe(self.out.put_nowait, item)
+
+
+@dataclass(eq=False)
+class _Sequence:
+    prompt: Prompt
+    group: _Group
+    index: int = 0
+    seed: int | None = None
+    leader: _Sequence | None = None
+    """For choices 1..n-1 of a long prompt: start once choice 0 has read it, and copy its cache."""
     slot: int = -1
     n_past: int = 0
     n_read: int = 0
@@ -134,9 +164,20 @@ class _Sequence:
     last_token: int = -1
     sampler: Any = None
     text: _TextAssembler | None = None
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+    done: bool = False
 
-    def emit(self, item: Any) -> None:
-        self.loop.call_soon_threadsafe(self.out.put_nowait, item)
+    @property
+    def prefilled(self) -> bool:
+        return self.n_read >= len(self.prompt.tokens) and self.slot >= 0
+
+
+def _common_prefix(a: list[int], b: tuple[int, ...]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
 
 
 class _Engine:
@@ -188,6 +229,7 @@ class _Engine:
         self.add_bos = bool(lc.llama_vocab_get_add_bos(self.vocab))
         template = options.chat_template or self._builtin_template()
         self.formatter = None
+        self.template_has_tools = bool(template and "tools" in template)
         if template:
             from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
@@ -195,9 +237,11 @@ class _Engine:
                                                  bos_token=self.bos_text)
 
         self.calls: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
-        self.waiting: deque[_Sequence] = deque()
+        self.waiting: list[_Sequence] = []
         self.running: list[_Sequence] = []
         self.free_slots = list(range(options.parallel))
+        self.cached: list[list[int]] = [[] for _ in range(options.parallel)]
+        """The tokens whose KV cells each slot holds, in position order."""
         self.stopping = False
 
     # -- helpers (engine thread only) ---------------------------------------------------------------
@@ -252,25 +296,90 @@ class _Engine:
                 f" {sampling.max_tokens} in the completion). Please reduce the length of the"
                 f" {param} or the completion.", param=param)
 
-    def prepare_chat(self, request: ChatRequest) -> Prompt:
+    def _message(self, m: ChatMessage, native_tools: bool, call_names: dict[str, str]) -> dict[str, Any]:
+        """One message in the shape chat templates read (Hugging Face's)."""
+        out: dict[str, Any] = {"role": m.role, "content": m.content}
+        if m.name:
+            out["name"] = m.name
+        if m.tool_calls:
+            if native_tools:
+                calls = []
+                for call in m.tool_calls:
+                    try:
+                        arguments: Any = json.loads(call.arguments)
+                    except ValueError:
+                        arguments = call.arguments
+                    calls.append({"id": call.id, "type": "function",
+                                  "function": {"name": call.name, "arguments": arguments}})
+                    call_names[call.id] = call.name
+                out["tool_calls"] = calls
+            else:
+                text = history_calls_text(m.tool_calls)
+                out["content"] = f"{m.content}\n{text}" if m.content else text
+        if m.role == "tool":
+            if native_tools:
+                out["tool_call_id"] = m.tool_call_id
+                if m.tool_call_id in call_names:
+                    out["name"] = call_names[m.tool_call_id]
+            else:
+                out["content"] = f"<tool_response>\n{m.content}\n</tool_response>"
+        return out
+
+    def _render(self, request: ChatRequest) -> str:
         if self.formatter is None:
             raise InvalidRequest("This model has no chat template; use /v1/completions or set"
                                  " options.chat_template for it.", param="model")
-        messages = [
-            {"role": m.role, "content": m.content, **({"name": m.name} if m.name else {})}
-            for m in request.messages
-        ]
+        use_tools = bool(request.tools) and request.tool_choice != "none"
+        native = use_tools and self.template_has_tools
+        call_names: dict[str, str] = {}
+        messages = [self._message(m, self.template_has_tools, call_names) for m in request.messages]
+        tools = None
+        if native:
+            tools = [{"type": "function", "function": {"name": t.name, "description": t.description or "",
+                                                       "parameters": t.parameters}} for t in request.tools]
+        elif use_tools:
+            guide = tools_system_prompt(request.tools, request.tool_choice, request.parallel_tool_calls)
+            if messages[0]["role"] == "system":
+                messages[0] = {**messages[0], "content": f"{messages[0]['content']}\n\n{guide}"}
+            else:
+                messages.insert(0, {"role": "system", "content": guide})
         try:
-            rendered = self.formatter(messages=cast(Any, messages))
+            rendered = self.formatter(messages=cast(Any, messages), tools=cast(Any, tools))
         except Exception as e:  # the template's own raise_exception, or a Jinja error
             raise InvalidRequest(f"The model's chat template rejected the messages: {e}",
                                  param="messages") from None
-        text = rendered.prompt
+        return rendered.prompt
+
+    def _output_rules(self, request: ChatRequest) -> tuple[str | None, ToolPlan | None]:
+        """The grammar the reply must follow, and how to read tool calls from it."""
+        if request.tools and request.tool_choice != "none":
+            names = tuple(t.name for t in request.tools)
+            if request.tool_choice == "auto":
+                grammar = json_grammar(request.output.json_schema) if request.output.kind == "json" else None
+                return grammar, ToolPlan("auto", names, request.parallel_tool_calls)
+            if request.tool_choice == "required":
+                return tool_call_grammar(request.tools), ToolPlan("required", names, request.parallel_tool_calls)
+            index = names.index(request.tool_choice)
+            return (tool_arguments_grammar(request.tools[index], f"tools[{index}].function.parameters"),
+                    ToolPlan("named", (request.tool_choice,)))
+        if request.output.kind == "json":
+            return json_grammar(request.output.json_schema), None
+        return None, None
+
+    def prepare_chat(self, request: ChatRequest) -> Prompt:
+        for m in request.messages:
+            if m.images:
+                raise InvalidRequest(f"This model does not accept images ('{m.images[0].where}').",
+                                     param=m.images[0].where, code="image_not_supported")
+        grammar, plan = self._output_rules(request)
+        text = self._render(request).replace(IMAGE_MARKER, "")
         add_bos = self.add_bos and not (self.bos_text and text.startswith(self.bos_text))
         tokens = self.tokenize(text, add_bos)
         self._check_fits(len(tokens), request.sampling, "messages")
-        stops = tuple(request.sampling.stop)
-        return Prompt(tokens=tuple(tokens), sampling=request.sampling, text=text, stop=stops)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("prompt %r", text)
+        return Prompt(tokens=tuple(tokens), sampling=request.sampling, text=text,
+                      stop=tuple(request.sampling.stop), grammar=grammar, tools=plan)
 
     def prepare_completion(self, request: CompletionRequest) -> Prompt:
         if isinstance(request.prompt, str):
@@ -291,26 +400,59 @@ class _Engine:
 
     # -- sampling -----------------------------------------------------------------------------------
 
-    def _make_sampler(self, s: SamplingParams) -> Any:
+    def _make_sampler(self, s: SamplingParams, grammar: str | None, seed: int | None) -> Any:
         lc = self.lc
         chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
-        if s.presence_penalty or s.frequency_penalty:
-            lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_penalties(
-                self.n_vocab, self.n_ctx_seq, 1.0, s.frequency_penalty, s.presence_penalty))
         if s.logit_bias:
             biases = (lc.llama_logit_bias * len(s.logit_bias))(
                 *(lc.llama_logit_bias(token=t, bias=b) for t, b in s.logit_bias))
             lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_logit_bias(
                 self.n_vocab, len(s.logit_bias), biases))
+        if s.presence_penalty or s.frequency_penalty:
+            lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_penalties(
+                self.n_vocab, self.n_ctx_seq, 1.0, s.frequency_penalty, s.presence_penalty))
+        if grammar is not None:
+            sampler = lc.llama_sampler_init_grammar(self.vocab, grammar.encode(), b"root")
+            if not sampler:
+                lc.llama_sampler_free(chain)
+                raise EngineFailure("llama.cpp could not build the output grammar.")
+            lc.llama_sampler_chain_add(chain, sampler)
         if s.temperature <= 0.0:
             lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_greedy())
             return chain
         if s.top_p < 1.0:
             lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_top_p(s.top_p, 1))
         lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_temp(s.temperature))
-        seed = s.seed if s.seed is not None else random.getrandbits(32)
+        seed = seed if seed is not None else random.getrandbits(32)
         lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_dist(seed & 0xFFFFFFFF))
         return chain
+
+    def check_grammar(self, grammar: str) -> None:
+        """Build the grammar once, so a bad one fails the request before any stream starts."""
+        sampler = self.lc.llama_sampler_init_grammar(self.vocab, grammar.encode(), b"root")
+        if not sampler:
+            raise InvalidRequest("The requested output format could not be turned into a grammar.",
+                                 param="response_format")
+        self.lc.llama_sampler_free(sampler)
+
+    def _logprob(self, index: int, token: int, top: int) -> TokenLogprob:
+        """The chosen token's log-probability under the model, and the ``top`` likeliest tokens."""
+        pointer = self.lc.llama_get_logits_ith(self.ctx, index)
+        logits = np.ctypeslib.as_array(pointer, shape=(self.n_vocab,)).astype(np.float64)
+        peak = logits.max()
+        logprobs = logits - (peak + np.log(np.exp(logits - peak).sum()))
+
+        def entry(t: int) -> TokenLogprob:
+            raw = self._piece(t)
+            return TokenLogprob(token=raw.decode(errors="replace"), bytes=raw, logprob=float(logprobs[t]))
+
+        alternatives: tuple[TokenLogprob, ...] = ()
+        if top > 0:
+            best = np.argpartition(-logprobs, top)[:top]
+            best = best[np.argsort(-logprobs[best], kind="stable")]
+            alternatives = tuple(entry(int(t)) for t in best)
+        chosen = entry(token)
+        return TokenLogprob(token=chosen.token, bytes=chosen.bytes, logprob=chosen.logprob, top=alternatives)
 
     # -- the loop -----------------------------------------------------------------------------------
 
@@ -330,32 +472,91 @@ class _Engine:
             if self.running:
                 self._step()
         for seq in [*self.running, *self.waiting]:
-            seq.emit(EngineFailure("The model was unloaded while generating."))
-            seq.emit(_END)
+            seq.group.emit(EngineFailure("The model was unloaded while generating."))
+            self._finish(seq)
         self._free()
 
+    def enqueue(self, prompt: Prompt, group: _Group) -> None:
+        n = prompt.sampling.n
+        seed = prompt.sampling.seed
+        leader = _Sequence(prompt=prompt, group=group, index=0, seed=seed)
+        self.waiting.append(leader)
+        share = len(prompt.tokens) > COPY_MIN_TOKENS
+        for i in range(1, n):
+            self.waiting.append(_Sequence(prompt=prompt, group=group, index=i,
+                                          seed=None if seed is None else seed + i,
+                                          leader=leader if share else None))
+
+    def _finish(self, seq: _Sequence) -> None:
+        """A choice is over (done, failed or cancelled): the request ends with its last choice."""
+        if seq.done:
+            return
+        seq.done = True
+        seq.group.remaining -= 1
+        if seq.group.remaining == 0:
+            seq.group.emit(_END)
+
     def _admit(self) -> None:
-        while self.waiting and self.free_slots:
-            seq = self.waiting.popleft()
-            if seq.cancelled.is_set():
-                seq.emit(_END)
+        i = 0
+        while i < len(self.waiting) and self.free_slots:
+            seq = self.waiting[i]
+            if seq.group.cancelled.is_set():
+                del self.waiting[i]
+                self._finish(seq)
                 continue
-            seq.slot = self.free_slots.pop()
-            self.lc.llama_memory_seq_rm(self.memory, seq.slot, -1, -1)
-            seq.sampler = self._make_sampler(seq.prompt.sampling)
-            seq.text = _TextAssembler(seq.prompt.stop)
-            self.running.append(seq)
+            if seq.leader is not None and not seq.leader.done and not seq.leader.prefilled:
+                i += 1  # its prompt is being read by choice 0; others may go first
+                continue
+            del self.waiting[i]
+            try:
+                self._start(seq)
+            except BaseException as e:  # a sampler that cannot be built fails that request alone
+                seq.group.emit(e if isinstance(e, Exception) else EngineFailure(str(e)))
+                self._finish(seq)
+
+    def _start(self, seq: _Sequence) -> None:
+        tokens = seq.prompt.tokens
+        limit = len(tokens) - 1  # at least one prompt token is read, for the logits of the first pick
+        best_free = max(self.free_slots, key=lambda s: _common_prefix(self.cached[s], tokens))
+        own = min(_common_prefix(self.cached[best_free], tokens), limit)
+        donor, shared = best_free, own
+        for slot in range(self.options.parallel):
+            common = min(_common_prefix(self.cached[slot], tokens), limit)
+            if common > shared:
+                donor, shared = slot, common
+        slot = best_free
+        self.free_slots.remove(slot)
+        lc = self.lc
+        if donor != slot and shared - own >= COPY_MIN_TOKENS:
+            lc.llama_memory_seq_rm(self.memory, slot, -1, -1)
+            lc.llama_memory_seq_cp(self.memory, donor, slot, -1, -1)
+            self.cached[slot] = self.cached[donor][:shared]
+            reuse = shared
+        else:
+            reuse = own
+        if not lc.llama_memory_seq_rm(self.memory, slot, reuse, -1):
+            lc.llama_memory_seq_rm(self.memory, slot, -1, -1)
+            reuse = 0
+        del self.cached[slot][reuse:]
+        seq.slot = slot
+        seq.n_past = seq.n_read = reuse
+        seq.sampler = self._make_sampler(seq.prompt.sampling, seq.prompt.grammar, seq.seed)
+        seq.text = _TextAssembler(seq.prompt.stop)
+        self.running.append(seq)
 
     def _release(self, seq: _Sequence) -> None:
+        """Free the slot; its KV cells stay, as a cache for the next prompt sharing their prefix."""
         self.running.remove(seq)
-        self.lc.llama_memory_seq_rm(self.memory, seq.slot, -1, -1)
+        if seq.n_past != len(self.cached[seq.slot]):  # cells not matching the record: drop them
+            self.lc.llama_memory_seq_rm(self.memory, seq.slot, -1, -1)
+            self.cached[seq.slot] = []
         self.lc.llama_sampler_free(seq.sampler)
         seq.sampler = None
         self.free_slots.append(seq.slot)
-        seq.emit(_END)
+        self._finish(seq)
 
     def _step(self) -> None:
-        for seq in [s for s in self.running if s.cancelled.is_set()]:
+        for seq in [s for s in self.running if s.group.cancelled.is_set()]:
             self._release(seq)
         if not self.running:
             return
@@ -372,6 +573,7 @@ class _Engine:
             batch.seq_id[n][0] = seq.slot
             batch.logits[n] = logits
             seq.n_past += 1
+            self.cached[seq.slot].append(token)
             if logits:
                 outputs.append((seq, n))
             n += 1
@@ -397,33 +599,40 @@ class _Engine:
         rc = self.lc.llama_decode(self.ctx, batch)
         if rc != 0:
             for seq in list(self.running):
-                seq.emit(EngineFailure(f"llama.cpp failed to decode (status {rc})."))
+                seq.group.emit(EngineFailure(f"llama.cpp failed to decode (status {rc})."))
+                seq.n_past = -1  # the cells are in an unknown state
                 self._release(seq)
             return
         for seq, index in outputs:
             self._sample(seq, index)
 
     def _sample(self, seq: _Sequence, index: int) -> None:
+        sampling = seq.prompt.sampling
         token = self.lc.llama_sampler_sample(seq.sampler, self.ctx, index)
         seq.generated += 1
         seq.last_token = token
         assert seq.text is not None
         finish: FinishReason | None = None
         text = ""
-        if self.lc.llama_vocab_is_eog(self.vocab, token):
+        eog = bool(self.lc.llama_vocab_is_eog(self.vocab, token))
+        if sampling.logprobs is not None and not eog:
+            seq.logprobs.append(self._logprob(index, token, sampling.logprobs))
+        if eog:
             finish = "stop"
             text = seq.text.flush()
         else:
             text, stopped = seq.text.push(self._piece(token))
             if stopped:
                 finish = "stop"
-            elif seq.generated >= (seq.prompt.sampling.max_tokens or self.n_ctx_seq) or \
-                    seq.n_past >= self.n_ctx_seq:
+            elif seq.generated >= (sampling.max_tokens or self.n_ctx_seq) or seq.n_past >= self.n_ctx_seq:
                 finish = "length"
                 text += seq.text.flush()
         if text or finish:
-            seq.emit(GenerationChunk(text=text, finish_reason=finish,
-                                     prompt_tokens=len(seq.prompt.tokens), completion_tokens=seq.generated))
+            logprobs = tuple(seq.logprobs)
+            seq.logprobs.clear()
+            seq.group.emit(GenerationChunk(text=text, finish_reason=finish, prompt_tokens=seq.prompt.n_tokens,
+                                           completion_tokens=seq.generated, index=seq.index,
+                                           logprobs=logprobs))
         if finish:
             self._release(seq)
 
@@ -472,26 +681,30 @@ class LlamaCppBackend:
         return await asyncio.wrap_future(future)
 
     async def prepare_chat(self, request: ChatRequest) -> Prompt:
-        return await self._call(lambda: self._engine.prepare_chat(request))
+        prompt = await self._call(lambda: self._engine.prepare_chat(request))
+        if prompt.grammar is not None:
+            grammar = prompt.grammar
+            await self._call(lambda: self._engine.check_grammar(grammar))
+        return prompt
 
     async def prepare_completion(self, request: CompletionRequest) -> Prompt:
         return await self._call(lambda: self._engine.prepare_completion(request))
 
     async def generate(self, prompt: Prompt) -> AsyncIterator[GenerationChunk]:
         engine = self._engine
-        seq = _Sequence(prompt=prompt, loop=asyncio.get_running_loop(), out=asyncio.Queue())
-        engine.calls.put(lambda: engine.waiting.append(seq))
+        group = _Group(loop=asyncio.get_running_loop(), out=asyncio.Queue(), remaining=prompt.sampling.n)
+        engine.calls.put(lambda: engine.enqueue(prompt, group))
         try:
             while True:
-                item = await seq.out.get()
+                item = await group.out.get()
                 if item is _END:
                     return
                 if isinstance(item, BaseException):
                     raise item
                 yield item
         finally:
-            seq.cancelled.set()
-            engine.calls.put(lambda: None)  # wake the loop so it frees the slot now
+            group.cancelled.set()
+            engine.calls.put(lambda: None)  # wake the loop so it frees the slots now
 
     def close(self) -> None:
         engine = self._engine

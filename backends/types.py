@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "IMAGE_MARKER",
     "ChatMessage",
     "ChatRequest",
     "CompletionRequest",
@@ -20,11 +21,17 @@ __all__ = [
     "EmbeddingResult",
     "FinishReason",
     "GenerationChunk",
+    "ImageInput",
     "ModelType",
+    "OutputFormat",
     "Prompt",
     "SamplingParams",
     "SpeechRequest",
     "SpeechSpan",
+    "TokenLogprob",
+    "ToolCall",
+    "ToolPlan",
+    "ToolSpec",
     "TranscriptSegment",
     "TranscriptWord",
     "TranscriptionInfo",
@@ -42,7 +49,10 @@ class ModelType(enum.StrEnum):
     VISION = "vision"
 
 
-FinishReason = Literal["stop", "length"]
+FinishReason = Literal["stop", "length", "tool_calls"]
+
+IMAGE_MARKER = "\ufffc"
+"""Stands for an image inside :attr:`ChatMessage.content`; the compat layer strips it from caller text."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,19 +68,73 @@ class SamplingParams:
     frequency_penalty: float = 0.0
     logit_bias: tuple[tuple[int, float], ...] = ()
     """(token id in the model's own vocabulary, bias added to its logit)."""
+    n: int = 1
+    """Independent choices generated from the one prompt (choice i samples with ``seed + i``)."""
+    logprobs: int | None = None
+    """None: no log-probabilities; k >= 0: each token's, plus the k likeliest alternatives."""
+
+
+@dataclass(frozen=True, slots=True)
+class ImageInput:
+    """An image in a chat message. ``data`` is empty until the gateway has fetched and checked it."""
+
+    where: str
+    """The part's place in the request (``messages[1].content[0]``), named by every error about it."""
+    url: str
+    """``data:`` or ``http(s):`` as sent (data URLs cut short), for errors and logs."""
+    data: bytes = b""
+    """The image file (png, jpeg, webp or gif), once the gateway holds it."""
+    mime: str = ""
+    detail: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments: str
+    """JSON text, as the model wrote it (a grammar keeps it valid when the call was forced)."""
 
 
 @dataclass(frozen=True, slots=True)
 class ChatMessage:
     role: str
     content: str
+    """Text; each image of :attr:`images` stands at an :data:`IMAGE_MARKER`, in order."""
     name: str | None = None
+    images: tuple[ImageInput, ...] = ()
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSpec:
+    """A function the model may call; ``parameters`` is its JSON Schema."""
+
+    name: str
+    description: str | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+    strict: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class OutputFormat:
+    """What the reply must be. ``json_schema`` None with kind "json" means: any JSON object."""
+
+    kind: Literal["text", "json"] = "text"
+    json_schema: dict[str, Any] | None = None
+    strict: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class ChatRequest:
     messages: tuple[ChatMessage, ...]
     sampling: SamplingParams = field(default_factory=SamplingParams)
+    tools: tuple[ToolSpec, ...] = ()
+    tool_choice: str = "auto"
+    """"none", "auto", "required", or the name of the one function the model must call."""
+    parallel_tool_calls: bool = True
+    output: OutputFormat = field(default_factory=OutputFormat)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,16 +160,53 @@ class Prompt:
     """The prompt's text, echoed back by legacy completions when asked."""
     stop: tuple[str, ...] = ()
     """Stop strings: the caller's plus any the chat template adds."""
+    grammar: str | None = None
+    """A GBNF grammar every choice must follow (tools forced, JSON output)."""
+    tools: ToolPlan | None = None
+    """How to read tool calls out of the reply; None: the reply is text."""
+    media: Any = None
+    """An engine's own handle on images already tokenised with the text (``tokens`` is then empty)."""
+    media_tokens: int = 0
+
+    @property
+    def n_tokens(self) -> int:
+        """Prompt tokens as billed: text tokens plus image tokens."""
+        return len(self.tokens) + self.media_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class ToolPlan:
+    """How tool calls are written in the reply: ``forced`` calls are JSON a grammar holds to."""
+
+    mode: Literal["auto", "required", "named"]
+    names: tuple[str, ...]
+    """The functions the model may call; for "named", the one it must."""
+    parallel: bool = True
+    """Whether a reply may hold more than one call (later ones are dropped when not)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    token: str
+    bytes: bytes
+    logprob: float
+    top: tuple[TokenLogprob, ...] = ()
+    """The likeliest tokens at this position, most likely first."""
 
 
 @dataclass(frozen=True, slots=True)
 class GenerationChunk:
-    """A piece of generated text. The last chunk of a generation carries ``finish_reason``."""
+    """A piece of generated text. The last chunk of a choice carries ``finish_reason``."""
 
     text: str
     finish_reason: FinishReason | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    """Tokens generated so far by this choice."""
+    index: int = 0
+    """Which choice (0 .. n-1) the text belongs to."""
+    logprobs: tuple[TokenLogprob, ...] = ()
+    """One entry per token generated since the previous chunk of this choice, when asked for."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ from typing import Any
 
 import msgspec
 
+from backends.errors import InvalidRequest
 from backends.types import Usage
 from compat.wire import ParamPolicy
 
@@ -34,6 +35,8 @@ def screen_groq_fields(raw: dict[str, Any], policy: ParamPolicy) -> None:
         value = raw.pop(name)
         if name in _UNSUPPORTED and value is not None:
             policy.unsupported(name)
+    if raw.get("n") not in (None, 1):
+        raise InvalidRequest("'n' must be 1: Groq generates one choice per request.", param="n")
     if raw.get("service_tier") in ("on_demand", "flex", "performance"):
         raw["service_tier"] = "auto"  # Groq's tiers are rate-limit classes; locally there is one
 

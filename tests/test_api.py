@@ -128,12 +128,12 @@ def dropping(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
 
 def test_drop_policy_answers_and_reports_what_it_dropped(dropping: Gateway) -> None:
     raw = dropping.openai().chat.completions.with_raw_response.create(
-        model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], max_tokens=3, n=2,
-        response_format={"type": "json_object"}, extra_body={"frobnicate": 1})
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], max_tokens=3,
+        store=True, reasoning_effort="low", extra_body={"frobnicate": 1})
     completion = raw.parse()
     assert len(completion.choices) == 1
     dropped = {p.strip() for p in raw.headers["x-syn4pse-dropped-params"].split(",")}
-    assert dropped == {"n", "response_format", "frobnicate"}
+    assert dropped == {"store", "reasoning_effort", "frobnicate"}
     assert "dropped unsupported parameters" in dropping.log()
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from backends.errors import InvalidRequest, UnsupportedParameter
 from backends.types import ChatMessage, EmbeddingResult, Usage
-from compat.openai.chat import ChatStream, chat_completion, parse_chat_request
+from compat.openai.chat import ChatStream, ChoiceResult, chat_completion, parse_chat_request
 from compat.openai.completions import parse_completion_request
 from compat.openai.embeddings import embedding_response, parse_embeddings_request
 from compat.openai.errors import encode_error
@@ -78,19 +78,20 @@ def test_null_means_absent() -> None:
 
 def test_drop_policy_strips_and_records() -> None:
     policy = ParamPolicy("drop")
-    raw = {"model": "m", "n": 3, "logprobs": True, "extra_thing": 1,
+    raw = {"model": "m", "store": True, "reasoning_effort": "low", "extra_thing": 1,
            "messages": [{"role": "user", "content": [{"type": "text", "text": "a"},
-                                                     {"type": "image_url", "image_url": {"url": "data:,"}}]},
-                        {"role": "tool", "content": "r", "tool_call_id": "c"}]}
+                                                     {"type": "file", "file": {"file_id": "f"}}]},
+                        {"role": "function", "content": "r", "name": "f"}]}
     parsed = parse_chat_request(raw, policy)
-    assert policy.dropped == ["extra_thing", "logprobs", "n", "messages[0].content[1]", "messages[1]"]
+    assert policy.dropped == ["extra_thing", "reasoning_effort", "store", "messages[0].content[1]", "messages[1]"]
     assert parsed.request.messages == (ChatMessage("user", "a"),)
 
 
 def test_reject_policy_names_the_field() -> None:
     with pytest.raises(UnsupportedParameter) as caught:
         parse_chat_request({"model": "m", "messages": [{"role": "user", "content": "x"}],
-                            "tool_choice": {"type": "function", "function": {"name": "f"}}}, _reject())
+                            "tool_choice": {"type": "allowed_tools", "allowed_tools": {"mode": "auto", "tools": []}}},
+                           _reject())
     assert caught.value.param == "tool_choice"
 
 
@@ -109,7 +110,7 @@ def test_bad_values_name_their_path(raw: dict[str, object], param: str) -> None:
 
 
 def test_completion_shape_matches_the_docs() -> None:
-    body = json.loads(msgspec.json.encode(chat_completion("gpt-4o", "Hi there!", "stop", Usage(9, 3))))
+    body = json.loads(msgspec.json.encode(chat_completion("gpt-4o", [ChoiceResult("Hi there!", "stop")], Usage(9, 3))))
     assert set(body) == DOCS_COMPLETION_KEYS
     assert body["object"] == "chat.completion"
     assert set(body["choices"][0]) == DOCS_CHOICE_KEYS

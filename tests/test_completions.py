@@ -67,7 +67,7 @@ def test_stop_and_streaming(client: OpenAI) -> None:
 
 
 @pytest.mark.parametrize(("extra", "param"), [({"suffix": "end"}, "suffix"), ({"best_of": 3}, "best_of"),
-                                              ({"logprobs": 2}, "logprobs"), ({"n": 2}, "n")])
+                                              ({"logprobs": 2, "echo": True}, "logprobs")])
 def test_unimplemented_fields_are_rejected(client: OpenAI, extra: dict[str, object], param: str) -> None:
     with pytest.raises(openai.BadRequestError) as caught:
         client.completions.create(model="gpt-4o-mini", prompt="x", max_tokens=2, **extra)  # type: ignore[call-overload]

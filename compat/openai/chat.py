@@ -6,6 +6,7 @@ policy by name. ``null`` means the same as absent, as in OpenAI's API.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 from typing import Annotated, Any, Literal
@@ -14,7 +15,18 @@ import msgspec
 from msgspec import UNSET, UnsetType
 
 from backends.errors import InvalidRequest
-from backends.types import ChatMessage, ChatRequest, FinishReason, SamplingParams, Usage
+from backends.types import (
+    ChatMessage,
+    ChatRequest,
+    FinishReason,
+    OutputFormat,
+    SamplingParams,
+    TokenLogprob,
+    ToolCall,
+    ToolSpec,
+    Usage,
+)
+from compat.openai.content import ContentPart, split_content
 from compat.openai.sampling import SamplingFields, sampling_params
 from compat.wire import ParamPolicy, to_struct
 
@@ -24,38 +36,6 @@ __all__ = [
     "chat_completion",
     "parse_chat_request",
 ]
-
-
-class _Part(msgspec.Struct, forbid_unknown_fields=True, tag_field="type"):
-    pass
-
-
-class TextPart(_Part, tag="text"):
-    text: str
-
-
-class ImageURL(msgspec.Struct, forbid_unknown_fields=True):
-    url: str
-    detail: Literal["auto", "low", "high"] | None = None
-
-
-class ImagePart(_Part, tag="image_url"):
-    image_url: ImageURL
-
-
-class InputAudioPart(_Part, tag="input_audio"):
-    input_audio: dict[str, Any]
-
-
-class FilePart(_Part, tag="file"):
-    file: dict[str, Any]
-
-
-class RefusalPart(_Part, tag="refusal"):
-    refusal: str
-
-
-ContentPart = TextPart | ImagePart | InputAudioPart | FilePart | RefusalPart
 
 
 class _Message(msgspec.Struct, forbid_unknown_fields=True, tag_field="role"):
@@ -77,11 +57,25 @@ class UserMessage(_Message, tag="user"):
     name: str | None = None
 
 
+_NAME = msgspec.Meta(pattern=r"^[a-zA-Z0-9_-]{1,64}$")
+
+
+class CalledFunction(msgspec.Struct, forbid_unknown_fields=True):
+    name: str
+    arguments: str
+
+
+class MessageToolCall(msgspec.Struct, forbid_unknown_fields=True):
+    id: str
+    function: CalledFunction
+    type: Literal["function"] = "function"
+
+
 class AssistantMessage(_Message, tag="assistant"):
     content: str | list[ContentPart] | None = None
     name: str | None = None
     refusal: str | None = None
-    tool_calls: list[dict[str, Any]] | None = None
+    tool_calls: list[MessageToolCall] | None = None
     function_call: dict[str, Any] | None = None
     audio: dict[str, Any] | None = None
 
@@ -97,6 +91,45 @@ class FunctionMessage(_Message, tag="function"):
 
 
 Message = SystemMessage | DeveloperMessage | UserMessage | AssistantMessage | ToolMessage | FunctionMessage
+
+
+class FunctionDefinition(msgspec.Struct, forbid_unknown_fields=True):
+    name: Annotated[str, _NAME]
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class Tool(msgspec.Struct, forbid_unknown_fields=True):
+    type: str
+    function: FunctionDefinition | None = None
+    custom: dict[str, Any] | None = None
+
+
+class JsonSchemaFormat(msgspec.Struct, forbid_unknown_fields=True):
+    name: Annotated[str, _NAME]
+    schema: dict[str, Any] | None = None
+    strict: bool | None = None
+    description: str | None = None
+
+
+class _Format(msgspec.Struct, forbid_unknown_fields=True, tag_field="type"):
+    pass
+
+
+class TextFormat(_Format, tag="text"):
+    pass
+
+
+class JsonObjectFormat(_Format, tag="json_object"):
+    pass
+
+
+class JsonSchemaResponseFormat(_Format, tag="json_schema"):
+    json_schema: JsonSchemaFormat
+
+
+ResponseFormat = TextFormat | JsonObjectFormat | JsonSchemaResponseFormat
 
 
 class StreamOptions(msgspec.Struct, forbid_unknown_fields=True):
@@ -116,12 +149,12 @@ class ChatCompletionRequest(SamplingFields, kw_only=True):
     prompt_cache_key: str | None = None
     prompt_cache_retention: str | None = None
     # Defined by OpenAI; each is honoured, or handed to the unsupported-parameter policy.
-    tools: list[Any] | None = None
-    tool_choice: Any = None
+    tools: list[Tool] | None = None
+    tool_choice: str | dict[str, Any] | None = None
     parallel_tool_calls: bool | None = None
     functions: list[Any] | None = None
     function_call: Any = None
-    response_format: dict[str, Any] | None = None
+    response_format: ResponseFormat | None = None
     logprobs: bool | None = None
     top_logprobs: Annotated[int, msgspec.Meta(ge=0, le=20)] | None = None
     modalities: list[str] | None = None
@@ -146,62 +179,98 @@ class ParsedChat(msgspec.Struct):
     user: str | None
 
 
-def _text_of(content: str | list[ContentPart] | None, where: str, policy: ParamPolicy) -> str:
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    texts: list[str] = []
-    for j, part in enumerate(content):
-        if isinstance(part, TextPart):
-            texts.append(part.text)
-        elif isinstance(part, RefusalPart):
-            texts.append(part.refusal)
-        else:
-            kind = {ImagePart: "image", InputAudioPart: "audio", FilePart: "file"}[type(part)]
-            policy.unsupported(f"{where}.content[{j}]", f"{kind} content parts are not supported yet")
-    return "\n".join(texts)
-
-
 def _messages(request: ChatCompletionRequest, policy: ParamPolicy) -> tuple[ChatMessage, ...]:
     out: list[ChatMessage] = []
     for i, m in enumerate(request.messages):
         where = f"messages[{i}]"
-        if isinstance(m, ToolMessage | FunctionMessage):
-            policy.unsupported(where, f"'{m.__struct_config__.tag}' messages need tool support")
+        if isinstance(m, FunctionMessage):
+            policy.unsupported(where, "'function' messages belong to the deprecated functions API; use 'tool'"
+                                      " messages")
             continue
+        calls: tuple[ToolCall, ...] = ()
         if isinstance(m, AssistantMessage):
             if m.tool_calls:
-                policy.unsupported(f"{where}.tool_calls")
+                calls = tuple(ToolCall(id=c.id, name=c.function.name, arguments=c.function.arguments)
+                              for c in m.tool_calls)
             if m.function_call:
-                policy.unsupported(f"{where}.function_call")
+                policy.unsupported(f"{where}.function_call", "use 'tool_calls'")
             if m.audio:
                 policy.unsupported(f"{where}.audio")
         role = "system" if isinstance(m, DeveloperMessage) else str(m.__struct_config__.tag)
-        text = _text_of(m.content, where, policy)
+        text, images = split_content(m.content, where, policy)
+        if images and not isinstance(m, UserMessage):
+            raise InvalidRequest(f"Images are only allowed in user messages ('{images[0].where}').",
+                                 param=images[0].where)
         name = m.name if isinstance(m, SystemMessage | DeveloperMessage | UserMessage | AssistantMessage) else None
-        out.append(ChatMessage(role=role, content=text, name=name))
+        call_id = m.tool_call_id if isinstance(m, ToolMessage) else None
+        out.append(ChatMessage(role=role, content=text, name=name, images=images, tool_calls=calls,
+                               tool_call_id=call_id))
     if not out:
         raise InvalidRequest("No message is left to answer.", param="messages")
     return tuple(out)
 
 
+def _tools(r: ChatCompletionRequest, policy: ParamPolicy) -> tuple[tuple[ToolSpec, ...], str]:
+    """The functions on offer and the choice among them: "none", "auto", "required" or a name."""
+    specs: list[ToolSpec] = []
+    for i, tool in enumerate(r.tools or []):
+        if tool.type != "function" or tool.function is None:
+            policy.unsupported(f"tools[{i}]", f"only 'function' tools are supported (got '{tool.type}')")
+            continue
+        f = tool.function
+        specs.append(ToolSpec(name=f.name, description=f.description,
+                              parameters=f.parameters if f.parameters is not None else {"type": "object",
+                                                                                          "properties": {}},
+                              strict=bool(f.strict)))
+    names = [t.name for t in specs]
+    if len(set(names)) != len(names):
+        raise InvalidRequest("Tool function names must be unique.", param="tools")
+    choice = r.tool_choice
+    if isinstance(choice, dict):
+        function = choice.get("function")
+        if choice.get("type") != "function" or not isinstance(function, dict) or \
+                not isinstance(function.get("name"), str):
+            policy.unsupported("tool_choice", "the object form must be {'type': 'function', 'function':"
+                                              " {'name': ...}}")
+            choice = None
+        else:
+            name = function["name"]
+            if name not in names:
+                raise InvalidRequest(f"Invalid 'tool_choice': no function named '{name}' in 'tools'.",
+                                     param="tool_choice")
+            return tuple(specs), name
+    if choice is None:
+        choice = "auto" if specs else "none"
+    if choice not in ("none", "auto", "required"):
+        raise InvalidRequest(f"Invalid value for 'tool_choice': '{choice}'. Expected 'none', 'auto', 'required'"
+                             " or an object naming a function.", param="tool_choice")
+    if choice != "none" and not specs:
+        raise InvalidRequest("Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' are"
+                             " specified.", param="tool_choice")
+    return tuple(specs), choice
+
+
+def _output(r: ChatCompletionRequest, messages: tuple[ChatMessage, ...]) -> OutputFormat:
+    f = r.response_format
+    if f is None or isinstance(f, TextFormat):
+        return OutputFormat()
+    if isinstance(f, JsonObjectFormat):
+        if not any("json" in m.content.lower() for m in messages):
+            raise InvalidRequest("'messages' must contain the word 'json' in some form, to use 'response_format'"
+                                 " of type 'json_object'.", param="messages")
+        return OutputFormat(kind="json")
+    schema = f.json_schema.schema if f.json_schema.schema is not None else {"type": "object"}
+    return OutputFormat(kind="json", json_schema=schema, strict=bool(f.json_schema.strict))
+
+
 def _screen_features(r: ChatCompletionRequest, policy: ParamPolicy) -> None:
     """Hand every set-but-unimplemented feature to the policy, by name."""
-    if r.tools:
-        policy.unsupported("tools")
-    if r.tool_choice not in (None, "none", "auto"):
-        policy.unsupported("tool_choice")
     if r.functions:
-        policy.unsupported("functions")
+        policy.unsupported("functions", "use 'tools'")
     if r.function_call not in (None, "none", "auto"):
-        policy.unsupported("function_call")
-    if r.response_format is not None and r.response_format.get("type", "text") != "text":
-        policy.unsupported("response_format")
-    if r.logprobs:
-        policy.unsupported("logprobs")
-    if r.top_logprobs:
-        policy.unsupported("top_logprobs")
+        policy.unsupported("function_call", "use 'tool_choice'")
+    if r.top_logprobs is not None and not r.logprobs:
+        raise InvalidRequest("'top_logprobs' requires 'logprobs' to be true.", param="top_logprobs")
     if r.modalities is not None and set(r.modalities) - {"text"}:
         policy.unsupported("modalities", "only text output is supported")
     for name in ("audio", "prediction", "web_search_options", "reasoning_effort", "verbosity"):
@@ -224,8 +293,13 @@ def parse_chat_request(raw: dict[str, Any], policy: ParamPolicy) -> ParsedChat:
     _screen_features(r, policy)
     max_tokens = r.max_completion_tokens if r.max_completion_tokens is not None else r.max_tokens
     sampling: SamplingParams = sampling_params(r, max_tokens, policy)
+    if r.logprobs:
+        sampling = dataclasses.replace(sampling, logprobs=r.top_logprobs or 0)
+    messages = _messages(r, policy)
+    tools, choice = _tools(r, policy)
     return ParsedChat(
-        request=ChatRequest(messages=_messages(r, policy), sampling=sampling),
+        request=ChatRequest(messages=messages, sampling=sampling, tools=tools, tool_choice=choice,
+                            parallel_tool_calls=r.parallel_tool_calls is not False, output=_output(r, messages)),
         model=r.model,
         stream=bool(r.stream),
         include_usage=bool(r.stream_options and r.stream_options.include_usage),
@@ -237,18 +311,55 @@ def parse_chat_request(raw: dict[str, Any], policy: ParamPolicy) -> ParsedChat:
 # Responses
 
 
+class FunctionOut(msgspec.Struct):
+    name: str
+    arguments: str
+
+
+class ToolCallOut(msgspec.Struct):
+    id: str
+    function: FunctionOut
+    type: str = "function"
+
+
 class ResponseMessage(msgspec.Struct):
     content: str | None
     role: str = "assistant"
     refusal: str | None = None
     annotations: list[Any] = msgspec.field(default_factory=list)
+    tool_calls: list[ToolCallOut] | UnsetType = UNSET
+
+
+class TopLogprob(msgspec.Struct):
+    token: str
+    logprob: float
+    bytes: list[int] | None
+
+
+class LogprobEntry(msgspec.Struct):
+    token: str
+    logprob: float
+    bytes: list[int] | None
+    top_logprobs: list[TopLogprob]
+
+
+class ChoiceLogprobs(msgspec.Struct):
+    content: list[LogprobEntry] | None
+    refusal: list[LogprobEntry] | None = None
+
+
+def logprobs_body(entries: tuple[TokenLogprob, ...] | list[TokenLogprob]) -> ChoiceLogprobs:
+    return ChoiceLogprobs(content=[
+        LogprobEntry(token=e.token, logprob=e.logprob, bytes=list(e.bytes),
+                     top_logprobs=[TopLogprob(token=t.token, logprob=t.logprob, bytes=list(t.bytes)) for t in e.top])
+        for e in entries])
 
 
 class Choice(msgspec.Struct):
     index: int
     message: ResponseMessage
     finish_reason: FinishReason | None
-    logprobs: None = None
+    logprobs: ChoiceLogprobs | None = None
 
 
 class PromptTokensDetails(msgspec.Struct):
@@ -294,25 +405,53 @@ def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:24]}"
 
 
-def chat_completion(model: str, text: str, finish: FinishReason | None, usage: Usage) -> ChatCompletion:
-    return ChatCompletion(
-        id=new_id("chatcmpl"), created=int(time.time()), model=model,
-        choices=[Choice(index=0, message=ResponseMessage(content=text), finish_reason=finish)],
-        usage=usage_body(usage),
-    )
+@dataclasses.dataclass(slots=True)
+class ChoiceResult:
+    """One choice of a finished generation, in neutral terms."""
+
+    content: str
+    finish_reason: FinishReason | None
+    tool_calls: list[ToolCall] = dataclasses.field(default_factory=list)
+    logprobs: list[TokenLogprob] | None = None
+
+
+def chat_completion(model: str, results: list[ChoiceResult], usage: Usage) -> ChatCompletion:
+    choices = []
+    for index, r in enumerate(results):
+        message = ResponseMessage(content=r.content or (None if r.tool_calls else ""))
+        if r.tool_calls:
+            message.tool_calls = [ToolCallOut(id=c.id, function=FunctionOut(name=c.name, arguments=c.arguments))
+                                  for c in r.tool_calls]
+        choices.append(Choice(index=index, message=message, finish_reason=r.finish_reason,
+                              logprobs=None if r.logprobs is None else logprobs_body(r.logprobs)))
+    return ChatCompletion(id=new_id("chatcmpl"), created=int(time.time()), model=model, choices=choices,
+                          usage=usage_body(usage))
+
+
+class FunctionDelta(msgspec.Struct):
+    arguments: str
+    name: str | UnsetType = UNSET
+
+
+class ToolCallDelta(msgspec.Struct):
+    index: int
+    function: FunctionDelta
+    id: str | UnsetType = UNSET
+    type: str | UnsetType = UNSET
 
 
 class Delta(msgspec.Struct):
     role: str | UnsetType = UNSET
-    content: str | UnsetType = UNSET
+    content: str | UnsetType | None = UNSET
     refusal: str | UnsetType | None = UNSET
+    tool_calls: list[ToolCallDelta] | UnsetType = UNSET
 
 
 class ChunkChoice(msgspec.Struct):
     index: int
     delta: Delta
     finish_reason: FinishReason | None = None
-    logprobs: None = None
+    logprobs: ChoiceLogprobs | None = None
 
 
 class ChatCompletionChunk(msgspec.Struct):
@@ -341,14 +480,24 @@ class ChatStream:
         return ChatCompletionChunk(id=self.id, created=self.created, model=self.model, choices=choices,
                                    usage=usage)
 
-    def first(self) -> ChatCompletionChunk:
-        return self._chunk([ChunkChoice(0, Delta(role="assistant", content="", refusal=None))])
+    def first(self, index: int = 0) -> ChatCompletionChunk:
+        return self._chunk([ChunkChoice(index, Delta(role="assistant", content="", refusal=None))])
 
-    def content(self, text: str) -> ChatCompletionChunk:
-        return self._chunk([ChunkChoice(0, Delta(content=text))])
+    def content(self, text: str, index: int = 0,
+                logprobs: tuple[TokenLogprob, ...] | None = None) -> ChatCompletionChunk:
+        return self._chunk([ChunkChoice(index, Delta(content=text),
+                                        logprobs=None if logprobs is None else logprobs_body(logprobs))])
 
-    def finish(self, reason: FinishReason) -> ChatCompletionChunk:
-        return self._chunk([ChunkChoice(0, Delta(), finish_reason=reason)])
+    def tool_call(self, index: int, call: int, *, id: str | None = None, name: str | None = None,
+                  arguments: str = "") -> ChatCompletionChunk:
+        """The first delta of a call names it (with its id); the ones after carry argument text."""
+        delta = ToolCallDelta(index=call, function=FunctionDelta(arguments=arguments))
+        if name is not None and id is not None:
+            delta.id, delta.type, delta.function.name = id, "function", name
+        return self._chunk([ChunkChoice(index, Delta(tool_calls=[delta]))])
+
+    def finish(self, reason: FinishReason, index: int = 0) -> ChatCompletionChunk:
+        return self._chunk([ChunkChoice(index, Delta(), finish_reason=reason)])
 
     def usage(self, usage: Usage) -> ChatCompletionChunk:
         return self._chunk([], usage=usage_body(usage))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Annotated, Any
 
@@ -9,12 +10,13 @@ import msgspec
 from msgspec import UNSET, UnsetType
 
 from backends.errors import InvalidRequest
-from backends.types import CompletionRequest, FinishReason, Usage
+from backends.types import CompletionRequest, FinishReason, TokenLogprob, Usage
 from compat.openai.chat import SYSTEM_FINGERPRINT, StreamOptions, UsageBody, new_id, usage_body
 from compat.openai.sampling import SamplingFields, sampling_params
 from compat.wire import ParamPolicy, to_struct
 
-__all__ = ["CompletionChunkBuilder", "LegacyCompletionRequest", "parse_completion_request", "text_completion"]
+__all__ = ["CompletionChoice", "CompletionChunkBuilder", "LegacyCompletionRequest", "completion_logprobs",
+           "parse_completion_request", "text_completion"]
 
 DEFAULT_MAX_TOKENS = 16  # OpenAI's default for this endpoint
 
@@ -65,12 +67,14 @@ def parse_completion_request(raw: dict[str, Any], policy: ParamPolicy) -> Parsed
                              param="stream_options")
     if r.best_of is not None and r.best_of > 1:
         policy.unsupported("best_of")
-    if r.logprobs:
-        policy.unsupported("logprobs")
+    if r.logprobs is not None and r.echo:
+        policy.unsupported("logprobs", "log-probabilities of an echoed prompt are not computed")
     if r.suffix:
         policy.unsupported("suffix", "this model does not do fill-in-the-middle")
     max_tokens = r.max_tokens if r.max_tokens is not None else DEFAULT_MAX_TOKENS
     sampling = sampling_params(r, max_tokens, policy)
+    if r.logprobs is not None:
+        sampling = dataclasses.replace(sampling, logprobs=r.logprobs)
     echo = bool(r.echo)
     return ParsedCompletion(
         requests=[CompletionRequest(prompt=p, sampling=sampling, echo=echo) for p in _prompts(r.prompt)],
@@ -80,11 +84,29 @@ def parse_completion_request(raw: dict[str, Any], policy: ParamPolicy) -> Parsed
     )
 
 
+class CompletionLogprobs(msgspec.Struct):
+    tokens: list[str]
+    token_logprobs: list[float]
+    top_logprobs: list[dict[str, float]]
+    text_offset: list[int]
+
+
+def completion_logprobs(entries: tuple[TokenLogprob, ...] | list[TokenLogprob], offset: int) -> CompletionLogprobs:
+    """The legacy shape: parallel lists, alternatives as {token: logprob}, offsets into the choice's text."""
+    offsets = []
+    for e in entries:
+        offsets.append(offset)
+        offset += len(e.token)
+    return CompletionLogprobs(tokens=[e.token for e in entries], token_logprobs=[e.logprob for e in entries],
+                              top_logprobs=[{t.token: t.logprob for t in e.top} for e in entries],
+                              text_offset=offsets)
+
+
 class CompletionChoice(msgspec.Struct):
     text: str
     index: int
     finish_reason: FinishReason | None
-    logprobs: None = None
+    logprobs: CompletionLogprobs | None = None
 
 
 class TextCompletion(msgspec.Struct):
@@ -97,12 +119,9 @@ class TextCompletion(msgspec.Struct):
     usage: UsageBody | UnsetType | None = UNSET
 
 
-def text_completion(model: str, choices: list[tuple[str, FinishReason | None]], usage: Usage) -> TextCompletion:
-    return TextCompletion(
-        id=new_id("cmpl"), created=int(time.time()), model=model,
-        choices=[CompletionChoice(text=t, index=i, finish_reason=f) for i, (t, f) in enumerate(choices)],
-        usage=usage_body(usage),
-    )
+def text_completion(model: str, choices: list[CompletionChoice], usage: Usage) -> TextCompletion:
+    return TextCompletion(id=new_id("cmpl"), created=int(time.time()), model=model, choices=choices,
+                          usage=usage_body(usage))
 
 
 class CompletionChunkBuilder:
@@ -114,9 +133,11 @@ class CompletionChunkBuilder:
         self.model = model
         self.include_usage = include_usage
 
-    def chunk(self, index: int, text: str, finish: FinishReason | None = None) -> TextCompletion:
+    def chunk(self, index: int, text: str, finish: FinishReason | None = None,
+              logprobs: CompletionLogprobs | None = None) -> TextCompletion:
         return TextCompletion(id=self.id, created=self.created, model=self.model,
-                              choices=[CompletionChoice(text=text, index=index, finish_reason=finish)],
+                              choices=[CompletionChoice(text=text, index=index, finish_reason=finish,
+                                                        logprobs=logprobs)],
                               usage=None if self.include_usage else UNSET)
 
     def usage(self, usage: Usage) -> TextCompletion:

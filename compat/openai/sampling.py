@@ -55,9 +55,8 @@ def _logit_bias(bias: dict[str, float] | None) -> tuple[tuple[int, float], ...]:
 
 
 def sampling_params(r: SamplingFields, max_tokens: int | None, policy: ParamPolicy) -> SamplingParams:
-    if r.n is not None and r.n > 1:
-        policy.unsupported("n", "only one choice per request is generated")
     return SamplingParams(
+        n=r.n or 1,
         max_tokens=max_tokens,
         temperature=1.0 if r.temperature is None else r.temperature,
         top_p=1.0 if r.top_p is None else r.top_p,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from litestar import Request, Response, Router, get, post
@@ -12,10 +13,17 @@ from litestar.params import FromPath
 from litestar.response import Stream
 
 from backends.base import ChatBackend, EmbeddingBackend
-from backends.types import FinishReason, GenerationChunk, ModelType, Prompt, Usage
+from backends.tool_calls import CallArguments, CallStart, ContentText, Event, ToolCallReader
+from backends.types import FinishReason, GenerationChunk, ModelType, Prompt, TokenLogprob, ToolCall, Usage
 from compat.groq import GroqTimings, new_groq_id, screen_groq_fields, usage_with_timings, with_x_groq
-from compat.openai.chat import ChatStream, chat_completion, parse_chat_request
-from compat.openai.completions import CompletionChunkBuilder, parse_completion_request, text_completion
+from compat.openai.chat import ChatStream, ChoiceResult, chat_completion, parse_chat_request
+from compat.openai.completions import (
+    CompletionChoice,
+    CompletionChunkBuilder,
+    completion_logprobs,
+    parse_completion_request,
+    text_completion,
+)
 from compat.openai.embeddings import embedding_response, parse_embeddings_request
 from compat.openai.models import ModelCard, ModelList
 from gateway.observability import GenerationMeter, meter_generation, set_request_model
@@ -62,22 +70,83 @@ class _Clock:
                            completion_time=self.ended - self.first)
 
 
-async def _collect(backend: ChatBackend, prompt: Prompt, clock: _Clock,
-                   meter: GenerationMeter) -> tuple[str, FinishReason | None, Usage]:
+@dataclass(slots=True)
+class _Choice:
+    reader: ToolCallReader | None
+    logprobs: bool
+    content: list[str] = field(default_factory=list)
+    calls: list[list[str]] = field(default_factory=list)
+    """[id, name, arguments so far] of each tool call."""
+    log: list[TokenLogprob] = field(default_factory=list)
+    finish: FinishReason | None = None
+    generated: int = 0
+
+    def result(self) -> ChoiceResult:
+        return ChoiceResult(content="".join(self.content), finish_reason=self.finish,
+                            tool_calls=[ToolCall(id=i, name=n, arguments=a) for i, n, a in self.calls],
+                            logprobs=self.log if self.logprobs else None)
+
+
+class _Choices:
+    """Reads a generation's chunks into the events of each choice: text, tool calls, the finish.
+
+    Both answers use it: the stream sends the events as they come, the plain answer keeps the totals.
+    """
+
+    def __init__(self, prompt: Prompt) -> None:
+        self.prompt = prompt
+        want = prompt.sampling.logprobs is not None
+        self.choices = [_Choice(ToolCallReader(prompt.tools) if prompt.tools else None, want)
+                        for _ in range(prompt.sampling.n)]
+
+    def read(self, chunk: GenerationChunk) -> list[Event | FinishReason]:
+        choice = self.choices[chunk.index]
+        choice.generated = chunk.completion_tokens
+        choice.log.extend(chunk.logprobs)
+        events: list[Event | FinishReason] = []
+        if choice.reader is None:
+            if chunk.text or chunk.logprobs:
+                events.append(ContentText(chunk.text))
+        else:
+            events.extend(choice.reader.feed(chunk.text))
+            if chunk.finish_reason is not None:
+                events.extend(choice.reader.finish())
+        for e in events:
+            if isinstance(e, ContentText):
+                choice.content.append(e.text)
+            elif isinstance(e, CallStart):
+                choice.calls.append([e.id, e.name, ""])
+            elif isinstance(e, CallArguments):
+                choice.calls[e.index][2] += e.fragment
+        if chunk.finish_reason is not None:
+            reason = chunk.finish_reason
+            plan = self.prompt.tools
+            if reason == "stop" and choice.calls and plan is not None and plan.mode != "named":
+                reason = "tool_calls"  # OpenAI answers "stop" when the function was named in tool_choice
+            choice.finish = reason
+            events.append(reason)
+        return events
+
+    def usage(self) -> Usage:
+        return Usage(self.prompt.n_tokens, sum(c.generated for c in self.choices))
+
+    def finished(self) -> bool:
+        return all(c.finish is not None for c in self.choices)
+
+
+async def _collect(backend: ChatBackend, prompt: Prompt, clock: _Clock, meter: GenerationMeter) -> _Choices:
     """The non-streaming answer: the stream, collected."""
-    parts: list[str] = []
-    last = GenerationChunk(text="", prompt_tokens=len(prompt.tokens))
+    choices = _Choices(prompt)
     clock.start()
     try:
         async for chunk in backend.generate(prompt):
             clock.token()
             meter.chunk(chunk.completion_tokens)
-            parts.append(chunk.text)
-            last = chunk
+            choices.read(chunk)
     finally:
         meter.end()
     clock.end()
-    return "".join(parts), last.finish_reason, Usage(len(prompt.tokens), last.completion_tokens)
+    return choices
 
 
 def is_groq(request: Request[Any, Any, Any]) -> bool:
@@ -105,9 +174,9 @@ async def chat_completions(request: Request[Any, Any, Any]) -> Response[bytes] |
         async with registry.lease(parsed.model, ModelType.LLM) as held:
             backend = _chat(held)
             ready = await backend.prepare_chat(parsed.request)
-            text, finish, usage = await unless_disconnected(request, _collect(backend, ready, clock,
-                                                                              meter_generation(request)))
-        completion = chat_completion(parsed.model, text, finish, usage)
+            done = await unless_disconnected(request, _collect(backend, ready, clock, meter_generation(request)))
+        usage = done.usage()
+        completion = chat_completion(parsed.model, [c.result() for c in done.choices], usage)
         if groq_id:
             return json_response(with_x_groq(completion, groq_id, top_level_usage=True,
                                              usage=usage_with_timings(usage, clock.timings())), headers)
@@ -133,26 +202,34 @@ async def chat_completions(request: Request[Any, Any, Any]) -> Response[bytes] |
                 lease = lease.result()
             backend = _chat(lease)
             ready = prompt if prompt is not None else await backend.prepare_chat(parsed.request)
-            first = builder.first()
-            yield event(with_x_groq(first, groq_id) if groq_id else first)
-            completion_tokens = 0
+            choices = _Choices(ready)
+            for index in range(ready.sampling.n):
+                first = builder.first(index)
+                yield event(with_x_groq(first, groq_id) if groq_id and index == 0 else first)
             clock.start()
             async for chunk in backend.generate(ready):
                 clock.token()
                 meter.chunk(chunk.completion_tokens)
-                completion_tokens = chunk.completion_tokens
-                if chunk.text:
-                    yield event(builder.content(chunk.text))
-                if chunk.finish_reason is not None:
-                    clock.end()
-                    last = builder.finish(chunk.finish_reason)
-                    if groq_id:  # Groq puts the usage on the chunk that finishes
-                        usage = usage_with_timings(Usage(len(ready.tokens), completion_tokens), clock.timings())
-                        yield event(with_x_groq(last, groq_id, usage=usage))
+                logprobs: tuple[TokenLogprob, ...] | None = chunk.logprobs if choices.choices[0].logprobs else None
+                for item in choices.read(chunk):
+                    index = chunk.index
+                    if isinstance(item, ContentText):
+                        yield event(builder.content(item.text, index, logprobs))
+                        logprobs = None if logprobs is None else ()
+                    elif isinstance(item, CallStart):
+                        yield event(builder.tool_call(index, item.index, id=item.id, name=item.name))
+                    elif isinstance(item, CallArguments):
+                        yield event(builder.tool_call(index, item.index, arguments=item.fragment))
                     else:
-                        yield event(last)
+                        clock.end()
+                        last = builder.finish(item, index)
+                        if groq_id and choices.finished():  # Groq puts the usage on the chunk that finishes
+                            yield event(with_x_groq(last, groq_id,
+                                                    usage=usage_with_timings(choices.usage(), clock.timings())))
+                        else:
+                            yield event(last)
             if builder.include_usage:
-                yield event(builder.usage(Usage(len(ready.tokens), completion_tokens)))
+                yield event(builder.usage(choices.usage()))
             yield DONE
         finally:
             release_when_done(pending)
@@ -181,6 +258,7 @@ async def completions(request: Request[Any, Any, Any]) -> Response[bytes] | Stre
         lease.release()
         raise
     echo = parsed.requests[0].echo
+    n = parsed.requests[0].sampling.n
 
     if not parsed.stream:
         try:
@@ -188,9 +266,14 @@ async def completions(request: Request[Any, Any, Any]) -> Response[bytes] | Stre
                 *(_collect(backend, p, _Clock(), meter_generation(request)) for p in prompts)))
         finally:
             lease.release()
-        choices = [((p.text if echo else "") + text, finish) for p, (text, finish, _) in zip(prompts, results,
-                                                                                           strict=True)]
-        usage = Usage(sum(u.prompt_tokens for *_, u in results), sum(u.completion_tokens for *_, u in results))
+        choices = []
+        for i, (prompt, done) in enumerate(zip(prompts, results, strict=True)):
+            head = prompt.text if echo else ""
+            for j, c in enumerate(done.choices):
+                logprobs = completion_logprobs(c.log, len(head)) if c.logprobs else None
+                choices.append(CompletionChoice(text=head + "".join(c.content), index=i * n + j,
+                                                finish_reason=c.finish, logprobs=logprobs))
+        usage = Usage(sum(d.usage().prompt_tokens for d in results), sum(d.usage().completion_tokens for d in results))
         return json_response(text_completion(parsed.model, choices, usage), headers)
 
     builder = CompletionChunkBuilder(parsed.model, parsed.include_usage)
@@ -199,18 +282,24 @@ async def completions(request: Request[Any, Any, Any]) -> Response[bytes] | Stre
     async def frames() -> AsyncIterator[bytes]:
         try:
             prompt_tokens = completion_tokens = 0
-            for index, prompt in enumerate(prompts):
+            for i, prompt in enumerate(prompts):
+                offsets = [len(prompt.text) if echo else 0] * n
                 if echo:
-                    yield event(builder.chunk(index, prompt.text))
-                generated = 0
+                    for j in range(n):
+                        yield event(builder.chunk(i * n + j, prompt.text))
+                done = _Choices(prompt)
                 async for chunk in backend.generate(prompt):
                     meter.chunk(chunk.completion_tokens)
-                    generated = chunk.completion_tokens
-                    if chunk.text or chunk.finish_reason:
-                        yield event(builder.chunk(index, chunk.text, chunk.finish_reason))
+                    done.read(chunk)
+                    if chunk.text or chunk.finish_reason or chunk.logprobs:
+                        logprobs = None
+                        if prompt.sampling.logprobs is not None:
+                            logprobs = completion_logprobs(chunk.logprobs, offsets[chunk.index])
+                            offsets[chunk.index] += sum(len(e.token) for e in chunk.logprobs)
+                        yield event(builder.chunk(i * n + chunk.index, chunk.text, chunk.finish_reason, logprobs))
                 meter.end()
-                prompt_tokens += len(prompt.tokens)
-                completion_tokens += generated
+                prompt_tokens += done.usage().prompt_tokens
+                completion_tokens += done.usage().completion_tokens
             if builder.include_usage:
                 yield event(builder.usage(Usage(prompt_tokens, completion_tokens)))
             yield DONE
