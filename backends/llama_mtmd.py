@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import ctypes
 import logging
-from collections.abc import Sequence
+import weakref
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +45,9 @@ def _quiet_logs() -> None:
 class MediaPrompt:
     """A prompt tokenised with its images, ready to be evaluated into one sequence of the context.
 
-    Holds mtmd's chunks (text tokens and preprocessed images); :meth:`free` releases them and must be
-    called on the engine thread once the prompt is evaluated or dropped.
+    Holds mtmd's chunks (text tokens and preprocessed images). :meth:`free` releases them once the
+    prompt is evaluated; a prompt that is dropped unevaluated (its client went away) is freed when it
+    is garbage-collected, which is safe on any thread: the chunks are plain memory.
     """
 
     def __init__(self, projector: Projector, chunks: Any) -> None:
@@ -53,48 +55,73 @@ class MediaPrompt:
 
         self._projector = projector
         self._chunks: Any = chunks
+        self._release = weakref.finalize(self, mtmd_cpp.mtmd_input_chunks_free, chunks)
         self.n_tokens: int = int(mtmd_cpp.mtmd_helper_get_n_tokens(chunks))
         """Every prompt token, image tokens included: what ``usage.prompt_tokens`` reports and the KV
         cells the prompt takes."""
         self.n_pos: int = int(mtmd_cpp.mtmd_helper_get_n_pos(chunks))
         """Positions the prompt takes; differs from :attr:`n_tokens` only for M-RoPE models."""
-        n_chunks = int(mtmd_cpp.mtmd_input_chunks_size(chunks))
-        self.n_chunks = n_chunks
+        self.n_chunks: int = int(mtmd_cpp.mtmd_input_chunks_size(chunks))
+        """Runs of text and images, each evaluated by one step of :meth:`steps`."""
         image_tokens = []
-        for i in range(n_chunks):
+        for i in range(self.n_chunks):
             chunk = mtmd_cpp.mtmd_input_chunks_get(chunks, i)
             if mtmd_cpp.mtmd_input_chunk_get_type(chunk) == _CHUNK_IMAGE:
                 image_tokens.append(int(mtmd_cpp.mtmd_input_chunk_get_n_tokens(chunk)))
         self.image_tokens: tuple[int, ...] = tuple(image_tokens)
         """Tokens each image takes, in order."""
 
+    def _live_chunks(self) -> Any:
+        if self._chunks is None:
+            raise EngineFailure("The prompt was already freed.")
+        if self._projector.handle is None:
+            raise EngineFailure("The vision projector is closed.")
+        return self._chunks
+
     def evaluate(self, ctx: Any, seq_id: int, n_past: int, n_batch: int) -> int:
         """Decode the whole prompt into sequence ``seq_id`` from position ``n_past``; the new n_past.
 
-        Text is decoded ``n_batch`` tokens at a time (at most the context's own n_batch), each image is
+        Text is decoded ``n_batch`` tokens at a time (at most the context's own n_batch); each image is
         encoded by the projector and its embeddings decoded. Afterwards the logits of the prompt's last
-        token are at ``llama_get_logits_ith(ctx, -1)`` (and ``llama_sampler_sample(smpl, ctx, -1)``
-        samples from them) until the next ``llama_decode``.
+        token are at ``llama_get_logits_ith(ctx, -1)`` (``llama_sampler_sample(smpl, ctx, -1)`` samples
+        from them) until the next ``llama_decode``. Other sequences wait meanwhile: see :meth:`steps`.
         """
         import llama_cpp as lc
         from llama_cpp import mtmd_cpp
 
-        if self._chunks is None:
-            raise EngineFailure("The prompt was already freed.")
-        new_n_past = lc.llama_pos(0)
-        rc = mtmd_cpp.mtmd_helper_eval_chunks(self._projector.handle, ctx, self._chunks, n_past, seq_id,
-                                              n_batch, True, ctypes.byref(new_n_past))
+        chunks = self._live_chunks()
+        new_n_past = lc.llama_pos(n_past)  # mtmd counts on from the value it is given
+        rc = mtmd_cpp.mtmd_helper_eval_chunks(self._projector.handle, ctx, chunks, n_past, seq_id, n_batch, True,
+                                              ctypes.byref(new_n_past))
         if rc != 0:
             raise EngineFailure(f"llama.cpp failed to evaluate the prompt with its images (status {rc}).")
         return int(new_n_past.value)
 
-    def free(self) -> None:
-        """Release the chunks (idempotent)."""
-        if self._chunks is not None:
-            from llama_cpp import mtmd_cpp
+    def steps(self, ctx: Any, seq_id: int, n_past: int, n_batch: int) -> Iterator[int]:
+        """:meth:`evaluate`, one run of text or one image per ``next()``, yielding the n_past so far.
 
-            mtmd_cpp.mtmd_input_chunks_free(self._chunks)
-            self._chunks = None
+        A scheduler can take one step between two decode steps of the other sequences, so a long
+        prompt with images delays them by one chunk at a time. After the last step the logits are as
+        after :meth:`evaluate`; a ``llama_decode`` between two steps is fine, but one after the last
+        step replaces the logits, so sample first.
+        """
+        import llama_cpp as lc
+        from llama_cpp import mtmd_cpp
+
+        for i in range(self.n_chunks):
+            chunk = mtmd_cpp.mtmd_input_chunks_get(self._live_chunks(), i)
+            new_n_past = lc.llama_pos(n_past)  # mtmd counts on from the value it is given
+            rc = mtmd_cpp.mtmd_helper_eval_chunk_single(self._projector.handle, ctx, chunk, n_past, seq_id, n_batch,
+                                                        i == self.n_chunks - 1, ctypes.byref(new_n_past))
+            if rc != 0:
+                raise EngineFailure(f"llama.cpp failed to evaluate the prompt with its images (status {rc}).")
+            n_past = int(new_n_past.value)
+            yield n_past
+
+    def free(self) -> None:
+        """Release the chunks now (idempotent)."""
+        self._chunks = None
+        self._release()
 
     def __enter__(self) -> MediaPrompt:
         return self
@@ -184,7 +211,9 @@ class Projector:
                     raise InvalidRequest("An image could not be prepared for this model.", param="messages",
                                          code="invalid_image")
                 raise EngineFailure(f"llama.cpp could not tokenise the prompt with its images (status {rc}).")
-            return MediaPrompt(self, chunks)
+            prompt = MediaPrompt(self, chunks)
+            log.debug("prompt of %d tokens, %s for images", prompt.n_tokens, prompt.image_tokens)
+            return prompt
         finally:
             for bitmap in bitmaps:
                 mtmd_cpp.mtmd_bitmap_free(bitmap)

@@ -426,6 +426,20 @@ for fmt in ("PNG", "JPEG", "WEBP", "GIF"):
     lc.llama_memory_seq_rm(memory, 0, -1, -1)
 out["evaluated"] = evaluated
 
+# One chunk at a time gives the same logits as all at once.
+last = {}
+for how in ("evaluate", "steps"):
+    with projector.tokenize(prompt("Two:\\n" + IMAGE_MARKER + "and" + IMAGE_MARKER), [image("PNG")] * 2) as media:
+        if how == "evaluate":
+            n_past = media.evaluate(ctx, 0, 0, 256)
+        else:
+            n_past = list(media.steps(ctx, 0, 0, 256))[-1]
+            out["n_steps"] = media.n_chunks
+        logits = lc.llama_get_logits_ith(ctx, -1)
+        last[how] = [n_past, [round(logits[i], 3) for i in range(8)]]
+    lc.llama_memory_seq_rm(memory, 0, -1, -1)
+out["stepwise"] = last
+
 bad = ImageInput(where="messages[0].content[1]", url="data:", data=b"\\x89PNG\\r\\n\\x1a\\n" + b"\\0" * 40)
 try:
     projector.tokenize(IMAGE_MARKER, [bad])
@@ -459,6 +473,7 @@ def test_projector_with_the_low_level_api(tmp_path: Path) -> None:
     assert out["typed_marker_images"] == []  # text, not an image
     for fmt, (n_past, n_pos, finite) in out["evaluated"].items():
         assert n_past == n_pos and finite, fmt
+    assert out["stepwise"]["evaluate"] == out["stepwise"]["steps"] and out["n_steps"] == 5
     assert out["bad_image"][0] == "messages[0].content[1]" and "cannot be decoded" in out["bad_image"][1]
     assert "2 image places for 1 images" in out["mismatch"]
     assert "could not load the vision projector" in out["wrong_width"]
