@@ -2,44 +2,112 @@
 
 Decoding runs on worker threads of the backend's own; segments stream back as whisper finishes them,
 so a streamed transcription shows text while the rest of the clip is still being decoded.
+
+Several requests decode at once: the model is loaded with ``workers`` CTranslate2 workers (they share
+the weights) and the backend keeps one thread per worker, so each in-flight request has a worker of
+its own. ``cpu_threads`` per worker is chosen so that workers × threads stay within the cores.
+
+With ``batch_size`` set, a clip longer than one 30-second window is cut into windows (at the VAD's
+speech stretches when the model has a VAD, else at the quietest moments) and decoded by
+faster-whisper's batched pipeline, ``batch_size`` windows at a time: the windows no longer wait for
+each other's text, so the encoder and decoder run on many at once. Each window comes back as one
+segment (word timestamps, when asked for, are as precise as ever).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import msgspec
+import numpy as np
+import numpy.typing as npt
 
 from backends.errors import InvalidRequest, ModelUnavailable
-from backends.threads import available_cores, iterate_in_thread
+from backends.threads import EngineLoad, Occupancy, available_cores, iterate_in_thread, share_cores
 from backends.types import (
+    SpeechSpan,
     TranscriptionInfo,
     TranscriptionRequest,
     TranscriptSegment,
     TranscriptWord,
 )
 
-__all__ = ["FasterWhisperBackend", "Options", "load"]
+__all__ = ["FasterWhisperBackend", "Options", "load", "windows"]
+
+log = logging.getLogger("syn4pse.faster_whisper")
 
 FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+RATE = 16000
+WINDOW = 30.0
+"""Seconds whisper hears at once: the longest window the batched pipeline decodes."""
+LONGEST_GAP = 2.0
+"""Seconds of silence between two speech stretches that may still share a window. A longer pause starts
+a new window, so a window is never mostly the silence the VAD was there to skip."""
+_QUIET_FRAME = 800
+"""Samples (50 ms) over which loudness is measured when a long stretch of speech must be cut."""
+MOST_DEFAULT_WORKERS = 4
+"""Workers when ``workers`` is not set: one per core up to this. A small whisper gains little from more
+than a few threads per stream, and much from decoding several streams at once."""
 
 
 class Options(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     device: Literal["cpu", "cuda", "auto"] = "cpu"
     compute_type: str = "int8"
     """CTranslate2 compute type: int8, int8_float16, float16, float32, default."""
-    cpu_threads: Annotated[int, msgspec.Meta(ge=0)] = 0
-    """0: one per core."""
-    workers: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
-    """Transcriptions decoded at the same time."""
+    workers: Annotated[int, msgspec.Meta(ge=1, le=64)] | None = None
+    """Transcriptions decoded at the same time, each on a CTranslate2 worker of its own (the workers
+    share the weights; each needs its own working memory). None: one per core, at most 4."""
+    cpu_threads: Annotated[int, msgspec.Meta(ge=0, le=1024)] = 0
+    """Threads of each worker. 0: the cores shared out among the workers (at least one each)."""
     beam_size: Annotated[int, msgspec.Meta(ge=1, le=16)] = 5
+    batch_size: Annotated[int, msgspec.Meta(ge=0, le=64)] = 0
+    """0: off. Otherwise a clip that needs more than one 30 s window is decoded by faster-whisper's
+    batched pipeline, this many windows at a time. Each window is decoded on its own (no previous-text
+    conditioning; the prompt goes with every window) and without the temperature fallback; a request
+    with a temperature above 0 is decoded sequentially, so that its sampling is honoured."""
 
 
 def load(files: Path, options: Options) -> FasterWhisperBackend:
     return FasterWhisperBackend(files, options)
+
+
+def _quietest(audio: npt.NDArray[np.float32], low: float, high: float) -> float:
+    """The middle of the quietest 50 ms between ``low`` and ``high`` seconds: where a cut splits no word."""
+    part = audio[int(low * RATE):int(high * RATE)]
+    frames = len(part) // _QUIET_FRAME
+    if frames == 0:
+        return high
+    energy = np.square(part[:frames * _QUIET_FRAME].reshape(frames, _QUIET_FRAME), dtype=np.float64).mean(axis=1)
+    return low + (int(np.argmin(energy)) + 0.5) * _QUIET_FRAME / RATE
+
+
+def windows(audio: npt.NDArray[np.float32], speech: tuple[SpeechSpan, ...] | None) -> list[tuple[float, float]]:
+    """What is to be transcribed, as windows of at most 30 s (start, end in seconds) for the batched pipeline.
+
+    The VAD's speech stretches (or the whole clip, without a VAD) are packed in order into windows;
+    a stretch longer than a window is cut at its quietest moment in the last third of the window.
+    """
+    duration = len(audio) / RATE
+    stretches = [(s.start, min(s.end, duration)) for s in speech] if speech is not None else [(0.0, duration)]
+    pieces: list[tuple[float, float]] = []
+    for start, end in stretches:
+        while end - start > WINDOW:
+            cut = _quietest(audio, start + WINDOW * 2 / 3, start + WINDOW)
+            pieces.append((start, cut))
+            start = cut
+        if end > start:
+            pieces.append((start, end))
+    out: list[tuple[float, float]] = []
+    for start, end in pieces:
+        if out and end - out[-1][0] <= WINDOW and start - out[-1][1] <= LONGEST_GAP:
+            out[-1] = (out[-1][0], end)
+        else:
+            out.append((start, end))
+    return out
 
 
 class FasterWhisperBackend:
@@ -51,19 +119,29 @@ class FasterWhisperBackend:
         folder = files if files.is_dir() else files.parent
         if not (folder / "model.bin").exists():
             raise ModelUnavailable(f"no CTranslate2 whisper model (model.bin) in {folder.name}")
+        workers, threads = share_cores(options.workers, options.cpu_threads, most_parallel=MOST_DEFAULT_WORKERS)
+        if options.device == "cpu" and workers * threads > available_cores():
+            log.warning("model %s: %d workers x %d threads is more than the %d cores: requests will slow each"
+                        " other down", folder.name, workers, threads, available_cores())
         try:
             self._model: Any = WhisperModel(
                 str(folder), device=options.device, compute_type=options.compute_type,
-                cpu_threads=options.cpu_threads or available_cores(), num_workers=options.workers,
-                local_files_only=True)
+                cpu_threads=threads, num_workers=workers, local_files_only=True)
         except (RuntimeError, ValueError, OSError) as e:
             raise ModelUnavailable(f"faster-whisper could not load the model ({e})") from None
         self._options = options
-        self._executor = ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix=f"whisper:{folder.name}")
+        self._occupancy = Occupancy(workers)
+        # One thread per worker: a request holds its thread, and so a worker, for its whole decode.
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"whisper:{folder.name}")
+        log.info("model %s: %d workers x %d threads%s", folder.name, workers, threads,
+                 f", batches of {options.batch_size} windows" if options.batch_size else "")
 
     @property
     def can_translate(self) -> bool:
         return bool(self._model.model.is_multilingual)
+
+    def engine_load(self) -> EngineLoad:
+        return self._occupancy.snapshot()
 
     def _check(self, request: TranscriptionRequest) -> None:
         if request.task == "translate" and not self.can_translate:
@@ -78,29 +156,50 @@ class FasterWhisperBackend:
             if not self.can_translate and request.language != "en":
                 raise InvalidRequest("This model is English-only.", param="language")
 
-    def _run(self, request: TranscriptionRequest) -> Iterator[TranscriptionInfo | TranscriptSegment]:
+    def _decode(self, request: TranscriptionRequest) -> tuple[Any, Any]:
+        """faster-whisper's (segments, info): batched for a long clip when configured, else sequential."""
+        if self._options.batch_size and not request.temperature:
+            chunks = windows(request.audio, request.speech)
+            if len(chunks) > 1:
+                from faster_whisper import BatchedInferencePipeline
+
+                log.info("batched transcription: %d windows, %d at a time", len(chunks), self._options.batch_size)
+                # A pipeline per call: it keeps per-transcription state, and calls run on several threads.
+                # Without timestamp tokens: text after a window's last timestamp pair would be lost, as
+                # nothing decodes that window again. A window is then one segment; words keep their times.
+                segments, info = BatchedInferencePipeline(self._model).transcribe(
+                    request.audio, task=request.task, language=request.language, initial_prompt=request.prompt,
+                    temperature=0.0, beam_size=self._options.beam_size, word_timestamps=request.word_timestamps,
+                    clip_timestamps=[{"start": s, "end": e} for s, e in chunks], vad_filter=False,
+                    without_timestamps=True, batch_size=self._options.batch_size)
+                return segments, info
         temperature: Any = (FALLBACK_TEMPERATURES if not request.temperature else request.temperature)
         clips: Any = "0"
         if request.speech is not None:
-            if not request.speech:  # VAD found no speech: nothing to decode
-                yield TranscriptionInfo(language=request.language or "en", language_probability=0.0,
-                                        duration=len(request.audio) / 16000)
-                return
             clips = [t for span in request.speech for t in (span.start, span.end)]
         segments, info = self._model.transcribe(
             request.audio, task=request.task, language=request.language, initial_prompt=request.prompt,
             temperature=temperature, beam_size=self._options.beam_size,
             word_timestamps=request.word_timestamps, clip_timestamps=clips, vad_filter=False)
-        yield TranscriptionInfo(language=info.language, language_probability=float(info.language_probability),
-                                duration=float(info.duration))
-        for s in segments:
-            words = tuple(TranscriptWord(word=w.word, start=float(w.start), end=float(w.end),
-                                         probability=float(w.probability)) for w in (s.words or ()))
-            yield TranscriptSegment(
-                id=int(s.id), start=float(s.start), end=float(s.end), text=s.text, tokens=tuple(s.tokens),
-                seek=int(s.seek), temperature=float(s.temperature or 0.0), avg_logprob=float(s.avg_logprob),
-                compression_ratio=float(s.compression_ratio), no_speech_prob=float(s.no_speech_prob),
-                words=words)
+        return segments, info
+
+    def _run(self, request: TranscriptionRequest) -> Iterator[TranscriptionInfo | TranscriptSegment]:
+        if request.speech is not None and not request.speech:  # VAD found no speech: nothing to decode
+            yield TranscriptionInfo(language=request.language or "en", language_probability=0.0,
+                                    duration=len(request.audio) / RATE)
+            return
+        with self._occupancy.hold():
+            segments, info = self._decode(request)
+            yield TranscriptionInfo(language=info.language, language_probability=float(info.language_probability),
+                                    duration=float(info.duration))
+            for s in segments:
+                words = tuple(TranscriptWord(word=w.word, start=float(w.start), end=float(w.end),
+                                             probability=float(w.probability)) for w in (s.words or ()))
+                yield TranscriptSegment(
+                    id=int(s.id), start=float(s.start), end=float(s.end), text=s.text, tokens=tuple(s.tokens),
+                    seek=int(s.seek), temperature=float(s.temperature or 0.0), avg_logprob=float(s.avg_logprob),
+                    compression_ratio=float(s.compression_ratio), no_speech_prob=float(s.no_speech_prob),
+                    words=words)
 
     async def transcribe(self, request: TranscriptionRequest) -> AsyncIterator[TranscriptionInfo | TranscriptSegment]:
         self._check(request)

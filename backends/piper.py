@@ -7,10 +7,17 @@ Voices: a Piper model is one voice (or several speakers). ``options.voices`` nam
 requests may ask for (OpenAI's ``alloy``, ``nova``, … or names of your own), each mapped to a speaker
 of the model and a base speed. The model's own name (``en_US-joe-medium``) is always a voice too.
 An unknown voice is an error, never a silent substitute.
+
+Several requests are spoken at once: the model is loaded ``instances`` times (each an ONNX Runtime
+session with ``cpu_threads`` threads of its own, chosen so that instances × threads stay within the
+cores) and each request borrows one copy for its whole synthesis. Each copy costs memory (about 150 to
+200 MB for a medium voice once it has spoken), so the default is two.
 """
 
 from __future__ import annotations
 
+import json
+import queue
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,10 +28,14 @@ import numpy as np
 import numpy.typing as npt
 
 from backends.errors import InvalidRequest, ModelUnavailable
-from backends.threads import iterate_in_thread
+from backends.threads import EngineLoad, Occupancy, iterate_in_thread, share_cores
 from backends.types import SpeechRequest
 
 __all__ = ["Options", "PiperBackend", "VoiceOptions", "load"]
+
+MOST_DEFAULT_INSTANCES = 2
+"""Copies of the voice when ``instances`` is not set (fewer on a one-core machine): two requests
+overlap without a third copy's memory."""
 
 
 class VoiceOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -41,6 +52,10 @@ class VoiceOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class Options(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     voices: dict[str, VoiceOptions] = msgspec.field(default_factory=dict)
     use_cuda: bool = False
+    instances: Annotated[int, msgspec.Meta(ge=1, le=32)] | None = None
+    """Copies of the voice in memory: requests spoken at the same time. None: one per core, at most 2."""
+    cpu_threads: Annotated[int, msgspec.Meta(ge=0, le=1024)] = 0
+    """ONNX Runtime threads of each copy. 0: the cores shared out among the copies (at least one each)."""
 
 
 def load(files: Path, options: Options) -> PiperBackend:
@@ -56,20 +71,43 @@ def _find_onnx(files: Path) -> Path:
     return found[0]
 
 
+def _load_copies(model: Path, config_path: Path, options: Options) -> list[Any]:
+    """``instances`` PiperVoices sharing one parsed config, each with an ONNX Runtime session of its own."""
+    import onnxruntime
+    from piper import PiperVoice
+    from piper.config import PiperConfig
+
+    instances, threads = share_cores(options.instances, options.cpu_threads, most_parallel=MOST_DEFAULT_INSTANCES)
+    config = PiperConfig.from_dict(json.loads(config_path.read_text(encoding="utf-8")))
+    providers: list[Any] = ([("CUDAExecutionProvider", {"cudnn_conv_algo_search": "HEURISTIC"})]
+                            if options.use_cuda else ["CPUExecutionProvider"])
+    copies = []
+    for _ in range(instances):
+        session_options = onnxruntime.SessionOptions()
+        session_options.intra_op_num_threads = threads  # 1: the work runs on the calling thread only
+        session_options.inter_op_num_threads = 1
+        session = onnxruntime.InferenceSession(str(model), sess_options=session_options, providers=providers)
+        copies.append(PiperVoice(config=config, session=session))
+    return copies
+
+
 class PiperBackend:
     """A :class:`backends.base.SpeechBackend`."""
 
     def __init__(self, files: Path, options: Options) -> None:
-        from piper import PiperVoice
-
         model = _find_onnx(files)
         config = model.with_name(model.name + ".json")
         if not config.exists():
             raise ModelUnavailable(f"the Piper voice {model.stem} has no {config.name} beside it")
         try:
-            self._voice: Any = PiperVoice.load(model, config_path=config, use_cuda=options.use_cuda)
+            copies = _load_copies(model, config, options)
         except Exception as e:  # onnxruntime and json errors: a broken voice file
             raise ModelUnavailable(f"Piper could not load the voice {model.stem} ({type(e).__name__})") from None
+        self._voice: Any = copies[0]
+        """The first copy: the voice's config, read by every request."""
+        self._free: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        for copy in copies:
+            self._free.put(copy)
         speakers: dict[str, int] = dict(self._voice.config.speaker_id_map or {})
         self._speakers: dict[str, tuple[int | None, VoiceOptions]] = {model.stem: (None, VoiceOptions())}
         for name, voice in options.voices.items():
@@ -81,7 +119,12 @@ class PiperBackend:
             elif speaker is not None and not 0 <= speaker < max(1, self._voice.config.num_speakers):
                 raise ModelUnavailable(f"voice '{name}': speaker {speaker} is out of range")
             self._speakers[name] = (speaker, voice)
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"piper:{model.stem}")
+        self._occupancy = Occupancy(len(copies))
+        # As many threads as copies: a running request always finds a free copy; the rest wait their turn.
+        self._executor = ThreadPoolExecutor(max_workers=len(copies), thread_name_prefix=f"piper:{model.stem}")
+
+    def engine_load(self) -> EngineLoad:
+        return self._occupancy.snapshot()
 
     @property
     def sample_rate(self) -> int:
@@ -99,8 +142,13 @@ class PiperBackend:
         config = SynthesisConfig(speaker_id=speaker, length_scale=length_scale, noise_scale=voice.noise_scale,
                                  noise_w_scale=voice.noise_w_scale)
         text = request.text.replace("\x00", "")  # unspeakable, and the phonemizer reads C strings
-        for chunk in self._voice.synthesize(text, syn_config=config):
-            yield np.asarray(chunk.audio_float_array, dtype=np.float32)
+        copy = self._free.get_nowait()  # one thread per copy: never empty here
+        try:
+            with self._occupancy.hold():
+                for chunk in copy.synthesize(text, syn_config=config):
+                    yield np.asarray(chunk.audio_float_array, dtype=np.float32)
+        finally:
+            self._free.put(copy)
 
     async def synthesize(self, request: SpeechRequest) -> AsyncIterator[npt.NDArray[np.float32]]:
         if request.voice not in self._speakers:
