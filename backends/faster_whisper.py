@@ -59,8 +59,9 @@ class Options(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     compute_type: str = "int8"
     """CTranslate2 compute type: int8, int8_float16, float16, float32, default."""
     workers: Annotated[int, msgspec.Meta(ge=1, le=64)] | None = None
-    """Transcriptions decoded at the same time, each on a CTranslate2 worker of its own (the workers
-    share the weights; each needs its own working memory). None: one per core, at most 4."""
+    """Transcriptions decoded at the same time, each on a CTranslate2 worker of its own (on a CPU the
+    workers share the weights; each needs its own working memory). None: one per core, at most 4, on a
+    CPU; one on a GPU, where each worker holds its own copy of the weights."""
     cpu_threads: Annotated[int, msgspec.Meta(ge=0, le=1024)] = 0
     """Threads of each worker. 0: the cores shared out among the workers (at least one each)."""
     beam_size: Annotated[int, msgspec.Meta(ge=1, le=16)] = 5
@@ -73,6 +74,12 @@ class Options(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 def load(files: Path, options: Options) -> FasterWhisperBackend:
     return FasterWhisperBackend(files, options)
+
+
+def _has_cuda() -> bool:
+    import ctranslate2  # type: ignore[import-untyped]
+
+    return bool(ctranslate2.get_cuda_device_count())
 
 
 def _quietest(audio: npt.NDArray[np.float32], low: float, high: float) -> float:
@@ -119,8 +126,11 @@ class FasterWhisperBackend:
         folder = files if files.is_dir() else files.parent
         if not (folder / "model.bin").exists():
             raise ModelUnavailable(f"no CTranslate2 whisper model (model.bin) in {folder.name}")
-        workers, threads = share_cores(options.workers, options.cpu_threads, most_parallel=MOST_DEFAULT_WORKERS)
-        if options.device == "cpu" and workers * threads > available_cores():
+        on_cpu = options.device == "cpu" or (options.device == "auto" and not _has_cuda())
+        # On a GPU each worker holds a copy of the weights in GPU memory: one unless asked for more.
+        workers, threads = share_cores(options.workers if on_cpu or options.workers else 1, options.cpu_threads,
+                                       most_parallel=MOST_DEFAULT_WORKERS)
+        if on_cpu and workers * threads > available_cores():
             log.warning("model %s: %d workers x %d threads is more than the %d cores: requests will slow each"
                         " other down", folder.name, workers, threads, available_cores())
         try:
