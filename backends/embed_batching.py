@@ -67,15 +67,18 @@ class _Job(Generic[T]):
         return len(self.items) - self.taken
 
 
-def _settle(future: asyncio.Future[npt.NDArray[np.float32]],
-            result: npt.NDArray[np.float32] | BaseException) -> None:
-    """On the caller's loop: resolve the future unless the caller already gave up on it."""
-    if future.done():
-        return
-    if isinstance(result, BaseException):
-        future.set_exception(result)
-    else:
-        future.set_result(result)
+_Outcome = tuple[asyncio.Future[npt.NDArray[np.float32]], npt.NDArray[np.float32] | BaseException]
+
+
+def _settle(outcomes: list[_Outcome]) -> None:
+    """On the callers' loop: resolve their futures, except those whose callers already gave up."""
+    for future, result in outcomes:
+        if future.done():
+            continue
+        if isinstance(result, BaseException):
+            future.set_exception(result)
+        else:
+            future.set_result(result)
 
 
 class EmbedBatcher(Generic[T]):
@@ -212,7 +215,8 @@ class EmbedBatcher(Generic[T]):
         for job in self._jobs:
             self._queued -= job.left
             job.taken = len(job.items)
-            self._hand_back(job, EngineFailure("The embedding model was unloaded before this request ran."))
+        self._hand_back([(job, EngineFailure("The embedding model was unloaded before this request ran."))
+                         for job in self._jobs])
         self._jobs.clear()
 
     def _run(self, batch: list[tuple[_Job[T], int, int]]) -> None:
@@ -231,10 +235,11 @@ class EmbedBatcher(Generic[T]):
                         self._queued -= job.left
                         job.taken = len(job.items)
                         job.cancelled = True
-            for job, _, _ in batch:
-                self._hand_back(job, EngineFailure("The embedding engine failed on this request."))
+            self._hand_back([(job, EngineFailure("The embedding engine failed on this request."))
+                             for job, _, _ in batch])
             return
         row = 0
+        finished: list[tuple[_Job[T], npt.NDArray[np.float32] | BaseException]] = []
         for job, start, stop in batch:
             if job.rows is None:
                 job.rows = np.empty((len(job.items), vectors.shape[1]), dtype=np.float32)
@@ -242,12 +247,18 @@ class EmbedBatcher(Generic[T]):
             row += stop - start
             job.done += stop - start
             if job.done == len(job.items):
-                self._hand_back(job, job.rows)
+                finished.append((job, job.rows))
+        self._hand_back(finished)
 
     @staticmethod
-    def _hand_back(job: _Job[T], result: npt.NDArray[np.float32] | BaseException) -> None:
-        with contextlib.suppress(RuntimeError):  # the caller's loop is closed: nobody is waiting
-            job.loop.call_soon_threadsafe(_settle, job.future, result)
+    def _hand_back(results: list[tuple[_Job[T], npt.NDArray[np.float32] | BaseException]]) -> None:
+        """Wake each callers' loop once for all of its callers (one wake-up per batch, not per request)."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
+        for job, result in results:
+            by_loop.setdefault(job.loop, []).append((job.future, result))
+        for loop, outcomes in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
+                loop.call_soon_threadsafe(_settle, outcomes)
 
 
 INLINE_CHARS = 8192
