@@ -218,10 +218,16 @@ def test_the_default_file_reads_images_for_the_starter_llm() -> None:
 # The OCR backend on its own
 
 
-def test_ocr_backend_reads_printed_lines_in_order() -> None:
+def test_ocr_backend_reads_printed_lines_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
     import rapidocr
+    from rapidocr.utils.download_file import DownloadFile
 
     from backends.rapidocr import Options, load
+
+    def no_download(*_: object, **__: object) -> None:
+        raise AssertionError("the OCR backend tried to download a model")
+
+    monkeypatch.setattr(DownloadFile, "run", no_download)
 
     image = Image.new("RGB", (560, 220), "white")
     draw = ImageDraw.Draw(image)
