@@ -557,16 +557,18 @@ def _names_part(error: openai.BadRequestError, where: str = "messages[0].content
     assert where in str(error.message)
 
 
-@pytest.mark.parametrize("url", [
-    data_url(render(TEXT, "jpeg"), "image/png"),
-    data_url(b"<html>not an image</html>", "image/png"),
-    data_url(noise_png(), "image/png"),
-    "data:image/svg+xml;base64,PHN2Zy8+",
-    "http://example.com/a.png",  # remote fetching is off here
-    "file:///etc/passwd",
+@pytest.mark.parametrize(("url", "why"), [
+    (data_url(render(TEXT, "jpeg"), "image/png"), "declared as image/png but holds image/jpeg"),
+    (data_url(b"<html>not an image</html>", "image/png"), "not a png, jpeg, webp or gif"),
+    (data_url(noise_png(), "image/png"), f"larger than {MAX_IMAGE_BYTES} bytes"),
+    ("data:image/svg+xml;base64,PHN2Zy8+", "Unsupported image type 'image/svg+xml'"),
+    ("http://example.com/a.png", "Fetching remote URLs is disabled"),  # off on this gateway
+    ("file:///etc/passwd", "only data URLs and http(s) URLs are accepted"),
 ])
-def test_refusals_through_the_sdk(ocr_gateway: Gateway, url: str) -> None:
-    _names_part(_bad_request(ocr_gateway.openai(), [text_part("Read it."), image_part(url)]))
+def test_refusals_through_the_sdk(ocr_gateway: Gateway, url: str, why: str) -> None:
+    error = _bad_request(ocr_gateway.openai(), [text_part("Read it."), image_part(url)])
+    _names_part(error)
+    assert why in str(error.message)
 
 
 def test_a_model_that_rejects_images(ocr_gateway: Gateway) -> None:
@@ -574,15 +576,21 @@ def test_a_model_that_rejects_images(ocr_gateway: Gateway) -> None:
                                                                                             "image/png"))],
                          model="smollm2-blind")
     _names_part(error)
-    assert "does not accept images" in str(error.message)
+    assert "the model 'smollm2-blind' does not accept images" in str(error.message)
 
 
-@pytest.mark.parametrize("url", [
-    "file:///etc/passwd", "ftp://example.com/a.png", "http://127.0.0.1:9/a.png", "http://10.1.2.3/a.png",
-    "http://169.254.169.254/latest/meta-data", "http://localhost:9/a.png",
+@pytest.mark.parametrize(("url", "why"), [
+    ("file:///etc/passwd", "only data URLs and http(s) URLs are accepted"),
+    ("ftp://example.com/a.png", "only data URLs and http(s) URLs are accepted"),
+    ("http://127.0.0.1:9/a.png", "non-public address"),
+    ("http://10.1.2.3/a.png", "non-public address"),
+    ("http://169.254.169.254/latest/meta-data", "non-public address"),
+    ("http://localhost:9/a.png", "non-public address"),  # a name that resolves to loopback
 ])
-def test_remote_refusals_through_the_sdk(public_gateway: Gateway, url: str) -> None:
-    _names_part(_bad_request(public_gateway.openai(), [text_part("Read it."), image_part(url)]))
+def test_remote_refusals_through_the_sdk(public_gateway: Gateway, url: str, why: str) -> None:
+    error = _bad_request(public_gateway.openai(), [text_part("Read it."), image_part(url)])
+    _names_part(error)
+    assert why in str(error.message)
 
 
 def test_remote_oversize_through_the_sdk(private_gateway: Gateway, image_server: str) -> None:
