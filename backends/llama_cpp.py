@@ -36,6 +36,7 @@ import numpy as np
 
 from backends.errors import ContextTooLong, EngineFailure, InvalidRequest, ModelUnavailable
 from backends.grammars import json_grammar, tool_arguments_grammar, tool_call_grammar
+from backends.llama_mtmd import Projector
 from backends.threads import available_cores
 from backends.tool_calls import history_calls_text, tools_system_prompt
 from backends.types import (
@@ -75,10 +76,24 @@ class Options(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """None lets llama.cpp decide."""
     chat_template: str | None = None
     """A Jinja chat template overriding the one in the GGUF file."""
+    mmproj: str | None = None
+    """The vision projector (GGUF) that lets the model see images; a path relative to the model's files."""
+    cache_prompt: bool = True
+    """Keep each slot's KV cells after a request, to skip the shared prefix of the next prompt. Results
+    can differ in the last bits from a run without the cache (llama.cpp's sums depend on batch shape)."""
 
 
 def load(files: Path, options: Options) -> LlamaCppBackend:
     return LlamaCppBackend(files, options)
+
+
+def _projector_path(files: Path, mmproj: str) -> Path:
+    path = Path(mmproj).expanduser()
+    if not path.is_absolute():
+        path = (files if files.is_dir() else files.parent) / path
+    if not path.is_file():
+        raise ModelUnavailable(f"the vision projector file {mmproj} was not found")
+    return path
 
 
 def _find_gguf(files: Path) -> Path:
@@ -183,7 +198,7 @@ def _common_prefix(a: list[int], b: tuple[int, ...]) -> int:
 class _Engine:
     """The model, its context and the scheduler loop. Lives on one thread."""
 
-    def __init__(self, path: Path, options: Options) -> None:
+    def __init__(self, path: Path, options: Options, mmproj: Path | None) -> None:
         import llama_cpp as lc
 
         self.lc = lc
@@ -235,6 +250,14 @@ class _Engine:
 
             self.formatter = Jinja2ChatFormatter(template=template, eos_token=self.eos_text,
                                                  bos_token=self.bos_text)
+
+        self.projector: Projector | None = None
+        if mmproj is not None:
+            try:
+                self.projector = Projector(model, mmproj, n_threads=threads, use_gpu=options.n_gpu_layers != 0)
+            except BaseException:
+                self._free()
+                raise
 
         self.calls: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self.waiting: list[_Sequence] = []
@@ -367,13 +390,26 @@ class _Engine:
         return None, None
 
     def prepare_chat(self, request: ChatRequest) -> Prompt:
-        for m in request.messages:
-            if m.images:
-                raise InvalidRequest(f"This model does not accept images ('{m.images[0].where}').",
-                                     param=m.images[0].where, code="image_not_supported")
+        images = [image for m in request.messages for image in m.images]
+        if images and self.projector is None:
+            raise InvalidRequest(f"This model does not accept images ('{images[0].where}').",
+                                 param=images[0].where, code="image_not_supported")
         grammar, plan = self._output_rules(request)
-        text = self._render(request).replace(IMAGE_MARKER, "")
+        text = self._render(request)
         add_bos = self.add_bos and not (self.bos_text and text.startswith(self.bos_text))
+        if images:
+            assert self.projector is not None
+            media = self.projector.tokenize(text, images, add_special=add_bos)
+            try:
+                self._check_fits(media.n_tokens, request.sampling, "messages")
+            except BaseException:
+                media.free()
+                raise
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("prompt %r", text)
+            return Prompt(tokens=(), sampling=request.sampling, text=text, stop=tuple(request.sampling.stop),
+                          grammar=grammar, tools=plan, media=media, media_tokens=media.n_tokens)
+        text = text.replace(IMAGE_MARKER, "")
         tokens = self.tokenize(text, add_bos)
         self._check_fits(len(tokens), request.sampling, "messages")
         if log.isEnabledFor(logging.DEBUG):
@@ -494,6 +530,8 @@ class _Engine:
         seq.done = True
         seq.group.remaining -= 1
         if seq.group.remaining == 0:
+            if seq.prompt.media is not None:
+                seq.prompt.media.free()
             seq.group.emit(_END)
 
     def _admit(self) -> None:
@@ -514,7 +552,32 @@ class _Engine:
                 seq.group.emit(e if isinstance(e, Exception) else EngineFailure(str(e)))
                 self._finish(seq)
 
+    def _start_media(self, seq: _Sequence) -> None:
+        """A prompt with images: read at once (mtmd decodes it), then sampled from its last logits."""
+        lc = self.lc
+        slot = min(self.free_slots, key=lambda s: len(self.cached[s]))
+        self.free_slots.remove(slot)
+        lc.llama_memory_seq_rm(self.memory, slot, -1, -1)
+        self.cached[slot] = [-1]  # holds image embeddings: no token prefix can match it
+        seq.slot = slot
+        try:
+            seq.n_past = seq.prompt.media.evaluate(self.ctx, slot, 0, self.options.n_batch)
+            seq.sampler = self._make_sampler(seq.prompt.sampling, seq.prompt.grammar, seq.seed)
+        except BaseException:
+            lc.llama_memory_seq_rm(self.memory, slot, -1, -1)
+            self.cached[slot] = []
+            self.free_slots.append(slot)
+            raise
+        del self.cached[slot][1:]
+        self.cached[slot].extend([-1] * (seq.n_past - 1))
+        seq.text = _TextAssembler(seq.prompt.stop)
+        self.running.append(seq)
+        self._sample(seq, -1)
+
     def _start(self, seq: _Sequence) -> None:
+        if seq.prompt.media is not None:
+            self._start_media(seq)
+            return
         tokens = seq.prompt.tokens
         limit = len(tokens) - 1  # at least one prompt token is read, for the logits of the first pick
         best_free = max(self.free_slots, key=lambda s: _common_prefix(self.cached[s], tokens))
@@ -547,7 +610,8 @@ class _Engine:
     def _release(self, seq: _Sequence) -> None:
         """Free the slot; its KV cells stay, as a cache for the next prompt sharing their prefix."""
         self.running.remove(seq)
-        if seq.n_past != len(self.cached[seq.slot]):  # cells not matching the record: drop them
+        # Cells not matching the record (or no cache wanted): drop them.
+        if seq.n_past != len(self.cached[seq.slot]) or not self.options.cache_prompt:
             self.lc.llama_memory_seq_rm(self.memory, seq.slot, -1, -1)
             self.cached[seq.slot] = []
         self.lc.llama_sampler_free(seq.sampler)
@@ -638,6 +702,8 @@ class _Engine:
 
     def _free(self) -> None:
         lc = self.lc
+        if self.projector is not None:
+            self.projector.close()
         lc.llama_batch_free(self.batch)
         lc.llama_free(self.ctx)
         lc.llama_model_free(self.model)
@@ -648,15 +714,16 @@ class LlamaCppBackend:
 
     def __init__(self, files: Path, options: Options) -> None:
         path = _find_gguf(files)
+        mmproj = _projector_path(files, options.mmproj) if options.mmproj else None
         self._ready: Future[_Engine] = Future()
-        self._thread = threading.Thread(target=self._main, args=(path, options),
+        self._thread = threading.Thread(target=self._main, args=(path, options, mmproj),
                                         name=f"llama:{path.stem}", daemon=True)
         self._thread.start()
         self._engine = self._ready.result()
 
-    def _main(self, path: Path, options: Options) -> None:
+    def _main(self, path: Path, options: Options, mmproj: Path | None) -> None:
         try:
-            engine = _Engine(path, options)
+            engine = _Engine(path, options, mmproj)
         except BaseException as e:
             self._ready.set_exception(e)
             return

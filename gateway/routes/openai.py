@@ -40,6 +40,7 @@ from gateway.routes.common import (
     wait_with_keepalive,
 )
 from gateway.sse import DONE, KEEPALIVE, event, sse_response
+from gateway.vision import resolve_images
 
 __all__ = ["openai_router"]
 
@@ -167,6 +168,7 @@ async def chat_completions(request: Request[Any, Any, Any]) -> Response[bytes] |
         screen_groq_fields(raw, policy)
     parsed = parse_chat_request(raw, policy)
     set_request_model(request, parsed.model)
+    parsed.request = await resolve_images(request, parsed.model, parsed.request)
     headers = dropped_headers(request, policy)
     registry = registry_of(request)
 
