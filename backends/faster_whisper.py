@@ -96,14 +96,19 @@ def windows(audio: npt.NDArray[np.float32], speech: tuple[SpeechSpan, ...] | Non
     """What is to be transcribed, as windows of at most 30 s (start, end in seconds) for the batched pipeline.
 
     The VAD's speech stretches (or the whole clip, without a VAD) are packed in order into windows;
-    a stretch longer than a window is cut at its quietest moment in the last third of the window.
+    a stretch longer than a window is cut at its quietest moment in the last third of the window (the
+    last cut of a stretch near its middle instead, so that no piece is a scrap of a second or two).
     """
     duration = len(audio) / RATE
     stretches = [(s.start, min(s.end, duration)) for s in speech] if speech is not None else [(0.0, duration)]
     pieces: list[tuple[float, float]] = []
     for start, end in stretches:
-        while end - start > WINDOW:
-            cut = _quietest(audio, start + WINDOW * 2 / 3, start + WINDOW)
+        while (length := end - start) > WINDOW:
+            if length > 2 * WINDOW:
+                low, high = WINDOW * 2 / 3, WINDOW
+            else:  # the last cut: near the middle, so that neither piece is a scrap without context
+                low, high = max(length - WINDOW, length / 2 - WINDOW / 6), min(WINDOW, length / 2 + WINDOW / 6)
+            cut = _quietest(audio, start + low, start + high)
             pieces.append((start, cut))
             start = cut
         if end > start:

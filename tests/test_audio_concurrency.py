@@ -350,6 +350,9 @@ def test_windows_cut_long_speech_where_it_is_quiet() -> None:
     assert cuts[0][0] == 0 and cuts[-1][1] == 70
     assert all(a[1] == b[0] for a, b in itertools.pairwise(cuts))  # contiguous: nothing left out
     assert 25.0 <= cuts[0][1] <= 25.1
+    assert len(cuts) == 3 and min(end - start for start, end in cuts) >= 10  # no scrap at the end
+    just_over = windows(audio[:16000 * 31], None)
+    assert len(just_over) == 2 and min(end - start for start, end in just_over) >= 10
 
 
 def test_windows_pack_speech_stretches() -> None:
