@@ -7,8 +7,11 @@ each batch on one worker thread of its own (never on the event loop), and hands 
 rows, in order. A request larger than a batch is cut across several.
 
 When to run: a batch starts as soon as it is full, or when its oldest input has waited ``wait``
-seconds. Under load the worker is busy while inputs queue up, so the next batch starts full and at
-once; the wait only delays a request that arrives to an idle engine, and only by a few ms.
+seconds. Under load the worker is busy while inputs queue up, so the next batch starts at once with
+what queued meanwhile; the wait only delays a request that arrives to an idle engine, and only by a
+few ms. It is skipped when the last batch served a single request and one request waits: a lone
+client gains nothing from waiting (the wait would be all of its extra latency), and as soon as
+batches serve several requests again, the wait applies again.
 
 Fairness: a batch takes from every waiting request in arrival order, each an equal share first, then
 fills what is left in arrival order. A small request that arrives behind a large one rides in the next
@@ -98,6 +101,8 @@ class EmbedBatcher(Generic[T]):
         self._cond = threading.Condition(threading.Lock())
         self._closed = False
         self._sizes: Counter[int] = Counter()
+        self._last_callers = 0
+        """Requests with inputs in the last batch: whether anyone else is likely to come within the wait."""
         self._thread = threading.Thread(target=self._work, name=f"embed:{name}", daemon=True)
         self._thread.start()
 
@@ -162,7 +167,8 @@ class EmbedBatcher(Generic[T]):
             self._drop_cancelled()
             if self._queued == 0:
                 continue
-            deadline = self._jobs[0].arrived + self._wait
+            alone = len(self._jobs) == 1 and self._last_callers <= 1
+            deadline = self._jobs[0].arrived + (0 if alone else self._wait)
             while not self._closed and self._queued < self._max:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -209,6 +215,7 @@ class EmbedBatcher(Generic[T]):
                 self._queued -= n
         self._jobs = deque(job for job in self._jobs if job.left)
         self._sizes[self._max - room] += 1
+        self._last_callers = len(batch)
         return batch
 
     def _fail_queued(self) -> None:

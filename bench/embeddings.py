@@ -184,6 +184,7 @@ class Load:
     seconds: float
     latencies: list[float]
     errors: int
+    first_error: str
 
 
 async def _load(base: str, path: str, model: str, clients: int, seconds: float) -> Load:
@@ -191,11 +192,12 @@ async def _load(base: str, path: str, model: str, clients: int, seconds: float) 
     bodies = [json.dumps({"model": model, "input": [s], "encoding_format": "base64"}).encode() for s in SENTENCES]
     latencies: list[float] = []
     errors = 0
+    first_error = ""
     t0 = time.perf_counter()
     deadline = t0 + seconds
 
     async def client(k: int) -> None:
-        nonlocal errors
+        nonlocal errors, first_error
         conn = Connection(host, int(port), path)
         i = k * 7
         try:
@@ -205,12 +207,13 @@ async def _load(base: str, path: str, model: str, clients: int, seconds: float) 
                 latencies.append(time.perf_counter() - start)
                 if status != 200 or len(json.loads(payload)["data"]) != 1:
                     errors += 1
+                    first_error = first_error or f"{status}: {payload[:200]!r}"
                 i += 1
         finally:
             conn.close()
 
     await asyncio.gather(*(client(k) for k in range(clients)))
-    return Load(len(latencies) - errors, time.perf_counter() - t0, latencies, errors)
+    return Load(len(latencies) - errors, time.perf_counter() - t0, latencies, errors, first_error)
 
 
 def http_load(base: str, path: str, model: str, clients: int, seconds: float) -> Load:
@@ -243,16 +246,19 @@ def measure_server(base: str, path: str, system: str, engine: str, clients: Sequ
         rates: list[float] = []
         latencies: list[float] = []
         errors = 0
+        first_error = ""
         before = batch_totals(base) if metrics else (0.0, 0.0)
         for _ in range(runs):
             load = http_load(base, path, MODEL_NAME, n, seconds)
             rates.append(load.sentences / load.seconds)
             latencies += load.latencies
             errors += load.errors
+            first_error = first_error or load.first_error
         after = batch_totals(base) if metrics else (0.0, 0.0)
         batches = after[0] - before[0]
         rows.append(Row(system, engine, n, rates, p50_ms=statistics.median(latencies) * 1000,
-                        mean_batch=(after[1] - before[1]) / batches if batches else None, errors=errors))
+                        mean_batch=(after[1] - before[1]) / batches if batches else None, errors=errors,
+                        note=f"first error: {first_error}" if first_error else ""))
     return rows
 
 

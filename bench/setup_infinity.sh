@@ -23,5 +23,7 @@ mkdir -p .bench
 PIP=("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check)
 "${PIP[@]}" --upgrade pip wheel
 "${PIP[@]}" "torch==$TORCH_VERSION" ${SYN4PSE_TORCH_INDEX:+--index-url "$SYN4PSE_TORCH_INDEX"}
-"${PIP[@]}" "infinity-emb[server,torch]==$INFINITY_VERSION"
+# The versions Infinity resolved to when this script was written, pinned so later releases cannot break it.
+"${PIP[@]}" "infinity-emb[server,torch]==$INFINITY_VERSION" "sentence-transformers==3.4.1" "transformers==4.57.6" \
+  "tokenizers==0.22.2" "numpy==1.26.4"
 "$VENV/bin/python" -c "import infinity_emb, torch; print('infinity-emb', infinity_emb.__version__, 'torch', torch.__version__)"

@@ -63,27 +63,64 @@ def test_a_large_request_is_cut_into_batches_and_comes_back_in_order() -> None:
     assert batcher.batch_sizes() == {4: 2, 2: 1}
 
 
-def test_concurrent_callers_share_one_batch() -> None:
+def test_callers_that_arrive_while_a_batch_runs_share_the_next_one() -> None:
     engine = Engine()
-    batcher = EmbedBatcher(engine, max_batch_size=8, wait=0.2, name="t")
+    batcher = EmbedBatcher(engine, max_batch_size=8, wait=0, name="t")
 
-    async def main() -> list[npt.NDArray[np.float32]]:
-        return await asyncio.gather(*(batcher.embed([i]) for i in range(6)))
+    async def main() -> None:
+        engine.gate.clear()
+        first = asyncio.ensure_future(batcher.embed([0]))
+        await wait_for(engine.entered)
+        others = asyncio.gather(*(batcher.embed([i]) for i in range(1, 7)))
+        await asyncio.sleep(0.05)
+        engine.gate.set()
+        assert (await first).tolist() == rows([0])
+        assert [o.tolist() for o in await others] == [rows([i]) for i in range(1, 7)]
 
     try:
-        outs = asyncio.run(main())
+        asyncio.run(main())
     finally:
         batcher.close()
-    assert [o.tolist() for o in outs] == [rows([i]) for i in range(6)]
-    assert engine.batches == [[0, 1, 2, 3, 4, 5]]
+    assert engine.batches == [[0], [1, 2, 3, 4, 5, 6]]
+    assert batcher.batch_sizes() == {1: 1, 6: 1}
 
 
-def test_a_full_batch_starts_without_waiting() -> None:
+def test_once_batches_are_shared_an_input_waits_for_company() -> None:
     engine = Engine()
-    batcher = EmbedBatcher(engine, max_batch_size=4, wait=30, name="t")
+    batcher = EmbedBatcher(engine, max_batch_size=2, wait=5.0, name="t")
 
-    async def main() -> list[npt.NDArray[np.float32]]:
-        return await asyncio.gather(*(batcher.embed([i, i + 10]) for i in range(2)))
+    async def main() -> float:
+        engine.gate.clear()
+        first = asyncio.ensure_future(batcher.embed([0]))
+        await wait_for(engine.entered)
+        pair = asyncio.gather(batcher.embed([1]), batcher.embed([2]))
+        await asyncio.sleep(0.05)
+        engine.gate.set()
+        await first
+        await pair  # a (full) batch of two callers: others are likely to come
+        started = time.monotonic()
+        early = asyncio.ensure_future(batcher.embed([3]))
+        await asyncio.sleep(0.2)
+        late = asyncio.ensure_future(batcher.embed([4]))
+        assert (await early).tolist() == rows([3])
+        assert (await late).tolist() == rows([4])
+        return time.monotonic() - started
+
+    try:
+        took = asyncio.run(main())
+    finally:
+        batcher.close()
+    assert engine.batches == [[0], [1, 2], [3, 4]]
+    assert 0.15 < took < 4  # [3] waited for [4], which filled the batch
+
+
+def test_a_lone_caller_does_not_wait() -> None:
+    engine = Engine()
+    batcher = EmbedBatcher(engine, max_batch_size=8, wait=30, name="t")
+
+    async def main() -> None:
+        for i in range(3):
+            assert (await batcher.embed([i])).tolist() == rows([i])
 
     started = time.monotonic()
     try:
@@ -91,7 +128,32 @@ def test_a_full_batch_starts_without_waiting() -> None:
     finally:
         batcher.close()
     assert time.monotonic() - started < 5
-    assert engine.batches == [[0, 10, 1, 11]]
+    assert engine.batches == [[0], [1], [2]]
+
+
+def test_a_full_batch_starts_without_waiting() -> None:
+    engine = Engine()
+    batcher = EmbedBatcher(engine, max_batch_size=4, wait=30, name="t")
+
+    async def main() -> float:
+        engine.gate.clear()
+        first = asyncio.ensure_future(batcher.embed([0]))
+        await wait_for(engine.entered)
+        four = asyncio.gather(*(batcher.embed([i]) for i in range(1, 5)))
+        await asyncio.sleep(0.05)
+        engine.gate.set()
+        await first
+        await four  # a full batch of four callers: from now on a lone input would wait 30 s for company
+        started = time.monotonic()
+        await batcher.embed([5, 6, 7, 8])
+        return time.monotonic() - started
+
+    try:
+        took = asyncio.run(main())
+    finally:
+        batcher.close()
+    assert took < 5
+    assert engine.batches == [[0], [1, 2, 3, 4], [5, 6, 7, 8]]
 
 
 def test_a_small_request_rides_in_the_next_batch_of_a_large_one() -> None:
