@@ -64,8 +64,9 @@ COPY_MIN_TOKENS = 64
 class Options(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     n_ctx: Annotated[int, msgspec.Meta(ge=64)] = 4096
     """Context length of each sequence (prompt + completion)."""
-    parallel: Annotated[int, msgspec.Meta(ge=1, le=256)] = 1
-    """Sequences decoded together; requests beyond them wait their turn."""
+    parallel: Annotated[int, msgspec.Meta(ge=1, le=256)] = 4
+    """Sequences decoded together (each with its own ``n_ctx``); further requests wait in the model's
+    queue. Also the model's ``concurrency`` unless that is set."""
     n_batch: Annotated[int, msgspec.Meta(ge=16)] = 512
     """Most tokens in one decode step; long prompts are read in chunks of this size."""
     n_threads: Annotated[int, msgspec.Meta(ge=1)] | None = None
@@ -181,6 +182,8 @@ class _Sequence:
     text: _TextAssembler | None = None
     logprobs: list[TokenLogprob] = field(default_factory=list)
     done: bool = False
+    reused: int = 0
+    """Prompt tokens found in the slot's cache."""
 
     @property
     def prefilled(self) -> bool:
@@ -602,7 +605,7 @@ class _Engine:
             reuse = 0
         del self.cached[slot][reuse:]
         seq.slot = slot
-        seq.n_past = seq.n_read = reuse
+        seq.n_past = seq.n_read = seq.reused = reuse
         seq.sampler = self._make_sampler(seq.prompt.sampling, seq.prompt.grammar, seq.seed)
         seq.text = _TextAssembler(seq.prompt.stop)
         self.running.append(seq)
@@ -696,7 +699,7 @@ class _Engine:
             seq.logprobs.clear()
             seq.group.emit(GenerationChunk(text=text, finish_reason=finish, prompt_tokens=seq.prompt.n_tokens,
                                            completion_tokens=seq.generated, index=seq.index,
-                                           logprobs=logprobs))
+                                           logprobs=logprobs, cached_tokens=seq.reused))
         if finish:
             self._release(seq)
 

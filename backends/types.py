@@ -207,12 +207,16 @@ class GenerationChunk:
     """Which choice (0 .. n-1) the text belongs to."""
     logprobs: tuple[TokenLogprob, ...] = ()
     """One entry per token generated since the previous chunk of this choice, when asked for."""
+    cached_tokens: int = 0
+    """Prompt tokens this choice found in the engine's cache (not read again)."""
 
 
 @dataclass(frozen=True, slots=True)
 class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0
+    """Prompt tokens taken from the engine's cache instead of being read again."""
 
     @property
     def total_tokens(self) -> int:

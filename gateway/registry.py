@@ -127,6 +127,15 @@ class Admission:
         self._registry._leave(self._slot)
 
 
+def _engine_slots(config: Config, name: str) -> int | None:
+    """How many requests the model's engine serves at once, when its options say (an LLM's ``parallel``).
+
+    Admitting more than that would only make them wait inside the engine, out of the queue's reach.
+    """
+    slots = getattr(config.backend_options.get(name), "parallel", None)
+    return slots if isinstance(slots, int) else None
+
+
 class Registry:
     def __init__(self, config: Config, observer: RegistryObserver | None = None) -> None:
         self._config = config
@@ -135,7 +144,7 @@ class Registry:
         self._slots = {
             name: _Slot(name, model,
                         ttl=server.model_ttl if model.ttl is None else model.ttl,
-                        concurrency=model.concurrency or server.default_concurrency,
+                        concurrency=model.concurrency or _engine_slots(config, name) or server.default_concurrency,
                         queue_limit=server.queue_size if model.queue is None else model.queue)
             for name, model in config.models.items()
         }

@@ -384,7 +384,8 @@ class UsageBody(msgspec.Struct):
 
 def usage_body(usage: Usage) -> UsageBody:
     return UsageBody(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
-                     total_tokens=usage.total_tokens)
+                     total_tokens=usage.total_tokens,
+                     prompt_tokens_details=PromptTokensDetails(cached_tokens=usage.cached_tokens))
 
 
 SYSTEM_FINGERPRINT = "fp_syn4pse"

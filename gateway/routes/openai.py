@@ -81,6 +81,7 @@ class _Choice:
     log: list[TokenLogprob] = field(default_factory=list)
     finish: FinishReason | None = None
     generated: int = 0
+    cached: int = 0
 
     def result(self) -> ChoiceResult:
         return ChoiceResult(content="".join(self.content), finish_reason=self.finish,
@@ -103,6 +104,7 @@ class _Choices:
     def read(self, chunk: GenerationChunk) -> list[Event | FinishReason]:
         choice = self.choices[chunk.index]
         choice.generated = chunk.completion_tokens
+        choice.cached = chunk.cached_tokens
         choice.log.extend(chunk.logprobs)
         events: list[Event | FinishReason] = []
         if choice.reader is None:
@@ -129,7 +131,7 @@ class _Choices:
         return events
 
     def usage(self) -> Usage:
-        return Usage(self.prompt.n_tokens, sum(c.generated for c in self.choices))
+        return Usage(self.prompt.n_tokens, sum(c.generated for c in self.choices), self.choices[0].cached)
 
     def finished(self) -> bool:
         return all(c.finish is not None for c in self.choices)
@@ -275,7 +277,8 @@ async def completions(request: Request[Any, Any, Any]) -> Response[bytes] | Stre
                 logprobs = completion_logprobs(c.log, len(head)) if c.logprobs else None
                 choices.append(CompletionChoice(text=head + "".join(c.content), index=i * n + j,
                                                 finish_reason=c.finish, logprobs=logprobs))
-        usage = Usage(sum(d.usage().prompt_tokens for d in results), sum(d.usage().completion_tokens for d in results))
+        usage = Usage(sum(d.usage().prompt_tokens for d in results), sum(d.usage().completion_tokens for d in results),
+                      sum(d.usage().cached_tokens for d in results))
         return json_response(text_completion(parsed.model, choices, usage), headers)
 
     builder = CompletionChunkBuilder(parsed.model, parsed.include_usage)
@@ -283,7 +286,7 @@ async def completions(request: Request[Any, Any, Any]) -> Response[bytes] | Stre
 
     async def frames() -> AsyncIterator[bytes]:
         try:
-            prompt_tokens = completion_tokens = 0
+            prompt_tokens = completion_tokens = cached_tokens = 0
             for i, prompt in enumerate(prompts):
                 offsets = [len(prompt.text) if echo else 0] * n
                 if echo:
@@ -302,8 +305,9 @@ async def completions(request: Request[Any, Any, Any]) -> Response[bytes] | Stre
                 meter.end()
                 prompt_tokens += done.usage().prompt_tokens
                 completion_tokens += done.usage().completion_tokens
+                cached_tokens += done.usage().cached_tokens
             if builder.include_usage:
-                yield event(builder.usage(Usage(prompt_tokens, completion_tokens)))
+                yield event(builder.usage(Usage(prompt_tokens, completion_tokens, cached_tokens)))
             yield DONE
         finally:
             lease.release()
