@@ -278,8 +278,8 @@ def test_n_returns_independent_choices_and_sums_usage(client: OpenAI) -> None:
     assert all(c.finish_reason == "length" and c.message.content for c in r.choices)
     assert len({c.message.content for c in r.choices}) > 1  # sampled independently
     assert r.usage is not None and r.usage.completion_tokens == 3 * 8
-    single = client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "Tell a story."}],
-                                            max_tokens=8, logit_bias=SMOLLM_SPECIAL_TOKENS)
+    single = client.chat.completions.create(model="gpt-4o-mini", max_tokens=8, logit_bias=SMOLLM_SPECIAL_TOKENS,
+                                            messages=[{"role": "user", "content": "Tell a story."}])
     assert single.usage is not None and r.usage.prompt_tokens == single.usage.prompt_tokens  # the prompt, once
 
 
