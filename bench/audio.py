@@ -70,8 +70,12 @@ SPEECH_TEXT = (
     "the pier. She bought a cup and watched the fog lift slowly from the water. By the time the sun broke "
     "through, she had forgotten all about the train."
 )
-CONFIG = (CONFIG_HEAD + whisper_entry("whisper", alias=STT_MODEL) + whisper_entry(STT_VAD_MODEL, vad=True)
-          + VAD_ENTRY + piper_entry(TTS_MODEL, TTS_VOICE))
+# One request at a time is measured, so every core goes to it, as on the raw path: one whisper worker and one
+# copy of the voice (the gateway's defaults share the cores out among requests; audio_concurrency.py measures those).
+SINGLE_STREAM = "    options: {workers: 1}\n"
+CONFIG = (CONFIG_HEAD + whisper_entry("whisper", alias=STT_MODEL) + SINGLE_STREAM
+          + whisper_entry(STT_VAD_MODEL, vad=True) + SINGLE_STREAM + VAD_ENTRY
+          + piper_entry(TTS_MODEL, TTS_VOICE).replace("options: {voices:", "options: {instances: 1, voices:"))
 
 
 @dataclass
