@@ -4,10 +4,18 @@ The model runs on a worker thread of its own so the event loop never waits on to
 of concurrent requests are encoded together in batches (:mod:`backends.embed_batching`). Inputs are
 checked against the model's maximum sequence length before they are queued: a too-long input is an
 error naming it, as OpenAI's API does, never a silently truncated vector.
+
+Two things keep the threads apart. The checks tokenise with a copy of the tokenizer: a fast tokenizer
+refuses calls from a second thread while the batch thread uses it ("Already borrowed"). And torch's
+OpenMP threads are told to sleep when idle (``OMP_WAIT_POLICY=PASSIVE``, unless the environment says
+otherwise, before torch is first imported): spinning, they take the cores the event loop needs between
+batches, and with any other load on the machine torch runs several times slower (measured on 2 cores:
+the same speed idle, 4x faster under load; bench/README.md).
 """
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -46,6 +54,7 @@ class SentenceTransformersBackend:
 
     def __init__(self, files: Path, options: Options) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the files are local; never reach for a hub
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read when torch's OpenMP starts (module docstring)
         from sentence_transformers import SentenceTransformer
 
         folder = files if files.is_dir() else files.parent
@@ -56,7 +65,7 @@ class SentenceTransformersBackend:
         if options.max_seq_length is not None:
             self._model.max_seq_length = options.max_seq_length
         self._options = options
-        self._tokenizer = self._model.tokenizer
+        self._checks = _Tokenizer(self._model.tokenizer)
         dimension_of = getattr(self._model, "get_embedding_dimension", None) or \
             self._model.get_sentence_embedding_dimension
         dims = dimension_of()
@@ -74,7 +83,7 @@ class SentenceTransformersBackend:
         return int(self._model.max_seq_length)
 
     def _texts(self, request: EmbeddingRequest) -> list[str]:
-        vocab = len(self._tokenizer)
+        vocab = self._checks.vocab
         texts: list[str] = []
         for i, item in enumerate(request.inputs):
             if isinstance(item, str):
@@ -84,13 +93,13 @@ class SentenceTransformersBackend:
             if bad:
                 raise InvalidRequest(f"Token id {bad[0]} in input[{i}] is outside this model's vocabulary"
                                      f" (0..{vocab - 1}).", param="input")
-            texts.append(self._tokenizer.decode(list(item), skip_special_tokens=True))
+            texts.append(self._checks.decode(list(item)))
         return texts
 
     def _prepare(self, request: EmbeddingRequest) -> tuple[list[str], int]:
         """The texts to encode and their token count; an input over the model's limit is an error."""
         texts = self._texts(request)
-        counts = [len(ids) for ids in self._tokenizer(texts, add_special_tokens=True)["input_ids"]]
+        counts = self._checks.count(texts)
         limit = self.max_tokens
         for i, n in enumerate(counts):
             if n > limit:
@@ -121,3 +130,36 @@ class SentenceTransformersBackend:
     def close(self) -> None:
         self._batcher.close()
         self._model = None
+
+
+class _Tokenizer:
+    """The model's tokenizer for the request checks, safe beside the batch thread's own.
+
+    A fast tokenizer is copied down to its Rust tokenizer, whose encode and decode only read it, so any
+    number of threads may check requests at once; a slow (Python) tokenizer is deep-copied.
+    """
+
+    def __init__(self, tokenizer: Any) -> None:
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        if backend is not None:
+            from tokenizers import Tokenizer
+
+            self._rust: Any = Tokenizer.from_str(backend.to_str())
+            self._rust.no_truncation()  # counts are of the whole input: over the limit is an error
+            self._rust.no_padding()
+            self.vocab = int(self._rust.get_vocab_size(with_added_tokens=True))
+        else:
+            self._rust = None
+            self._slow: Any = copy.deepcopy(tokenizer)
+            self.vocab = len(self._slow)
+
+    def count(self, texts: list[str]) -> list[int]:
+        """Tokens of each text, special tokens included."""
+        if self._rust is not None:
+            return [len(e.ids) for e in self._rust.encode_batch(texts, add_special_tokens=True)]
+        return [len(ids) for ids in self._slow(texts, add_special_tokens=True)["input_ids"]]
+
+    def decode(self, ids: list[int]) -> str:
+        if self._rust is not None:
+            return str(self._rust.decode(ids, skip_special_tokens=True))
+        return str(self._slow.decode(ids, skip_special_tokens=True))

