@@ -100,11 +100,17 @@ def test_bad_chat_requests_are_400_with_param(gateway_http: str, body: bytes, pa
     assert error["type"] == "invalid_request_error"
 
 
-def test_tool_message_is_rejected_by_path(gateway_http: str) -> None:
+def test_tool_message_answering_no_call_is_rejected_by_path(gateway_http: str) -> None:
     r = httpx.post(f"{gateway_http}/v1/chat/completions", json={
-        "model": "gpt-4o-mini",
+        "model": "gpt-4o-mini", "max_tokens": 2,
         "messages": [{"role": "user", "content": "x"}, {"role": "tool", "content": "42", "tool_call_id": "c1"}]})
     assert _error(r, 400)["param"] == "messages[1]"
+    call = {"id": "c2", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    r = httpx.post(f"{gateway_http}/v1/chat/completions", json={
+        "model": "gpt-4o-mini", "max_tokens": 2,
+        "messages": [{"role": "user", "content": "x"}, {"role": "assistant", "tool_calls": [call]},
+                     {"role": "tool", "content": "42", "tool_call_id": "c1"}]})
+    assert _error(r, 400)["param"] == "messages[2]"
 
 
 def test_server_keeps_serving_after_bad_input(client: OpenAI, gateway_http: str) -> None:

@@ -204,7 +204,7 @@ def test_queue_timeout_is_429(start: object) -> None:
 def test_graceful_shutdown_lets_a_running_stream_finish(start: object) -> None:
     gw: Gateway = start(_config("  shutdown_timeout: 30\n", LLM.format(extra="")))  # type: ignore[operator]
     assert _chat(gw).status_code == 200
-    body = {"model": "gpt-4o-mini", "stream": True, "max_tokens": 300, "logit_bias": SMOLLM_SPECIAL_TOKENS,
+    body = {"model": "gpt-4o-mini", "stream": True, "max_tokens": 120, "logit_bias": SMOLLM_SPECIAL_TOKENS,
             "messages": [{"role": "user", "content": "Tell me a long story."}]}
     with httpx.stream("POST", f"{gw.url}/v1/chat/completions", json=body, timeout=120) as r:
         lines = r.iter_lines()

@@ -181,8 +181,18 @@ class ParsedChat(msgspec.Struct):
 
 def _messages(request: ChatCompletionRequest, policy: ParamPolicy) -> tuple[ChatMessage, ...]:
     out: list[ChatMessage] = []
+    answerable: set[str] = set()  # ids of the calls the latest assistant message made
     for i, m in enumerate(request.messages):
         where = f"messages[{i}]"
+        if isinstance(m, ToolMessage):
+            if m.tool_call_id not in answerable:
+                raise InvalidRequest(f"Invalid parameter: messages with role 'tool' must be a response to a"
+                                     f" preceding message with 'tool_calls' ('{m.tool_call_id}' is not one of"
+                                     " its calls).", param=where)
+        elif isinstance(m, AssistantMessage):
+            answerable = {c.id for c in m.tool_calls or ()}
+        else:
+            answerable = set()
         if isinstance(m, FunctionMessage):
             policy.unsupported(where, "'function' messages belong to the deprecated functions API; use 'tool'"
                                       " messages")
