@@ -349,7 +349,8 @@ def run_embeddings_bench(*, seconds: float = 8.0, runs: int = 3, clients: Sequen
                          targets: Sequence[str] = TARGETS, torch_options: dict[str, Any] | None = None,
                          onnx_options: dict[str, Any] | None = None, meta: Meta | None = None,
                          log: TextIO = sys.stderr) -> list[Row]:
-    """Measure the raw engine, then each of ``targets`` at each number of ``clients``; rows in table order.
+    """Measure the raw engine, then each of ``targets`` at each number of ``clients``, then the raw engine again
+    (its row holds the runs from both ends); rows in table order.
 
     ``torch_options`` / ``onnx_options`` are the gateway model's backend options (defaults when None).
     Infinity is skipped, with a note in its row, when bench/setup_infinity.sh has not been run. Fill in
@@ -377,6 +378,10 @@ def run_embeddings_bench(*, seconds: float = 8.0, runs: int = 3, clients: Sequen
                 rows += [Row("Infinity", "not installed", n, [], note="run bench/setup_infinity.sh") for n in clients]
         else:
             raise ValueError(f"unknown target {target!r}; known: {', '.join(TARGETS)}")
+    # The raw engine again at the end: the machine's speed drifts (other VMs, other work), and the ratios divide
+    # by the median of the runs from both ends.
+    print(f"raw sentence-transformers, batch {RAW_BATCH}, again...", file=log, flush=True)
+    rows[0].runs += measure_raw(seconds, runs).runs
     meta.load_after = cpu_load()
     raw = rows[0].rate
     for row in rows:
@@ -388,7 +393,8 @@ def print_table(rows: Sequence[Row], meta: Meta | None = None, out: TextIO = sys
     """The rows side by side: sentences/s (median [min - max] of the runs) and the ratio to raw batch 32."""
     if meta is not None:
         print(f"model: all-MiniLM-L6-v2 ({MODEL_PACKAGE})   cores: {meta.cores}   cpu: {meta.cpu}", file=out)
-        print(f"{meta.runs} runs of {meta.seconds:g} s per row (+{WARMUP_S:g} s warm-up per server), one sentence "
+        print(f"{meta.runs} runs of {meta.seconds:g} s per row (raw: {meta.runs} first and {meta.runs} last; "
+              f"+{WARMUP_S:g} s warm-up per server), one sentence "
               f"per HTTP request, base64   OMP_WAIT_POLICY={meta.omp_wait_policy} on every torch path   "
               f"load avg before/after: {meta.load_before} / {meta.load_after}", file=out)
         print(file=out)
