@@ -9,9 +9,9 @@ Bounded to finish well under two minutes on two cores:
 
 * the document stays truthful (``max_tokens`` has no upper bound there); this module, which the CLI
   loads as its hooks module, caps what is sent instead: at most :data:`MAX_TOKENS` tokens per
-  generation, :data:`MAX_PROMPTS` prompts per legacy completion, :data:`MAX_SPEECH_CHARS` characters to
-  speak. It also swaps generated model and voice names for served ones, so valid requests reach the
-  engines rather than stopping at a 404;
+  generation, :data:`MAX_CHOICES` choices (``n``), :data:`MAX_PROMPTS` prompts per legacy completion,
+  :data:`MAX_SPEECH_CHARS` characters to speak. It also swaps generated model and voice names for
+  served ones, so valid requests reach the engines rather than stopping at a 404;
 * generated uploads are noise, which every decoder refuses (a 400); in the fuzzing phase the hook
   sends a short real recording instead, so transcriptions go through whisper and their answers are
   checked too (not in the coverage phase, which would run whisper hundreds of times);
@@ -45,6 +45,7 @@ from gateway.openapi import ListenQuery, SpeakQuery, TranscriptionForm, openapi_
 
 MAX_TOKENS = 2
 MAX_PROMPTS = 2
+MAX_CHOICES = 2
 MAX_SPEECH_CHARS = 40
 AUDIO_ENV = "SYN4PSE_FUZZ_AUDIO"
 """The path of the recording the fuzzing phase uploads (the test writes it)."""
@@ -87,6 +88,8 @@ def _tame(fields: dict[str, Any], path: str) -> None:
                 fields[name] = min(fields[name], MAX_TOKENS)
         if isinstance(fields.get("prompt"), list):
             fields["prompt"] = fields["prompt"][:MAX_PROMPTS]
+        if isinstance(fields.get("n"), int):
+            fields["n"] = min(fields["n"], MAX_CHOICES)
     if path.endswith(("/audio/speech", "/v1/speak")):
         for name in ("input", "text"):
             if isinstance(fields.get(name), str):
