@@ -612,8 +612,8 @@ def report(results: list[Result], emb: Callable[[], None] | str | None, args: ar
     print()
     print(f"model: {model_path(args).name}   cores: {cores()}   cpu: {cpu_name()}")
     print(f"max_tokens: {args.max_tokens} (end tokens banned)   temperature: 0   runs: {args.runs} per level "
-          f"(+1 warm-up)   n_ctx per stream: {args.n_ctx}   n_batch: {N_BATCH}   flash_attn: {args.flash_attn}   "
-          f"threads: {args.threads or cores()}   server slots: "
+          f"(+1 warm-up) x {args.passes} pass(es)   n_ctx per stream: {args.n_ctx}   n_batch: {N_BATCH}   "
+          f"flash_attn: {args.flash_attn}   threads: {args.threads or cores()}   server slots: "
           f"{'= streams' if args.slots == 'match' else max(args.streams)}")
     prompt_tokens = sorted({s.prompt_tokens for r in results for rounds in r.levels.values() for rd in rounds
                             for s in rd.streams if s.prompt_tokens > 0})
@@ -728,6 +728,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help=f"comma-separated subset of: {', '.join(ENGINES)} (default all)")
     p.add_argument("--gateway-options", default="",
                    help="extra options for the gateway's model entry, as YAML flow items (e.g. 'n_threads: 1')")
+    p.add_argument("--passes", type=int, default=1,
+                   help="measure every engine this many times over, in turn, and pool the rounds: spreads slow "
+                        "drifts of the machine's speed over all engines (default 1)")
     p.add_argument("--idle-wait", type=float, default=120,
                    help="before each row, wait up to this many seconds for other processes to leave the CPU "
                         "(under 0.25 cores for 3 s; default 120, 0: do not wait)")
@@ -737,8 +740,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--direct-worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--high-level-worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.max_tokens < 2 or args.runs < 1 or any(n < 1 for n in args.streams):
-        p.error("--max-tokens must be >= 2, --runs >= 1 and every --streams level >= 1")
+    if args.max_tokens < 2 or args.runs < 1 or args.passes < 1 or any(n < 1 for n in args.streams):
+        p.error("--max-tokens must be >= 2, --runs and --passes >= 1 and every --streams level >= 1")
     args.streams = sorted(set(args.streams))
     unknown = set(args.engines.split(",")) - set(ENGINES)
     if unknown:
@@ -746,17 +749,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    if args.direct_worker:
-        direct_worker(args)
-        return
-    if args.high_level_worker:
-        high_level_worker(args)
-        return
-    if not model_path(args).is_file():
-        raise SystemExit(f"model file not found: {model_path(args)}")
-    args.load_start = load_avg()
+def measure_all(args: argparse.Namespace) -> list[Result]:
+    """Every chosen engine once, one after the other, in the order of ``ENGINES``."""
     chosen = args.engines.split(",")
     results: list[Result] = []
     for key in ENGINES:
@@ -785,6 +779,36 @@ def main(argv: list[str] | None = None) -> None:
                 results.append(Result(name, note=peers_missing()))
             else:
                 results.append(measure(name, lambda: measure_lcp_server(args), args))
+    return results
+
+
+def merge(passes: list[Result]) -> Result:
+    """One engine's results of several passes: the rounds of every pass pooled per level."""
+    out = Result(passes[0].name, note=next((r.note for r in passes if r.note), ""),
+                 load=" | ".join(r.load for r in passes if r.load))
+    for r in passes:
+        for level, rounds in r.levels.items():
+            out.levels.setdefault(level, []).extend(rounds)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.direct_worker:
+        direct_worker(args)
+        return
+    if args.high_level_worker:
+        high_level_worker(args)
+        return
+    if not model_path(args).is_file():
+        raise SystemExit(f"model file not found: {model_path(args)}")
+    args.load_start = load_avg()
+    passes: list[list[Result]] = []
+    for i in range(args.passes):
+        if args.passes > 1:
+            print(f"pass {i + 1} of {args.passes}", file=sys.stderr, flush=True)
+        passes.append(measure_all(args))
+    results = [merge([p[i] for p in passes]) for i in range(len(passes[0]))]
     emb = None
     if not args.skip_embeddings:
         wait_idle(args.idle_wait)
