@@ -127,13 +127,20 @@ class Admission:
         self._registry._leave(self._slot)
 
 
-def _engine_slots(config: Config, name: str) -> int | None:
-    """How many requests the model's engine serves at once, when its options say (an LLM's ``parallel``).
+def _default_concurrency(config: Config, name: str) -> int:
+    """Requests a model serves at once when it sets no ``concurrency``.
 
-    Admitting more than that would only make them wait inside the engine, out of the queue's reach.
+    An LLM: its ``parallel`` slots (admitting more would only make them wait inside the engine, out of the
+    queue's reach). A batching embeddings model: enough to fill two of its batches, since batching needs
+    requests in flight together. Anything else: ``server.default_concurrency``.
     """
-    slots = getattr(config.backend_options.get(name), "parallel", None)
-    return slots if isinstance(slots, int) else None
+    options = config.backend_options.get(name)
+    slots = getattr(options, "parallel", None)
+    if isinstance(slots, int):
+        return slots
+    batch = getattr(options, "max_batch_size", None)
+    default = config.server.default_concurrency
+    return max(default, 2 * batch) if isinstance(batch, int) else default
 
 
 class Registry:
@@ -144,7 +151,7 @@ class Registry:
         self._slots = {
             name: _Slot(name, model,
                         ttl=server.model_ttl if model.ttl is None else model.ttl,
-                        concurrency=model.concurrency or _engine_slots(config, name) or server.default_concurrency,
+                        concurrency=model.concurrency or _default_concurrency(config, name),
                         queue_limit=server.queue_size if model.queue is None else model.queue)
             for name, model in config.models.items()
         }
