@@ -398,6 +398,8 @@ class _Engine:
             raise InvalidRequest(f"This model does not accept images ('{images[0].where}').",
                                  param=images[0].where, code="image_not_supported")
         grammar, plan = self._output_rules(request)
+        if grammar is not None:
+            self.check_grammar(grammar)
         text = self._render(request)
         add_bos = self.add_bos and not (self.bos_text and text.startswith(self.bos_text))
         if images:
@@ -583,14 +585,10 @@ class _Engine:
             return
         tokens = seq.prompt.tokens
         limit = len(tokens) - 1  # at least one prompt token is read, for the logits of the first pick
-        best_free = max(self.free_slots, key=lambda s: _common_prefix(self.cached[s], tokens))
-        own = min(_common_prefix(self.cached[best_free], tokens), limit)
-        donor, shared = best_free, own
-        for slot in range(self.options.parallel):
-            common = min(_common_prefix(self.cached[slot], tokens), limit)
-            if common > shared:
-                donor, shared = slot, common
-        slot = best_free
+        common = [min(_common_prefix(cells, tokens), limit) for cells in self.cached]
+        slot = max(self.free_slots, key=common.__getitem__)
+        donor = max(range(self.options.parallel), key=common.__getitem__)
+        own, shared = common[slot], common[donor]
         self.free_slots.remove(slot)
         lc = self.lc
         if donor != slot and shared - own >= COPY_MIN_TOKENS:
@@ -751,11 +749,7 @@ class LlamaCppBackend:
         return await asyncio.wrap_future(future)
 
     async def prepare_chat(self, request: ChatRequest) -> Prompt:
-        prompt = await self._call(lambda: self._engine.prepare_chat(request))
-        if prompt.grammar is not None:
-            grammar = prompt.grammar
-            await self._call(lambda: self._engine.check_grammar(grammar))
-        return prompt
+        return await self._call(lambda: self._engine.prepare_chat(request))
 
     async def prepare_completion(self, request: CompletionRequest) -> Prompt:
         return await self._call(lambda: self._engine.prepare_completion(request))
