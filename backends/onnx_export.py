@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -44,7 +43,6 @@ def export(src: Path, dest: Path, onnx_file: str = "onnx/model.onnx") -> Path:
 
     Blocking, and takes seconds: it loads the model with torch.
     """
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
     from transformers import AutoModel
 

@@ -53,7 +53,6 @@ class SentenceTransformersBackend:
     """A :class:`backends.base.EmbeddingBackend`."""
 
     def __init__(self, files: Path, options: Options) -> None:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the files are local; never reach for a hub
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read when torch's OpenMP starts (module docstring)
         from sentence_transformers import SentenceTransformer
 

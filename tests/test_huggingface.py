@@ -67,6 +67,8 @@ def hub_gateway(hub: HubStub, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 def test_first_request_downloads_only_the_included_files(hub: HubStub, hub_gateway: Gateway) -> None:
     client = hub_gateway.openai()
+    # A local model loaded first must not take the hub away from the process (no process-wide offline switch).
+    assert len(client.embeddings.create(model="minilm", input="warm up").data[0].embedding) == 384
     r = client.chat.completions.create(model="tiny-hub-chat", max_tokens=4,
                                        messages=[{"role": "user", "content": "hello"}])
     assert r.choices[0].message.content is not None
