@@ -19,6 +19,9 @@ batch instead of waiting for the whole large one.
 
 A caller that goes away (its task cancelled) gives up the inputs not yet started; a batch that fails
 fails the requests with inputs in it and no others.
+
+Below the batcher, what every batched backend does with a request (token-id inputs read as text, the
+length check, ``dimensions``, preparing off the loop when large), so the backends differ only in their engine.
 """
 
 from __future__ import annotations
@@ -29,15 +32,17 @@ import logging
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Generic, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
-from backends.errors import EngineFailure
+from backends.errors import EngineFailure, InvalidRequest
+from backends.types import EmbeddingRequest, EmbeddingResult
 
-__all__ = ["INLINE_CHARS", "EmbedBatcher", "Encode", "prepare", "request_size", "shaped"]
+__all__ = ["INLINE_CHARS", "EmbedBatcher", "Encode", "check_lengths", "embed_request", "input_texts", "prepare",
+           "request_size", "shaped"]
 
 log = logging.getLogger("syn4pse.embeddings")
 
@@ -293,3 +298,42 @@ def shaped(vectors: npt.NDArray[np.float32], dimensions: int | None, normalize: 
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         vectors = vectors / np.maximum(norms, 1e-12)
     return np.ascontiguousarray(vectors, dtype=np.float32)
+
+
+# --------------------------------------------------------------------------------------------------
+# What every batched embeddings backend does with a request
+
+
+def input_texts(inputs: Sequence[str | Sequence[int]], vocab: int, decode: Callable[[list[int]], str]) -> list[str]:
+    """Each input as text: token-id inputs are checked against the vocabulary and read as the text they spell."""
+    texts: list[str] = []
+    for i, item in enumerate(inputs):
+        if isinstance(item, str):
+            texts.append(item)
+            continue
+        bad = [t for t in item if not 0 <= t < vocab]
+        if bad:
+            raise InvalidRequest(f"Token id {bad[0]} in input[{i}] is outside this model's vocabulary"
+                                 f" (0..{vocab - 1}).", param="input")
+        texts.append(decode(list(item)))
+    return texts
+
+
+def check_lengths(counts: Iterable[int], limit: int) -> None:
+    """An input longer than the model reads is a 400 naming it (never silently truncated)."""
+    for i, n in enumerate(counts):
+        if n > limit:
+            raise InvalidRequest(f"input[{i}] is {n} tokens long; this model reads at most {limit}.",
+                                 param="input")
+
+
+async def embed_request(request: EmbeddingRequest, *, dimensions: int, normalize: bool, batcher: EmbedBatcher[T],
+                        work: Callable[[], tuple[Sequence[T], int]]) -> EmbeddingResult:
+    """Check ``dimensions``, prepare the inputs (``work``: the batch items and their token count), embed them
+    in shared batches and shape the rows as the API returns them."""
+    if request.dimensions is not None and request.dimensions > dimensions:
+        raise InvalidRequest(f"dimensions is {request.dimensions}, but this model's embeddings have"
+                             f" {dimensions}.", param="dimensions")
+    items, tokens = await prepare(work, request_size(request.inputs))
+    vectors = await batcher.embed(items)
+    return EmbeddingResult(vectors=shaped(vectors, request.dimensions, normalize), prompt_tokens=tokens)

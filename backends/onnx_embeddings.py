@@ -33,8 +33,8 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
-from backends.embed_batching import EmbedBatcher, prepare, request_size, shaped
-from backends.errors import InvalidRequest, ModelUnavailable
+from backends.embed_batching import EmbedBatcher, check_lengths, embed_request, input_texts
+from backends.errors import ModelUnavailable
 from backends.threads import available_cores
 from backends.types import EmbeddingRequest, EmbeddingResult
 
@@ -261,28 +261,18 @@ class OnnxEmbeddingsBackend:
     def max_tokens(self) -> int:
         return self._max_tokens
 
-    def _prepare(self, request: EmbeddingRequest) -> list[npt.NDArray[np.int64]]:
-        """Each input's token ids (specials included); an input over the model's limit is an error."""
-        texts: list[str] = []
-        for i, item in enumerate(request.inputs):
-            if isinstance(item, str):
-                texts.append(item)
-                continue
-            bad = [t for t in item if not 0 <= t < self._vocab]
-            if bad:
-                raise InvalidRequest(f"Token id {bad[0]} in input[{i}] is outside this model's vocabulary"
-                                     f" (0..{self._vocab - 1}).", param="input")
-            # As the sentence-transformers backend does: the ids are read as the text they spell.
-            texts.append(self._tokenizer.decode(list(item), skip_special_tokens=True))
+    def _prepare(self, request: EmbeddingRequest) -> tuple[list[npt.NDArray[np.int64]], int]:
+        """Each input's token ids (specials included) and their count; an input over the model's limit is an
+        error."""
+        # As the sentence-transformers backend does: token-id inputs are read as the text they spell.
+        texts = input_texts(request.inputs, self._vocab,
+                            lambda ids: self._tokenizer.decode(ids, skip_special_tokens=True))
         if self._lower_case:
             texts = [t.lower() for t in texts]
         encodings = self._tokenizer.encode_batch(texts, add_special_tokens=True)
         ids = [np.asarray(e.ids, dtype=np.int64) for e in encodings]
-        for i, row in enumerate(ids):
-            if len(row) > self._max_tokens:
-                raise InvalidRequest(f"input[{i}] is {len(row)} tokens long; this model reads at most"
-                                     f" {self._max_tokens}.", param="input")
-        return ids
+        check_lengths((len(row) for row in ids), self._max_tokens)
+        return ids, sum(len(row) for row in ids)
 
     def _run(self, ids: npt.NDArray[np.int64], mask: npt.NDArray[np.int64], output: str) -> npt.NDArray[np.float32]:
         feed: dict[str, npt.NDArray[Any]] = {}
@@ -329,13 +319,8 @@ class OnnxEmbeddingsBackend:
         return self._batcher.batch_sizes()
 
     async def embed(self, request: EmbeddingRequest) -> EmbeddingResult:
-        if request.dimensions is not None and request.dimensions > self._dimensions:
-            raise InvalidRequest(f"dimensions is {request.dimensions}, but this model's embeddings have"
-                                 f" {self._dimensions}.", param="dimensions")
-        ids = await prepare(lambda: self._prepare(request), request_size(request.inputs))
-        vectors = await self._batcher.embed(ids)
-        return EmbeddingResult(vectors=shaped(vectors, request.dimensions, self._options.normalize),
-                               prompt_tokens=sum(len(row) for row in ids))
+        return await embed_request(request, dimensions=self._dimensions, normalize=self._options.normalize,
+                                   batcher=self._batcher, work=lambda: self._prepare(request))
 
     def close(self) -> None:
         self._batcher.close()

@@ -25,8 +25,8 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
-from backends.embed_batching import EmbedBatcher, prepare, request_size, shaped
-from backends.errors import InvalidRequest, ModelUnavailable
+from backends.embed_batching import EmbedBatcher, check_lengths, embed_request, input_texts
+from backends.errors import ModelUnavailable
 from backends.types import EmbeddingRequest, EmbeddingResult
 
 __all__ = ["Options", "SentenceTransformersBackend", "load"]
@@ -81,29 +81,11 @@ class SentenceTransformersBackend:
     def max_tokens(self) -> int:
         return int(self._model.max_seq_length)
 
-    def _texts(self, request: EmbeddingRequest) -> list[str]:
-        vocab = self._checks.vocab
-        texts: list[str] = []
-        for i, item in enumerate(request.inputs):
-            if isinstance(item, str):
-                texts.append(item)
-                continue
-            bad = [t for t in item if not 0 <= t < vocab]
-            if bad:
-                raise InvalidRequest(f"Token id {bad[0]} in input[{i}] is outside this model's vocabulary"
-                                     f" (0..{vocab - 1}).", param="input")
-            texts.append(self._checks.decode(list(item)))
-        return texts
-
     def _prepare(self, request: EmbeddingRequest) -> tuple[list[str], int]:
         """The texts to encode and their token count; an input over the model's limit is an error."""
-        texts = self._texts(request)
+        texts = input_texts(request.inputs, self._checks.vocab, self._checks.decode)
         counts = self._checks.count(texts)
-        limit = self.max_tokens
-        for i, n in enumerate(counts):
-            if n > limit:
-                raise InvalidRequest(f"input[{i}] is {n} tokens long; this model reads at most {limit}.",
-                                     param="input")
+        check_lengths(counts, self.max_tokens)
         return texts, sum(counts)
 
     def _encode(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
@@ -118,13 +100,8 @@ class SentenceTransformersBackend:
         return self._batcher.batch_sizes()
 
     async def embed(self, request: EmbeddingRequest) -> EmbeddingResult:
-        if request.dimensions is not None and request.dimensions > self._dimensions:
-            raise InvalidRequest(f"dimensions is {request.dimensions}, but this model's embeddings have"
-                                 f" {self._dimensions}.", param="dimensions")
-        texts, tokens = await prepare(lambda: self._prepare(request), request_size(request.inputs))
-        vectors = await self._batcher.embed(texts)
-        return EmbeddingResult(vectors=shaped(vectors, request.dimensions, self._options.normalize),
-                               prompt_tokens=tokens)
+        return await embed_request(request, dimensions=self._dimensions, normalize=self._options.normalize,
+                                   batcher=self._batcher, work=lambda: self._prepare(request))
 
     def close(self) -> None:
         self._batcher.close()
