@@ -6,12 +6,15 @@ fixture writes, so the tests go through the same start-up path as a user.
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import httpx
@@ -116,6 +119,38 @@ class Gateway:
 
     def openai(self, prefix: str = "/v1") -> OpenAI:
         return OpenAI(base_url=self.url + prefix, api_key="test-key", max_retries=0, timeout=120)
+
+
+@contextlib.contextmanager
+def file_server(files: Mapping[str, bytes], redirects: Mapping[str, str] | None = None) -> Iterator[str]:
+    """A plain HTTP server on 127.0.0.1 serving ``files`` by path (404 otherwise) and ``redirects`` as 302s
+    to another path; yields its base URL. The stand-in for a remote host in the fetch tests."""
+    moves = dict(redirects or {})
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path in moves:
+                self.send_response(302)
+                self.send_header("Location", moves[self.path])
+                self.end_headers()
+                return
+            body = files.get(self.path)
+            self.send_response(200 if body is not None else 404)
+            body = body or b""
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def base_config(extra_server: str = "", models: str = STARTER_MODELS) -> str:

@@ -6,13 +6,11 @@ Traffic stays on this machine: the one server that answers is on loopback, reach
 
 from __future__ import annotations
 
-import http.server
-import threading
 from collections.abc import Iterator
 
 import httpx
 import pytest
-from conftest import Gateway, base_config
+from conftest import Gateway, base_config, file_server
 
 SENTENCE = "The quick brown fox jumps over the lazy dog near the river bank."
 
@@ -22,26 +20,8 @@ def audio_server(gateway: Gateway) -> Iterator[str]:
     wav = gateway.openai().audio.speech.create(model="tts-1", voice="alloy", input=SENTENCE,
                                                response_format="wav").content
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            if self.path == "/moved":
-                self.send_response(302)
-                self.send_header("Location", "/speech.wav")
-                self.end_headers()
-                return
-            body = wav if self.path == "/speech.wav" else b"x" * 300_000
-            self.send_response(200 if self.path in ("/speech.wav", "/big") else 404)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *_: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    with file_server({"/speech.wav": wav, "/big": b"x" * 300_000}, redirects={"/moved": "/speech.wav"}) as url:
+        yield url
 
 
 def _gateway(tmp_path_factory: pytest.TempPathFactory, fetch: str) -> Gateway:

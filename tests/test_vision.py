@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import http.server
 import io
 import json
 import os
@@ -19,7 +18,6 @@ import re
 import subprocess
 import sys
 import textwrap
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,7 +26,7 @@ import msgspec
 import numpy as np
 import openai
 import pytest
-from conftest import Gateway
+from conftest import Gateway, file_server
 from openai import OpenAI
 from PIL import Image, ImageDraw, ImageFont
 from vision_fixture import IMAGE_TOKENS, starter_llm_path, write_projector
@@ -112,28 +110,8 @@ def server_yaml(remote_fetch: str = "{enabled: false}") -> str:
 @pytest.fixture(scope="module")
 def image_server() -> Iterator[str]:
     files = {"/invoice.png": render(TEXT), "/big.png": noise_png(), "/page.html": b"<html>not an image</html>"}
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            if self.path == "/moved":
-                self.send_response(302)
-                self.send_header("Location", "/invoice.png")
-                self.end_headers()
-                return
-            body = files.get(self.path)
-            self.send_response(200 if body is not None else 404)
-            body = body or b""
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *_: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    with file_server(files, redirects={"/moved": "/invoice.png"}) as url:
+        yield url
 
 
 # --------------------------------------------------------------------------------------------------
