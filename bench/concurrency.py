@@ -614,30 +614,19 @@ def report(results: list[Result], emb: Callable[[], None] | str | None, args: ar
         print(f"{r.name:{name_w}}{f.ttft * 1000:>10.0f}{fmt_ratio(f.ttft, base1 and base1.ttft):>8}"
               f"{f.decode:>14.1f}{fmt_ratio(f.decode, base1 and base1.decode):>8}   {r.load}")
 
-    levels = args.streams
-    multi = results
-    col = 16
-    print(f"\naggregate tok/s{'':{name_w - 15}}" + "".join(f"{f'{n} stream' + ('s' if n > 1 else ''):>{col}}"
-                                                          for n in levels))
-    for r in multi:
-        cells = []
-        for n in levels:
-            f = figs[r.name].get(n)
-            b = ref.get(n)
-            cells.append(f"{f.aggregate:.1f} {fmt_ratio(f.aggregate, b and b.aggregate)}" if f else "-")
-        print(f"{r.name:{name_w}}" + "".join(f"{c:>{col}}" for c in cells) + (f"   {r.note}" if r.note else ""))
+    def level_table(title: str, col: int, cell: Callable[[Figures, Figures | None], str]) -> None:
+        """One row per engine, one column per level; ``cell(figures, reference)`` fills a measured cell."""
+        print(f"\n{title}{'':{name_w - len(title)}}" + "".join(
+            f"{f'{n} stream' + ('s' if n > 1 else ''):>{col}}" for n in args.streams))
+        for r in results:
+            cells = [cell(f, ref.get(n)) if (f := figs[r.name].get(n)) else "-" for n in args.streams]
+            print(f"{r.name:{name_w}}" + "".join(f"{c:>{col}}" for c in cells) + (f"   {r.note}" if r.note else ""))
 
-    col = 22
-    print(f"\nTTFT p50 / p95 ms{'':{name_w - 17}}" + "".join(f"{f'{n} stream' + ('s' if n > 1 else ''):>{col}}"
-                                                            for n in levels))
-    for r in multi:
-        cells = []
-        for n in levels:
-            f = figs[r.name].get(n)
-            b = ref.get(n)
-            cells.append(f"{f.p50_ttft * 1000:.0f}/{f.p95_ttft * 1000:.0f} {fmt_ratio(f.p95_ttft, b and b.p95_ttft)}"
-                         if f else "-")
-        print(f"{r.name:{name_w}}" + "".join(f"{c:>{col}}" for c in cells) + (f"   {r.note}" if r.note else ""))
+    level_table("aggregate tok/s", 16,
+                lambda f, b: f"{f.aggregate:.1f} {fmt_ratio(f.aggregate, b.aggregate if b else None)}")
+    level_table("TTFT p50 / p95 ms", 22,
+                lambda f, b: f"{f.p50_ttft * 1000:.0f}/{f.p95_ttft * 1000:.0f} "
+                             f"{fmt_ratio(f.p95_ttft, b.p95_ttft if b else None)}")
     print("(the ratio is p95's)")
 
     short = {r.name: sum(f.short for f in figs[r.name].values()) for r in results}
