@@ -42,6 +42,13 @@ class _Message(msgspec.Struct, forbid_unknown_fields=True, tag_field="role"):
     pass
 
 
+# Fields a client sends back because a response message carried them (the SDKs' own
+# ``messages.append(response.choices[0].message)``, accumulated streams, other providers' message objects).
+# OpenAI accepts them on a message and ignores them, and so do we; none of them reaches the prompt.
+# Anything else on a message is still refused by name.
+_Echoed = Any
+
+
 class SystemMessage(_Message, tag="system"):
     content: str | list[ContentPart]
     name: str | None = None
@@ -69,6 +76,7 @@ class MessageToolCall(msgspec.Struct, forbid_unknown_fields=True):
     id: str
     function: CalledFunction
     type: Literal["function"] = "function"
+    index: _Echoed = None  # the position a streamed call was accumulated from
 
 
 class AssistantMessage(_Message, tag="assistant"):
@@ -78,11 +86,20 @@ class AssistantMessage(_Message, tag="assistant"):
     tool_calls: list[MessageToolCall] | None = None
     function_call: dict[str, Any] | None = None
     audio: dict[str, Any] | None = None
+    # Echoed from responses: OpenAI's own, Groq's, reasoning models' and client libraries' message objects.
+    annotations: _Echoed = None
+    reasoning_content: _Echoed = None
+    reasoning: _Echoed = None
+    reasoning_details: _Echoed = None
+    thinking_blocks: _Echoed = None
+    executed_tools: _Echoed = None
+    provider_specific_fields: _Echoed = None
 
 
 class ToolMessage(_Message, tag="tool"):
     content: str | list[ContentPart]
     tool_call_id: str
+    name: _Echoed = None  # the called function's name, as OpenAI's cookbook sends it
 
 
 class FunctionMessage(_Message, tag="function"):
