@@ -33,13 +33,14 @@ def test_list_of_prompts_gives_one_choice_each(client: OpenAI) -> None:
 
 
 def test_token_prompts(client: OpenAI) -> None:
-    r = client.completions.create(model="gpt-4o-mini", prompt=[504, 3458, 282], max_tokens=3, echo=True,
+    # SmolLM2's own ids, under its own name (ids under OpenAI names are OpenAI's: tests/test_token_ids.py).
+    r = client.completions.create(model="smollm2", prompt=[504, 3458, 282], max_tokens=3, echo=True,
                                   temperature=0)
     assert r.usage is not None and r.usage.prompt_tokens == 3
-    many = client.completions.create(model="gpt-4o-mini", prompt=[[504, 3458], [504]], max_tokens=2)
+    many = client.completions.create(model="smollm2", prompt=[[504, 3458], [504]], max_tokens=2)
     assert len(many.choices) == 2
     with pytest.raises(openai.BadRequestError) as caught:
-        client.completions.create(model="gpt-4o-mini", prompt=[10**8], max_tokens=2)
+        client.completions.create(model="smollm2", prompt=[10**8], max_tokens=2)
     assert isinstance(caught.value.body, dict) and caught.value.body["param"] == "prompt"
 
 

@@ -13,10 +13,11 @@ from backends.errors import InvalidRequest
 from backends.types import CompletionRequest, FinishReason, TokenLogprob, Usage
 from compat.openai.chat import SYSTEM_FINGERPRINT, StreamOptions, UsageBody, new_id, usage_body
 from compat.openai.sampling import SamplingFields, sampling_params
+from compat.openai.vocab import ids_as_text
 from compat.wire import ParamPolicy, to_struct
 
 __all__ = ["CompletionChoice", "CompletionChunkBuilder", "LegacyCompletionRequest", "completion_logprobs",
-           "parse_completion_request", "text_completion"]
+           "parse_completion_request", "prompts_as_text", "text_completion"]
 
 DEFAULT_MAX_TOKENS = 16  # OpenAI's default for this endpoint
 
@@ -82,6 +83,12 @@ def parse_completion_request(raw: dict[str, Any], policy: ParamPolicy) -> Parsed
         stream=bool(r.stream),
         include_usage=bool(r.stream_options and r.stream_options.include_usage),
     )
+
+
+def prompts_as_text(requests: list[CompletionRequest], *, model: str, encoding_name: str) -> list[CompletionRequest]:
+    """The requests with their token-id prompts decoded in OpenAI's encoding ``encoding_name`` (see ``vocab``)."""
+    texts = ids_as_text([r.prompt for r in requests], model=model, encoding_name=encoding_name, field="prompt")
+    return [dataclasses.replace(r, prompt=text) for r, text in zip(requests, texts, strict=True)]
 
 
 class CompletionLogprobs(msgspec.Struct):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -10,9 +11,10 @@ import numpy as np
 
 from backends.errors import InvalidRequest
 from backends.types import EmbeddingRequest, EmbeddingResult
+from compat.openai.vocab import ids_as_text
 from compat.wire import ParamPolicy, to_struct
 
-__all__ = ["EmbeddingsRequest", "embedding_response", "parse_embeddings_request"]
+__all__ = ["EmbeddingsRequest", "embedding_response", "inputs_as_text", "parse_embeddings_request"]
 
 MAX_INPUTS = 2048  # OpenAI's limit on inputs per request
 
@@ -69,6 +71,12 @@ def parse_embeddings_request(raw: dict[str, Any], policy: ParamPolicy) -> Parsed
         model=r.model,
         base64=r.encoding_format == "base64",
     )
+
+
+def inputs_as_text(request: EmbeddingRequest, *, model: str, encoding_name: str) -> EmbeddingRequest:
+    """The request with its token-id inputs decoded in OpenAI's encoding ``encoding_name`` (see ``vocab``)."""
+    texts = ids_as_text(request.inputs, model=model, encoding_name=encoding_name, field="input")
+    return dataclasses.replace(request, inputs=tuple(texts))
 
 
 class Embedding(msgspec.Struct):

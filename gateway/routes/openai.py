@@ -22,10 +22,12 @@ from compat.openai.completions import (
     CompletionChunkBuilder,
     completion_logprobs,
     parse_completion_request,
+    prompts_as_text,
     text_completion,
 )
-from compat.openai.embeddings import embedding_response, parse_embeddings_request
+from compat.openai.embeddings import embedding_response, inputs_as_text, parse_embeddings_request
 from compat.openai.models import ModelCard, ModelList
+from compat.openai.vocab import openai_encoding
 from gateway.observability import GenerationMeter, meter_generation, set_request_model
 from gateway.registry import Lease
 from gateway.routes.common import (
@@ -257,7 +259,11 @@ async def completions(request: Request[Any, Any, Any]) -> Response[bytes] | Stre
     lease = await registry.acquire(parsed.model, ModelType.LLM)
     try:
         backend = _chat(lease)
-        prompts = [await backend.prepare_completion(r) for r in parsed.requests]
+        requests = parsed.requests
+        encoding = openai_encoding(lease.requested, lease.name, [r.prompt for r in requests])
+        if encoding is not None:  # token ids under an OpenAI model name are OpenAI's
+            requests = await asyncio.to_thread(prompts_as_text, requests, model=lease.requested, encoding_name=encoding)
+        prompts = [await backend.prepare_completion(r) for r in requests]
     except BaseException:
         lease.release()
         raise
@@ -328,7 +334,11 @@ async def embeddings(request: Request[Any, Any, Any]) -> Response[bytes]:
     headers = dropped_headers(request, policy)
     async with registry_of(request).lease(parsed.model, ModelType.EMBEDDINGS) as held:
         embedder: EmbeddingBackend = backend_as(held, EmbeddingBackend)
-        result = await unless_disconnected(request, embedder.embed(parsed.request))
+        inputs = parsed.request
+        encoding = openai_encoding(held.requested, held.name, inputs.inputs)
+        if encoding is not None:  # token ids under an OpenAI model name are OpenAI's
+            inputs = await asyncio.to_thread(inputs_as_text, inputs, model=held.requested, encoding_name=encoding)
+        result = await unless_disconnected(request, embedder.embed(inputs))
     return json_response(embedding_response(parsed.model, result, parsed.base64), headers)
 
 
