@@ -70,6 +70,7 @@ _NAME = msgspec.Meta(pattern=r"^[a-zA-Z0-9_-]{1,64}$")
 class CalledFunction(msgspec.Struct, forbid_unknown_fields=True):
     name: str
     arguments: str
+    parsed_arguments: _Echoed = None  # the SDKs' parse()/stream helpers put the decoded arguments here
 
 
 class MessageToolCall(msgspec.Struct, forbid_unknown_fields=True):
@@ -94,6 +95,7 @@ class AssistantMessage(_Message, tag="assistant"):
     thinking_blocks: _Echoed = None
     executed_tools: _Echoed = None
     provider_specific_fields: _Echoed = None
+    parsed: _Echoed = None  # the SDKs' parse()/stream helpers put the decoded structured output here
 
 
 class ToolMessage(_Message, tag="tool"):
