@@ -69,14 +69,17 @@ def test_a_primed_cache_runs_tiktoken_offline(tmp_path: Path) -> None:
     assert json.loads(primed.stdout) == [[15339, 1917], [24912, 2375]]
 
 
-def test_the_gateways_encodings_are_tiktokens(encodings: dict[str, tiktoken.Encoding]) -> None:
+def test_the_gateways_vocabularies_are_tiktokens(encodings: dict[str, tiktoken.Encoding]) -> None:
     text = "\n".join([*TEXTS, "  <|endoftext|> 12345678 don't WE'LL", "\t\r\n"])
     for name, real in encodings.items():
-        ours = vocab.encoding(name)
-        assert ours.n_vocab == real.n_vocab
-        ids = real.encode(text, disallowed_special=())
-        assert ours.encode(text, disallowed_special=()) == ids
-        assert ours.decode(ids) == text
+        ours = vocab.vocabulary(name)
+        assert ours.top == real.max_token_value
+        assert ours.tokens == [real.decode_single_token_bytes(i) for i in range(len(ours.tokens))]
+        assert ours.special == {real.encode_single_token(t): t.encode() for t in real.special_tokens_set}
+        ids = real.encode(text, allowed_special="all")
+        assert ours.decode(ids) == real.decode(ids) == text
+        cut = real.encode("🙂")[:1]  # part of a character
+        assert ours.decode(cut) == real.decode(cut)
 
 
 @pytest.mark.parametrize(("model", "encoding"), [

