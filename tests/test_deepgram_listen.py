@@ -13,6 +13,7 @@ import re
 import uuid
 import wave
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -28,6 +29,7 @@ from deepgram.types.listen_v1response import ListenV1Response
 
 from backends.errors import InvalidRequest, UnsupportedParameter
 from backends.types import TranscriptionInfo, TranscriptWord
+from compat.deepgram.formatting import Formatting, apply_formatting, to_numerals
 from compat.deepgram.listen import (
     ChannelTranscript,
     ListenOptions,
@@ -37,6 +39,7 @@ from compat.deepgram.listen import (
     model_info,
     paragraphs_of,
     parse_listen_query,
+    transcript_of,
     utterances_of,
     whisper_language,
     words_json,
@@ -158,7 +161,6 @@ def test_bad_values_are_400_naming_the_param(query: dict[str, list[str]], param:
 
 @pytest.mark.parametrize(("name", "value"), [
     ("diarize", "true"), ("diarize_model", "latest"), ("redact", "pci"), ("search", "fox"), ("replace", "a:b"),
-    ("numerals", "true"), ("filler_words", "true"), ("profanity_filter", "true"), ("dictation", "true"),
     ("measurements", "true"), ("summarize", "v2"), ("topics", "true"), ("intents", "true"), ("sentiment", "true"),
     ("detect_entities", "true"), ("callback", "https://example.com/hook"), ("alternatives", "2"),
     ("custom_topic", "sports"), ("custom_intent", "buy"),
@@ -182,6 +184,115 @@ def test_features_turned_off_are_fine_and_unknown_params_are_not() -> None:
     dropping = ParamPolicy("drop")
     parse_listen_query(_query(frobnicate="1", diarize="true"), dropping, default_model="m")
     assert dropping.dropped == ["frobnicate", "diarize"]
+
+
+# What pipecat's DeepgramSTTService and LiveKit's deepgram.STT send by default (their recognize() and
+# connect() option builders), and the Deepgram SDKs' own off switches.
+PIPECAT_DEFAULTS = _query(model="nova-3-general", language="en", detect_entities="false", diarize="false",
+                          dictation="false", numerals="false", punctuate="true", smart_format="false",
+                          encoding="linear16", channels="1", multichannel="false", sample_rate="16000")
+LIVEKIT_DEFAULTS = _query(model="nova-3", punctuate="true", detect_language="false", smart_format="false",
+                          dictation="false", profanity_filter="false", numerals="false", mip_opt_out="false",
+                          language="en-US", filler_words="true", tag=["app", "test"])
+
+
+@pytest.mark.parametrize("query", [PIPECAT_DEFAULTS, LIVEKIT_DEFAULTS], ids=["pipecat", "livekit"])
+def test_framework_defaults_are_accepted(query: dict[str, list[str]]) -> None:
+    policy = ParamPolicy("reject")
+    options = parse_listen_query(query, policy, default_model="m")
+    assert policy.dropped == [] and options.punctuate
+    assert options.formatting == Formatting(filler_words="filler_words" in query)
+
+
+def test_formatting_flags_are_read() -> None:
+    options = parse_listen_query(_query(numerals="true", profanity_filter="true", dictation="true",
+                                        filler_words="true", tag="t", mip_opt_out="true"),
+                                 ParamPolicy("reject"), default_model="m")
+    assert options.formatting == Formatting(filler_words=True, dictation=True, numerals=True, profanity_filter=True)
+    assert options.tags == ["t"]
+    with pytest.raises(InvalidRequest) as info:
+        parse_listen_query(_query(numerals="sometimes"), ParamPolicy("drop"), default_model="m")
+    assert info.value.param == "numerals"
+
+
+def _spoken(text: str, punctuate: bool = True) -> list[Any]:
+    """``text`` as whisper would give it word by word, half a second per word."""
+    return words_json([_tw(" " + t, i * 0.5, i * 0.5 + 0.4, 0.9 - i / 100) for i, t in enumerate(text.split())],
+                      punctuate)
+
+
+def _written(words: list[Any]) -> str:
+    return transcript_of(words)
+
+
+@pytest.mark.parametrize(("spoken", "digits"), [
+    ("I am twenty five years old.", "I am 25 years old."),
+    ("one hundred and three cats", "103 cats"),
+    ("It costs three point five dollars", "It costs 3.5 dollars"),
+    ("two thousand and ten or nineteen hundred eighty-four", "2010 or 1984"),
+    ("one million two hundred thousand people", "1200000 people"),
+    ("Call four one five, five five five, two three six eight.", "Call 415, 555, 2368."),
+    ("twenty-one pilots and zero", "21 pilots and 0"),
+    ("one two and three", "12 and 3"),
+    ("seven, eleven", "7, 11"),
+    ("twenty twenty", "20 20"),
+    ("hundred and thousand", "hundred and thousand"),
+    ("someone won", "someone won"),
+])
+def test_numerals_written_as_digits(spoken: str, digits: str) -> None:
+    words = _spoken(spoken)
+    assert _written(to_numerals(words)) == digits
+
+
+def test_a_number_keeps_its_words_times_and_lowest_confidence() -> None:
+    words = _spoken("I am twenty five")
+    number = to_numerals(words)[2]
+    assert (number.word, number.punctuated_word) == ("25", "25")
+    assert (number.start, number.end) == (words[2].start, words[3].end)
+    assert number.confidence == min(words[2].confidence, words[3].confidence)
+    assert [w.word for w in to_numerals(_spoken("twenty five", punctuate=False))] == ["25"]
+
+
+def test_profanity_is_masked_as_deepgram_does() -> None:
+    out = apply_formatting(_spoken("What the fuck, this is Bullshit. Hello!"), Formatting(profanity_filter=True))
+    assert _written(out) == "What the f***, this is B*******. Hello!"
+    assert [w.word for w in out][2] == "f***"
+    assert _written(apply_formatting(_spoken("What the fuck"), Formatting())) == "What the fuck"
+
+
+def test_dictation_turns_commands_into_marks() -> None:
+    on = Formatting(dictation=True)
+    assert _written(apply_formatting(_spoken("Hello, comma. How are you question, Mark? I am fine. Period."), on)) \
+        == "Hello, how are you? I am fine."
+    assert _written(apply_formatting(_spoken("Dear John, new line, thanks. Period. New paragraph. bye"), on)) \
+        == "Dear John\nThanks.\n\nBye"
+    assert [w.word for w in apply_formatting(_spoken("one comma two"), on)] == ["one", "two"]
+    # Deepgram: dictation needs punctuation; without it the words stay as they are
+    plain = _spoken("hello comma world", punctuate=False)
+    assert [w.word for w in apply_formatting(plain, on)] == ["hello", "comma", "world"]
+
+
+def test_filler_words_are_left_out_unless_asked_for() -> None:
+    spoken = _spoken("Um, so we uh went home, um.")
+    assert _written(apply_formatting(spoken, Formatting())) == "So we went home."
+    assert _written(apply_formatting(spoken, Formatting(filler_words=True))) == "Um, so we uh went home, um."
+    alt = alternative([_tw(" Uh,", 0, 0.2), _tw(" yes.", 0.3, 0.6)], punctuate=True)
+    assert alt.transcript == "Yes." and len(alt.words) == 1
+
+
+def test_default_config_names_every_deepgram_model_the_frameworks_use() -> None:
+    import yaml
+
+    config = yaml.safe_load((Path(__file__).parent.parent / "syn4pse.yaml").read_text())
+    by_type: dict[str, set[str]] = {}
+    for model in config["models"].values():
+        by_type.setdefault(model["type"], set()).update(model.get("aliases", []))
+    # pipecat DeepgramSTTService / Daily's transcription, LiveKit deepgram.STT and its fallback, the SDKs'
+    # model lists
+    assert {"nova-3", "nova-3-general", "nova-2-general", "nova-3-medical", "nova-2-phonecall", "nova-2",
+            "nova-2-meeting", "nova-3-multilingual", "enhanced", "base"} <= by_type["stt"]
+    # pipecat DeepgramTTSService, LiveKit deepgram.TTS, Deepgram's docs and voice-agent defaults
+    assert {"aura-2-helena-en", "aura-2-andromeda-en", "aura-2-thalia-en", "aura-asteria-en"} <= by_type["tts"]
 
 
 def test_words_follow_deepgram_conventions() -> None:
@@ -501,3 +612,37 @@ def test_drop_policy_answers_and_reports_what_it_dropped(dropping: Gateway, spee
     assert dropped == {"diarize", "frobnicate", "redact"}
     words = response.json()["results"]["channels"][0]["alternatives"][0]["words"]
     assert words and all("speaker" not in w for w in words)
+
+
+DICTATED = "Hello comma how are you question mark I have twenty five apples. This is bullshit."
+
+
+@pytest.fixture(scope="module")
+def dictated_wav(gateway: Gateway) -> bytes:
+    return _wav(_pcm(gateway, DICTATED))
+
+
+def test_sdk_formatting_flags_are_honoured(deepgram: DeepgramClient, dictated_wav: bytes) -> None:
+    plain = deepgram.listen.v1.media.transcribe_file(request=dictated_wav, model="nova-3-general", punctuate=True)
+    formatted = deepgram.listen.v1.media.transcribe_file(
+        request=dictated_wav, model="nova-3-general", punctuate=True, dictation=True, numerals=True,
+        profanity_filter=True, filler_words=False, mip_opt_out=True, tag=["voice-app"])
+    before = plain.results.channels[0].alternatives[0].transcript
+    after = formatted.results.channels[0].alternatives[0].transcript
+    assert "comma" in before.lower() and "bullshit" in before.lower(), before  # what whisper wrote
+    assert "comma" not in after.lower() and "question" not in after.lower(), after
+    assert after.startswith("Hello, how are you?"), after
+    assert "25" in after and "b*******" in after and "bullshit" not in after.lower(), after
+    assert formatted.metadata.tags == ["voice-app"]
+    words = formatted.results.channels[0].alternatives[0].words
+    assert "b*******" in [w.word for w in words] and "comma" not in [w.word for w in words]
+
+
+@pytest.mark.parametrize("model", ["nova-3-general", "nova-2-general", "nova-3-medical", "nova-2-phonecall"])
+def test_framework_default_models_transcribe(gateway: Gateway, speech_wav: bytes, model: str) -> None:
+    response = _listen(gateway, speech_wav, {"model": model, **{k: v[-1] for k, v in PIPECAT_DEFAULTS.items()
+                                                               if k not in ("model", "encoding", "sample_rate")}})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert next(iter(body["metadata"]["model_info"].values()))["name"] == model
+    assert _wer(f"{FIRST} {SECOND}", body["results"]["channels"][0]["alternatives"][0]["transcript"]) < 0.15

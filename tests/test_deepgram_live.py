@@ -229,3 +229,84 @@ def test_results_have_the_documented_shape() -> None:
         is_final=True, speech_final=True, from_finalize=False, punctuate=True, request_id="r", model_uuid="u",
         model_info=ModelInfo(name="general", version="v", arch="base"))))
     assert _shape(ours) == _shape(DOCS_RESULTS)
+
+
+# The query strings pipecat's DeepgramSTTService and LiveKit's deepgram.STT open the socket with by default
+# (their connect-option builders), as they send them.
+PIPECAT_QUERY = ("detect_entities=false&diarize=false&dictation=false&interim_results=true&numerals=false"
+                 "&punctuate=true&smart_format=false&model=nova-3-general&language=en&encoding=linear16"
+                 f"&channels=1&multichannel=false&sample_rate={RATE}")
+LIVEKIT_QUERY = ("model=nova-3&punctuate=true&smart_format=false&no_delay=true&interim_results=true"
+                 f"&encoding=linear16&vad_events=true&sample_rate={RATE}&channels=1&endpointing=25"
+                 "&filler_words=true&profanity_filter=false&numerals=false&mip_opt_out=false&language=en-US"
+                 "&tag=voice-app")
+
+
+def _stream_raw(gateway: Gateway, query: str, audio: bytes) -> list[dict[str, Any]]:
+    """Audio at ten times real time, then CloseStream; every message until the socket closes."""
+    url = gateway.url.replace("http://", "ws://") + "/v1/listen?" + query
+    messages: list[dict[str, Any]] = []
+    with connect(url, additional_headers={"Authorization": "Token test"}) as ws:
+        def feed() -> None:
+            _send_paced(ws.send, audio, 2 * CHUNK, 0.01)
+            ws.send(json.dumps({"type": "CloseStream"}))
+
+        sender = threading.Thread(target=feed)
+        sender.start()
+        closed: ConnectionClosed | None = None
+        while closed is None:
+            try:
+                messages.append(json.loads(ws.recv(timeout=60)))
+            except ConnectionClosed as e:
+                closed = e
+        sender.join()
+    assert closed.rcvd is not None and closed.rcvd.code == 1000, closed.rcvd
+    return messages
+
+
+@pytest.mark.parametrize("query", [PIPECAT_QUERY, LIVEKIT_QUERY], ids=["pipecat", "livekit"])
+def test_framework_default_queries_stream(gateway: Gateway, speech_pcm: bytes, query: str) -> None:
+    messages = _stream_raw(gateway, query, speech_pcm)
+    assert messages[-1]["type"] == "Metadata"
+    finals = [m for m in messages if m["type"] == "Results" and m["is_final"]]
+    transcript = " ".join(r["channel"]["alternatives"][0]["transcript"] for r in finals)
+    assert _wer(STORY, transcript) < 0.15, transcript
+    model = "nova-3-general" if "nova-3-general" in query else "nova-3"
+    assert all(r["metadata"]["model_info"]["name"] == model for r in finals)
+    assert all(w.get("punctuated_word") for r in finals for w in r["channel"]["alternatives"][0]["words"])
+
+
+DICTATED = "Hello comma how are you question mark I have twenty five apples. This is bullshit."
+
+
+def test_formatting_flags_are_honoured_live(gateway: Gateway) -> None:
+    pcm = gateway.openai().audio.speech.create(model="tts-1", voice="alloy", input=DICTATED, response_format="pcm")
+    audio = bytes(RATE) + pcm.content + bytes(2 * RATE * 2)
+    with _client(gateway).listen.v1.connect(model="nova-2-general", encoding="linear16", sample_rate=RATE,
+                                            punctuate="true", dictation="true", numerals="true",
+                                            profanity_filter="true", detect_entities="false",
+                                            mip_opt_out="true", tag="voice-app") as conn:
+        sender = threading.Thread(target=lambda: (_send_paced(conn.send_media, audio, 2 * CHUNK, 0.01),
+                                                  conn.send_close_stream()))
+        sender.start()
+        messages = _collect(conn)
+        sender.join()
+    finals = [m for m in messages if m.type == "Results" and m.is_final]
+    transcript = " ".join(r.channel.alternatives[0].transcript for r in finals)
+    assert transcript.startswith("Hello, how are you?"), transcript
+    assert "comma" not in transcript.lower() and "question" not in transcript.lower(), transcript
+    assert "25" in transcript and "b*******" in transcript and "bullshit" not in transcript.lower(), transcript
+    assert messages[-1].type == "Metadata"
+
+
+@pytest.mark.parametrize(("query", "param"), [
+    ("diarize=true", "diarize"), ("multichannel=true&channels=2", "multichannel"), ("redact=pci", "redact"),
+    ("search=boat", "search"), ("replace=boat:ship", "replace"), ("alternatives=3", "alternatives"),
+    ("frobnicate=1", "frobnicate"),
+])
+def test_features_with_real_effect_are_still_refused_live(gateway: Gateway, query: str, param: str) -> None:
+    url = gateway.url.replace("http://", "ws://") + "/v1/listen?encoding=linear16&sample_rate=16000&" + query
+    with connect(url) as ws, pytest.raises(ConnectionClosed) as caught:
+        ws.recv(timeout=10)
+    assert caught.value.rcvd is not None and caught.value.rcvd.code == 1008
+    assert f"'{param}'" in caught.value.rcvd.reason, caught.value.rcvd.reason

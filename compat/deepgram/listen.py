@@ -23,10 +23,13 @@ from backends.audio import ENCODINGS
 from backends.errors import InvalidRequest
 from backends.types import TranscriptionInfo, TranscriptWord
 from compat.deepgram.common import ModelInfo, flag, model_uuid, number, one
+from compat.deepgram.formatting import Formatting, apply_formatting, formatting_of
 from compat.wire import ParamPolicy
 
 __all__ = [
     "DEFAULT_UTT_SPLIT",
+    "UNAVAILABLE_TOGGLES",
+    "UNAVAILABLE_VALUED",
     "Alternative",
     "Channel",
     "ChannelTranscript",
@@ -164,11 +167,14 @@ class ListenOptions(msgspec.Struct, kw_only=True):
     channels: int = 1
     tags: list[str] = msgspec.field(default_factory=list)
     extra: dict[str, str] = msgspec.field(default_factory=dict)
+    formatting: Formatting = msgspec.field(default_factory=Formatting)
+    """filler_words, dictation, numerals, profanity_filter (``compat.deepgram.formatting``)."""
 
 
 _SUPPORTED = frozenset({
     "model", "language", "detect_language", "punctuate", "smart_format", "paragraphs", "utterances",
     "utt_split", "multichannel", "keywords", "keyterm", "encoding", "sample_rate", "channels", "tag", "extra",
+    "filler_words", "dictation", "numerals", "profanity_filter",
 })
 # Accepted without effect: Deepgram itself ignores these on pre-recorded audio, or they only tune a
 # feature that is off (callback_method without callback), or bias what whisper decides anyway.
@@ -178,12 +184,8 @@ _IGNORED = frozenset({
     "interim_results", "endpointing", "utterance_end_ms", "vad_events", "no_delay",
 })
 # Boolean features this server does not implement: only ``true`` goes to the policy.
-_TOGGLES = {
+UNAVAILABLE_TOGGLES = {
     "diarize": "speaker diarization is not available",
-    "numerals": "number formatting is not available",
-    "filler_words": "filler-word transcription is not available",
-    "profanity_filter": "profanity filtering is not available",
-    "dictation": "dictation commands are not available",
     "measurements": "measurement formatting is not available",
     "topics": "topic detection is not available",
     "detect_topics": "topic detection is not available",
@@ -192,7 +194,7 @@ _TOGGLES = {
     "detect_entities": "entity detection is not available",
 }
 # Valued features this server does not implement: any value but ``false`` goes to the policy.
-_VALUED = {
+UNAVAILABLE_VALUED = {
     "diarize_model": "speaker diarization is not available",
     "diarize_version": "speaker diarization is not available",
     "redact": "redaction is not available",
@@ -255,12 +257,12 @@ def _screen(query: Mapping[str, Sequence[str]], policy: ParamPolicy) -> None:
     for name, values in query.items():
         if name in _SUPPORTED or name in _IGNORED:
             continue
-        if name in _TOGGLES:
+        if name in UNAVAILABLE_TOGGLES:
             if flag(query, name):
-                policy.unsupported(name, _TOGGLES[name])
-        elif name in _VALUED:
+                policy.unsupported(name, UNAVAILABLE_TOGGLES[name])
+        elif name in UNAVAILABLE_VALUED:
             if any(v.strip().lower() != "false" for v in values):
-                policy.unsupported(name, _VALUED[name])
+                policy.unsupported(name, UNAVAILABLE_VALUED[name])
         elif name == "alternatives":
             if number(query, name, 1, low=1, high=10) > 1:
                 policy.unsupported(name, "one alternative is returned")
@@ -292,6 +294,7 @@ def parse_listen_query(query: Mapping[str, Sequence[str]], policy: ParamPolicy, 
     options.prompt = _prompt(query)
     options.tags = [t for t in query.get("tag", ()) if t]
     options.extra = _extra(query.get("extra", ()))
+    options.formatting = formatting_of(query)
 
     encoding = one(query, "encoding")
     if encoding is not None:
@@ -359,8 +362,12 @@ def _written(word: Word) -> str:
 
 
 def transcript_of(words: Sequence[Word]) -> str:
-    """The words joined by spaces: punctuated when they carry ``punctuated_word``."""
-    return " ".join(_written(w) for w in words)
+    """The words joined by spaces (none after a dictated line break): punctuated when they carry
+    ``punctuated_word``."""
+    text = ""
+    for w in words:
+        text += _written(w) if not text or text.endswith("\n") else " " + _written(w)
+    return text
 
 
 def _confidence(words: Sequence[Word]) -> float:
@@ -397,12 +404,15 @@ def paragraphs_of(words: Sequence[Word]) -> Paragraphs:
 
 
 def alternative(words: Sequence[TranscriptWord], *, punctuate: bool, paragraphs: bool = False,
-                offset: float = 0.0, language: str | None = None) -> Alternative:
+                offset: float = 0.0, language: str | None = None,
+                formatting: Formatting | None = None) -> Alternative:
     """One ``alternatives[]`` entry: transcript, confidence (mean word probability) and words.
 
-    ``language`` (``language=multi``) tags every word and fills ``languages``.
+    ``language`` (``language=multi``) tags every word and fills ``languages``; ``formatting`` (Deepgram's
+    default when None: filler words left out) rewrites the words first.
     """
-    built = words_json(words, punctuate, offset=offset, language=language)
+    built = apply_formatting(words_json(words, punctuate, offset=offset, language=language),
+                             formatting or Formatting())
     return Alternative(transcript=transcript_of(built), confidence=_confidence(built), words=built,
                        paragraphs=paragraphs_of(built) if paragraphs else None,
                        languages=[language] if language is not None and built else None)
@@ -442,7 +452,7 @@ def listen_response(channels: Sequence[ChannelTranscript], options: ListenOption
     for index, transcript in enumerate(channels):
         info = transcript.info
         alt = alternative(transcript.words, punctuate=options.punctuate, paragraphs=options.paragraphs,
-                          language=info.language if options.multilingual else None)
+                          language=info.language if options.multilingual else None, formatting=options.formatting)
         entry = Channel(alternatives=[alt])
         if options.detect_language:
             entry.detected_language = info.language

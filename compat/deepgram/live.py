@@ -14,7 +14,15 @@ import msgspec
 from backends.errors import InvalidRequest
 from backends.types import TranscriptWord
 from compat.deepgram.common import ModelInfo, flag, number, one
-from compat.deepgram.listen import Channel, ListenMetadata, alternative, whisper_language
+from compat.deepgram.formatting import FORMATTING_FLAGS, Formatting, formatting_of
+from compat.deepgram.listen import (
+    UNAVAILABLE_TOGGLES,
+    UNAVAILABLE_VALUED,
+    Channel,
+    ListenMetadata,
+    alternative,
+    whisper_language,
+)
 from compat.wire import ParamPolicy
 
 __all__ = [
@@ -36,14 +44,15 @@ _RAW_ENCODINGS = ("linear16", "linear32", "mulaw", "alaw")
 _CONTAINER_ENCODINGS = ("opus", "ogg-opus")
 _ACCEPTED = frozenset({
     "model", "language", "encoding", "sample_rate", "channels", "interim_results", "endpointing",
-    "utterance_end_ms", "vad_events", "punctuate", "smart_format", "keywords", "keyterm", "tag", "version",
-    "mip_opt_out", "no_delay", "extra",
+    "utterance_end_ms", "vad_events", "punctuate", "smart_format", "keywords", "keyterm", "tag", "extra",
+    *FORMATTING_FLAGS,
+    # accepted without effect: no_delay tunes smart_format's wait (nothing waits here), version and tier
+    # pick a model version, mip_opt_out concerns Deepgram's model improvement, callback_method tunes a
+    # callback that is off, language_hint biases what whisper detects anyway
+    "no_delay", "version", "tier", "mip_opt_out", "callback_method", "language_hint",
 })
-_UNSUPPORTED = frozenset({
-    "diarize", "diarize_model", "diarize_version", "multichannel", "redact", "replace", "search", "numerals",
-    "profanity_filter", "dictation", "filler_words", "detect_entities", "callback", "callback_method",
-    "measurements", "language_hint", "alternatives",
-})
+# Live features not available here beyond the pre-recorded ones: only ``true`` goes to the policy.
+_TOGGLES = {**UNAVAILABLE_TOGGLES, "multichannel": "each channel is not transcribed on its own on live streams"}
 
 
 class LiveParams(msgspec.Struct, kw_only=True):
@@ -61,6 +70,7 @@ class LiveParams(msgspec.Struct, kw_only=True):
     punctuate: bool
     prompt: str | None
     tags: list[str]
+    formatting: Formatting = msgspec.field(default_factory=Formatting)
 
 
 def _hints(query: Mapping[str, Sequence[str]]) -> str | None:
@@ -68,14 +78,26 @@ def _hints(query: Mapping[str, Sequence[str]]) -> str | None:
     return ", ".join(t for t in terms if t) or None
 
 
-def parse_live_query(query: Mapping[str, Sequence[str]], policy: ParamPolicy) -> LiveParams:
-    for name in query:
-        if name in _UNSUPPORTED:
-            if name == "multichannel" and not flag(query, name):
-                continue
-            policy.unsupported(name)
-        elif name not in _ACCEPTED:
+def _screen(query: Mapping[str, Sequence[str]], policy: ParamPolicy) -> None:
+    """A feature turned off is fine; one turned on that is not available here goes to the policy."""
+    for name, values in query.items():
+        if name in _ACCEPTED:
+            continue
+        if name in _TOGGLES:
+            if flag(query, name):
+                policy.unsupported(name, _TOGGLES[name])
+        elif name in UNAVAILABLE_VALUED:
+            if any(v.strip().lower() != "false" for v in values):
+                policy.unsupported(name, UNAVAILABLE_VALUED[name])
+        elif name == "alternatives":
+            if number(query, name, 1, low=1, high=10) > 1:
+                policy.unsupported(name, "one alternative is returned")
+        else:
             policy.unknown(name)
+
+
+def parse_live_query(query: Mapping[str, Sequence[str]], policy: ParamPolicy) -> LiveParams:
+    _screen(query, policy)
     encoding = one(query, "encoding")
     if encoding is not None and encoding not in _RAW_ENCODINGS + _CONTAINER_ENCODINGS:
         raise InvalidRequest(f"Bad Request: encoding '{encoding}' is not supported; use one of "
@@ -110,6 +132,7 @@ def parse_live_query(query: Mapping[str, Sequence[str]], policy: ParamPolicy) ->
         punctuate=flag(query, "punctuate") or flag(query, "smart_format"),
         prompt=_hints(query),
         tags=list(query.get("tag", ())),
+        formatting=formatting_of(query),
     )
 
 
@@ -158,10 +181,10 @@ class Results(msgspec.Struct):
 
 def results_message(*, words: Sequence[TranscriptWord], start: float, end: float, is_final: bool,
                     speech_final: bool, from_finalize: bool, punctuate: bool, request_id: str, model_uuid: str,
-                    model_info: ModelInfo) -> Results:
+                    model_info: ModelInfo, formatting: Formatting | None = None) -> Results:
     return Results(channel_index=[0, 1], duration=round(end - start, 3), start=round(start, 3), is_final=is_final,
                    speech_final=speech_final, from_finalize=from_finalize,
-                   channel=Channel([alternative(words, punctuate=punctuate)]),
+                   channel=Channel([alternative(words, punctuate=punctuate, formatting=formatting)]),
                    metadata=ResultsMetadata(request_id=request_id, model_uuid=model_uuid, model_info=model_info))
 
 

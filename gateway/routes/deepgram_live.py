@@ -143,7 +143,7 @@ async def _start(session: _Session) -> tuple[LiveTranscriber, StreamDecoder]:
             await session.send(results_message(
                 words=event.words, start=event.start, end=event.end, is_final=event.is_final,
                 speech_final=event.speech_final, from_finalize=event.from_finalize, punctuate=params.punctuate,
-                request_id=session.request_id, model_uuid=uuid, model_info=info))
+                request_id=session.request_id, model_uuid=uuid, model_info=info, formatting=params.formatting))
 
     options = LiveOptions(interim_results=params.interim_results, endpointing_ms=params.endpointing_ms,
                           utterance_end_ms=params.utterance_end_ms, vad_events=params.vad_events,
