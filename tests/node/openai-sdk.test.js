@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { z } from 'zod';
 import { zodFunction, zodResponseFormat } from 'openai/helpers/zod';
-import { CASE, CHAT_MODEL, openaiClient } from './gateway.js';
+import { CASE, CHAT_MODEL, EMBEDDING_MODEL, openaiClient } from './gateway.js';
 
 const WEATHER_TOOL = {
   type: 'function',
@@ -187,4 +187,20 @@ test('the stream helper with zodResponseFormat parses the streamed object', CASE
   });
   const final = await stream.finalChatCompletion();
   assertReview(final.choices[0].message.parsed);
+});
+
+test('embeddings: the SDK asks for base64 by default and decodes it to the float vector', CASE, async () => {
+  const { client, sent } = openaiClient();
+  const texts = ['a quiet morning', 'a loud evening'];
+  const packed = await client.embeddings.create({ model: EMBEDDING_MODEL, input: texts });
+  const floats = await client.embeddings.create({ model: EMBEDDING_MODEL, input: texts, encoding_format: 'float' });
+  assert.equal(sent[0].encoding_format, 'base64');
+  assert.equal(packed.data.length, 2);
+  for (const [i, item] of packed.data.entries()) {
+    assert.equal(item.index, i);
+    assert.equal(item.embedding.length, floats.data[i].embedding.length);
+    // base64 carries float32: equal to the float form within float32 rounding.
+    item.embedding.forEach((x, j) => assert.ok(Math.abs(x - floats.data[i].embedding[j]) < 1e-6));
+  }
+  assert.notDeepEqual(packed.data[0].embedding, packed.data[1].embedding);
 });
