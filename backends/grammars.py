@@ -1,134 +1,83 @@
-"""GBNF grammars that hold llama.cpp's output to a JSON Schema (structured outputs, forced tool calls).
+"""What holds llama.cpp's output to a JSON Schema (structured outputs, forced tool calls).
 
-The rules come from llama-cpp-python's JSON-Schema converter. It quietly skips keywords it cannot
-express (``minimum``, ``not``, most ``format`` values, ...), which would give an answer that looks
-constrained but is not; so every schema is checked first, and a keyword outside what the grammar
-enforces is a 400 naming the field and the keyword's place in the schema.
+Each constraint is a GBNF grammar (:mod:`backends.json_schema_grammar`) and a check that every reply
+held by it must pass when it ends (:class:`OutputCheck`): parsed by a strict JSON parser and valid
+against the schema. The grammar holds almost every keyword by itself, so the check only proves it;
+the few it cannot express exactly are listed in ``OutputCheck.held``, and then a reply is held back
+until checked and resampled when it fails (see :mod:`backends.llama_cpp`).
 """
 
 from __future__ import annotations
 
-import copy
 import json
+from dataclasses import dataclass, field
 from typing import Any
 
 from backends.errors import InvalidRequest
+from backends.gbnf import RuleSet, literal
+from backends.json_schema_grammar import Converter, normalise
+from backends.output_check import SchemaValidator, parse_strict
 from backends.types import ToolSpec
 
-__all__ = ["json_grammar", "tool_arguments_grammar", "tool_call_grammar", "tool_call_prefix"]
+__all__ = ["HeldOutput", "OutputCheck", "json_grammar", "tool_arguments_grammar", "tool_call_grammar",
+           "tool_call_prefix"]
 
-_ANNOTATIONS = frozenset({"title", "description", "examples", "default", "$schema", "$id", "$comment",
-                          "$anchor", "deprecated", "readOnly", "writeOnly", "contentMediaType",
-                          "contentEncoding"})
-_ENFORCED = frozenset({"type", "properties", "required", "additionalProperties", "items", "prefixItems",
-                       "minItems", "maxItems", "enum", "const", "anyOf", "oneOf", "allOf", "$ref", "$defs",
-                       "definitions", "pattern", "format", "minLength", "maxLength"})
-_TYPES = frozenset({"string", "number", "integer", "boolean", "array", "object", "null"})
-_FORMATS = frozenset({"date", "time", "date-time", "uuid", "uuid1", "uuid2", "uuid3", "uuid4", "uuid5"})
-_MAX_DEPTH = 32
+_EMPTY_PARAMETERS: dict[str, Any] = {"type": "object", "properties": {}}
 
 
-def _refuse(param: str, where: str, why: str) -> InvalidRequest:
-    place = f" at '{where}'" if where else ""
-    return InvalidRequest(f"Invalid schema for '{param}'{place}: {why}", param=param,
-                          code="invalid_json_schema")
+@dataclass(frozen=True, eq=False)
+class OutputCheck:
+    """Whether a finished reply is what its grammar promised: strict JSON, valid for its schema."""
 
+    param: str
+    """The request field the schema came from (for errors about it)."""
+    held: tuple[str, ...] = ()
+    """Keywords (with their places) the grammar cannot express exactly and only this check holds:
+    replies then wait for it before they are sent, and are resampled when they fail."""
+    validator: SchemaValidator | None = None
+    """For a plain JSON reply (json_schema, json_object, a named tool's arguments)."""
+    calls: dict[str, tuple[SchemaValidator, str]] = field(default_factory=dict)
+    """For a wrapped call ``{"name": ..., "arguments": ...}``: each tool's validator and field."""
 
-def _normalise(node: Any, param: str, where: str, depth: int = 0) -> dict[str, Any]:
-    """A copy of the schema in the shape the converter reads, refusing what it would not enforce."""
-    if depth > _MAX_DEPTH:
-        raise _refuse(param, where, f"nested deeper than {_MAX_DEPTH} levels.")
-    if node is True:
-        return {}
-    if not isinstance(node, dict):
-        raise _refuse(param, where, "a schema must be a JSON object (or true).")
-    out: dict[str, Any] = {}
-    for key, value in node.items():
-        at = f"{where}/{key}"
-        if key in _ANNOTATIONS:
-            continue
-        if key not in _ENFORCED:
-            raise _refuse(param, at, f"the keyword '{key}' cannot be enforced by the output grammar.")
-        if key == "type":
-            kinds = value if isinstance(value, list) else [value]
-            if not kinds or any(k not in _TYPES for k in kinds):
-                raise _refuse(param, at, f"unknown type {json.dumps(value)}.")
-            out[key] = value
-        elif key == "format":
-            if value not in _FORMATS:
-                raise _refuse(param, at, f"the format '{value}' cannot be enforced by the output grammar.")
-            out[key] = value
-        elif key in ("properties", "$defs", "definitions"):
-            if not isinstance(value, dict):
-                raise _refuse(param, at, f"'{key}' must be an object.")
-            out[key] = {k: _normalise(v, param, f"{at}/{k}", depth + 1) for k, v in value.items()}
-        elif key in ("anyOf", "oneOf", "allOf", "prefixItems"):
-            if not isinstance(value, list) or not value:
-                raise _refuse(param, at, f"'{key}' must be a non-empty array.")
-            out[key] = [_normalise(v, param, f"{at}/{i}", depth + 1) for i, v in enumerate(value)]
-        elif key == "items":
-            if isinstance(value, list):  # the older tuple form
-                out["prefixItems"] = [_normalise(v, param, f"{at}/{i}", depth + 1) for i, v in enumerate(value)]
-            else:
-                out[key] = _normalise(value, param, at, depth + 1)
-        elif key == "additionalProperties":
-            out[key] = value if isinstance(value, bool) else _normalise(value, param, at, depth + 1)
-        elif key == "$ref":
-            if not isinstance(value, str) or not value.startswith("#/"):
-                raise _refuse(param, at, "only references inside the schema ('#/...') are supported.")
-            out[key] = value
-        elif key == "required":
-            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                raise _refuse(param, at, "'required' must be an array of property names.")
-            out[key] = value
-        elif key in ("minItems", "maxItems", "minLength", "maxLength"):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise _refuse(param, at, f"'{key}' must be a non-negative integer.")
-            out[key] = value
-        elif key == "enum":
-            if not isinstance(value, list) or not value:
-                raise _refuse(param, at, "'enum' must be a non-empty array.")
-            out[key] = copy.deepcopy(value)
-        else:  # const, pattern
-            out[key] = copy.deepcopy(value)
-    return out
-
-
-class _Rules:
-    """One converter; each schema visited into it becomes a named rule."""
-
-    def __init__(self) -> None:
-        from llama_cpp import llama_grammar
-
-        converter: Any = llama_grammar.SchemaConverter  # untyped upstream
-        self._converter: Any = converter(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
-
-    def add(self, schema: Any, name: str, param: str) -> str:
-        clean = _normalise(schema, param, "")
+    def problem(self, text: str) -> str | None:
+        """Why ``text`` is not a valid reply, or None."""
         try:
-            resolved = self._converter.resolve_refs(clean, name)
-            return str(self._converter.visit(resolved, name))
-        except (AssertionError, ValueError, KeyError, TypeError, RecursionError) as e:
-            raise _refuse(param, "", f"{e}") from None
+            value = parse_strict(text)
+        except ValueError as e:
+            return f"not strict JSON ({e})"
+        if self.validator is not None:
+            return self.validator.problem(value)
+        if not isinstance(value, dict) or set(value) != {"name", "arguments"} or value["name"] not in self.calls:
+            return "not a call of one of the tools"
+        validator, _ = self.calls[value["name"]]
+        found = validator.problem(value["arguments"])
+        return None if found is None else f"arguments of {value['name']}: {found}"
 
-    def grammar(self, root: str | None = None) -> str:
-        if root is not None:
-            self._converter._add_rule("root", root)
-        return str(self._converter.format_grammar())
+
+@dataclass(frozen=True, eq=False)
+class HeldOutput:
+    """A grammar and the check of what it produces."""
+
+    grammar: str
+    check: OutputCheck
 
 
-def json_grammar(schema: dict[str, Any] | None, param: str = "response_format") -> str:
+def _prepare(schema: Any, param: str) -> Any:
+    return normalise(schema, param)
+
+
+def json_grammar(schema: dict[str, Any] | None, param: str = "response_format") -> HeldOutput:
     """Any JSON object when ``schema`` is None; else JSON valid against ``schema``."""
-    rules = _Rules()
-    if schema is None:
-        schema = {"type": "object"}
-    name = rules.add(schema, "", param)
-    return rules.grammar(None if name == "root" else name)
+    clean = _prepare({"type": "object"} if schema is None else schema, param)
+    rules = RuleSet()
+    converter = Converter(rules, param)
+    root = converter.convert(clean, "value")
+    return HeldOutput(rules.text(root), OutputCheck(param, tuple(converter.held), SchemaValidator(clean)))
 
 
-def tool_arguments_grammar(tool: ToolSpec, param: str) -> str:
+def tool_arguments_grammar(tool: ToolSpec, param: str) -> HeldOutput:
     """The arguments object of one named function (the reply is nothing but the arguments)."""
-    return json_grammar(tool.parameters or {"type": "object", "properties": {}}, param)
+    return json_grammar(tool.parameters or _EMPTY_PARAMETERS, param)
 
 
 def tool_call_prefix(name: str) -> str:
@@ -136,13 +85,21 @@ def tool_call_prefix(name: str) -> str:
     return '{"name": ' + json.dumps(name) + ', "arguments": '
 
 
-def tool_call_grammar(tools: tuple[ToolSpec, ...], param: str = "tools") -> str:
+def tool_call_grammar(tools: tuple[ToolSpec, ...], param: str = "tools") -> HeldOutput:
     """One call to any of ``tools``: ``{"name": NAME, "arguments": ARGS}``, ARGS valid for NAME."""
-    rules = _Rules()
+    rules = RuleSet()
     choices = []
+    held: list[str] = []
+    calls: dict[str, tuple[SchemaValidator, str]] = {}
     for i, tool in enumerate(tools):
-        args = rules.add(tool.parameters or {"type": "object", "properties": {}}, f"tool{i}-arguments",
-                         f"{param}[{i}].function.parameters")
-        prefix = json.dumps(tool_call_prefix(tool.name))
-        choices.append(f'{prefix} {args} "}}"')
-    return rules.grammar(" | ".join(f"( {c} )" for c in choices))
+        where = f"{param}[{i}].function.parameters"
+        clean = _prepare(tool.parameters or _EMPTY_PARAMETERS, where)
+        converter = Converter(rules, where)
+        args = converter.convert(clean, f"tool{i}-arguments")
+        held.extend(f"{where} {h}" for h in converter.held)
+        calls[tool.name] = (SchemaValidator(clean), where)
+        choices.append(f'{literal(tool_call_prefix(tool.name))} {args} "}}"')
+    if not choices:
+        raise InvalidRequest("No tools to call.", param=param)
+    grammar = rules.text(" | ".join(f"( {c} )" for c in choices))
+    return HeldOutput(grammar, OutputCheck(param, tuple(held), calls=calls))

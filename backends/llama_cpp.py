@@ -38,7 +38,7 @@ import msgspec
 import numpy as np
 
 from backends.errors import ContextTooLong, EngineFailure, InvalidRequest, ModelUnavailable
-from backends.grammars import json_grammar, tool_arguments_grammar, tool_call_grammar
+from backends.grammars import HeldOutput, OutputCheck, json_grammar, tool_arguments_grammar, tool_call_grammar
 from backends.llama_mtmd import Projector
 from backends.threads import available_cores
 from backends.tool_calls import history_calls_text, tools_system_prompt
@@ -62,6 +62,8 @@ T = TypeVar("T")
 
 COPY_MIN_TOKENS = 64
 """Copy another slot's cache only when it saves reading at least this many prompt tokens."""
+CHECK_ATTEMPTS = 4
+"""Samples of one choice, at most, when its schema has keywords only the check after generation holds."""
 
 
 class Options(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -157,6 +159,13 @@ class _TextAssembler:
 
 
 _END = object()
+
+
+@dataclass(frozen=True, slots=True)
+class _Retry:
+    """Choice ``index`` failed its check and is being sampled again: drop what it sent so far."""
+
+    index: int
 
 
 class _Outbox:
@@ -255,6 +264,9 @@ class _Sequence:
     """Prompt tokens found in the slot's cache."""
     sent: bool = False
     """Whether any text has gone to the reader yet."""
+    produced: list[str] = field(default_factory=list)
+    """The text sent so far, for the check of a grammar-held choice."""
+    attempt: int = 0
 
     @property
     def prefilled(self) -> bool:
@@ -448,8 +460,8 @@ class _Engine:
                                  param="messages") from None
         return rendered.prompt
 
-    def _output_rules(self, request: ChatRequest) -> tuple[str | None, ToolPlan | None]:
-        """The grammar the reply must follow, and how to read tool calls from it."""
+    def _output_rules(self, request: ChatRequest) -> tuple[HeldOutput | None, ToolPlan | None]:
+        """The grammar the reply must follow (with its check), and how to read tool calls from it."""
         if request.tools and request.tool_choice != "none":
             names = tuple(t.name for t in request.tools)
             if request.tool_choice == "auto":
@@ -469,9 +481,11 @@ class _Engine:
         if images and self.projector is None:
             raise InvalidRequest(f"This model does not accept images ('{images[0].where}').",
                                  param=images[0].where, code="image_not_supported")
-        grammar, plan = self._output_rules(request)
-        if grammar is not None:
-            self.check_grammar(grammar)
+        held, plan = self._output_rules(request)
+        grammar = held.grammar if held is not None else None
+        check = held.check if held is not None else None
+        if held is not None:
+            self.check_grammar(held.grammar, held.check.param)
         text = self._render(request)
         add_bos = self.add_bos and not (self.bos_text and text.startswith(self.bos_text))
         if images:
@@ -485,14 +499,14 @@ class _Engine:
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("prompt %r", text)
             return Prompt(tokens=(), sampling=request.sampling, text=text, stop=tuple(request.sampling.stop),
-                          grammar=grammar, tools=plan, media=media, media_tokens=media.n_tokens)
+                          grammar=grammar, check=check, tools=plan, media=media, media_tokens=media.n_tokens)
         text = text.replace(IMAGE_MARKER, "")
         tokens = self.tokenize(text, add_bos)
         self._check_fits(len(tokens), request.sampling, "messages")
         if log.isEnabledFor(logging.DEBUG):
             log.debug("prompt %r", text)
         return Prompt(tokens=tuple(tokens), sampling=request.sampling, text=text,
-                      stop=tuple(request.sampling.stop), grammar=grammar, tools=plan)
+                      stop=tuple(request.sampling.stop), grammar=grammar, check=check, tools=plan)
 
     def prepare_completion(self, request: CompletionRequest) -> Prompt:
         if isinstance(request.prompt, str):
@@ -540,12 +554,12 @@ class _Engine:
         lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_dist(seed & 0xFFFFFFFF))
         return chain
 
-    def check_grammar(self, grammar: str) -> None:
+    def check_grammar(self, grammar: str, param: str = "response_format") -> None:
         """Build the grammar once, so a bad one fails the request before any stream starts."""
         sampler = self.lc.llama_sampler_init_grammar(self.vocab, grammar.encode(), b"root")
         if not sampler:
             raise InvalidRequest("The requested output format could not be turned into a grammar.",
-                                 param="response_format")
+                                 param=param)
         self.lc.llama_sampler_free(sampler)
 
     def _logprob(self, index: int, token: int, top: int) -> TokenLogprob:
@@ -766,7 +780,10 @@ class _Engine:
             elif seq.generated >= (sampling.max_tokens or self.n_ctx_seq) or seq.n_past >= self.n_ctx_seq:
                 finish = "length"
                 text += seq.text.flush()
+        if finish and seq.prompt.check is not None and self._failed_check(seq, text, finish):
+            return
         if text or finish:
+            seq.produced.append(text)
             logprobs = tuple(seq.logprobs)
             seq.logprobs.clear()
             seq.group.emit(GenerationChunk(text=text, finish_reason=finish, prompt_tokens=seq.prompt.n_tokens,
@@ -776,6 +793,40 @@ class _Engine:
             seq.sent = True
         if finish:
             self._release(seq)
+
+    def _failed_check(self, seq: _Sequence, text: str, finish: FinishReason) -> bool:
+        """Check a grammar-held choice as it ends; True when it failed (and was resampled or failed).
+
+        A reply cut short by ``max_tokens`` or the context ends with finish "length" unchecked, as the
+        client asked. When the schema has keywords only the check holds, the reader holds the choice's
+        text back (see :meth:`LlamaCppBackend.generate`), so a failed sample is dropped and the choice
+        sampled again with another seed, up to :data:`CHECK_ATTEMPTS` samples in all.
+        """
+        check: OutputCheck = seq.prompt.check
+        if finish != "stop":
+            return False
+        problem = check.problem("".join(seq.produced) + text)
+        if problem is None:
+            return False
+        group = seq.group
+        if check.held and seq.attempt + 1 < CHECK_ATTEMPTS:
+            log.info("choice %d failed its schema check (%s); sampling it again", seq.index, problem)
+            group.emit(_Retry(seq.index))
+            group.remaining += 1
+            seed = None if seq.seed is None else (seq.seed + 7919 * (seq.attempt + 1)) & 0xFFFFFFFF
+            self.waiting.insert(0, _Sequence(prompt=seq.prompt, group=group, index=seq.index, seed=seed,
+                                             attempt=seq.attempt + 1))
+        elif check.held:
+            group.emit(InvalidRequest(
+                f"The model gave no reply valid for the schema in {CHECK_ATTEMPTS} samples ({problem}). Only"
+                f" a check after generation holds {', '.join(check.held)}: loosen it, or try again.",
+                param=check.param, code="schema_not_satisfied"))
+        else:
+            log.error("a grammar-held reply failed its schema check (%s): %r", problem,
+                      "".join(seq.produced) + text)
+            group.emit(EngineFailure("The reply failed its schema check."))
+        self._release(seq)
+        return True
 
     def _free(self) -> None:
         lc = self.lc
@@ -835,6 +886,9 @@ class LlamaCppBackend:
         group = _Group(loop=asyncio.get_running_loop(), out=asyncio.Queue(), remaining=prompt.sampling.n,
                        outbox=engine.outbox)
         engine.calls.put(lambda: engine.enqueue(prompt, group))
+        # Choices whose check holds keywords the grammar cannot: sent only once checked.
+        holding = prompt.check is not None and bool(prompt.check.held)
+        held: dict[int, list[GenerationChunk]] = {}
         try:
             while True:
                 item = await group.out.get()
@@ -842,6 +896,16 @@ class LlamaCppBackend:
                     return
                 if isinstance(item, BaseException):
                     raise item
+                if isinstance(item, _Retry):
+                    held.pop(item.index, None)
+                    continue
+                if holding:
+                    held.setdefault(item.index, []).append(item)
+                    if item.finish_reason is None:
+                        continue
+                    for chunk in held.pop(item.index):
+                        yield chunk
+                    continue
                 yield item
         finally:
             group.cancelled.set()

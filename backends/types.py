@@ -162,6 +162,8 @@ class Prompt:
     """Stop strings: the caller's plus any the chat template adds."""
     grammar: str | None = None
     """A GBNF grammar every choice must follow (tools forced, JSON output)."""
+    check: Any = None
+    """What a choice the grammar held must pass when it ends (a ``backends.grammars.OutputCheck``)."""
     tools: ToolPlan | None = None
     """How to read tool calls out of the reply; None: the reply is text."""
     media: Any = None
