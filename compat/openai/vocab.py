@@ -95,7 +95,7 @@ def token_bytes(name: str) -> list[bytes]:
 
 
 class Vocabulary:
-    """One encoding's tokens, for decoding: a list of bytes by id, not a tokenizer (a tenth of the memory)."""
+    """One encoding's tokens, for decoding: a list of bytes by id, not a tokenizer (a quarter of the memory)."""
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -112,7 +112,7 @@ class Vocabulary:
         return next((t for t in ids if not (0 <= t < n or t in self.special)), None)
 
     def decode(self, ids: Sequence[int]) -> str:
-        """The text ``ids`` spell; a character cut between two inputs reads as U+FFFD, as tiktoken decodes it."""
+        """The text ``ids`` spell; a character cut at either end reads as U+FFFD, as tiktoken decodes it."""
         tokens, n = self.tokens, len(self.tokens)
         raw = b"".join([tokens[t] if t < n else self.special[t] for t in ids])
         return raw.decode("utf-8", errors="replace")
