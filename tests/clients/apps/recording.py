@@ -1,0 +1,76 @@
+"""A pass-through to the gateway that keeps what each framework sent, for tests to read afterwards."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+from typing import Any
+
+import httpx
+
+__all__ = ["RecordingProxy", "tool_result_reached_next_request"]
+
+_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "host", "accept-encoding"}
+
+
+class RecordingProxy:
+    """An HTTP pass-through to the gateway that keeps each request's path and JSON body, in order."""
+
+    def __init__(self, upstream: str) -> None:
+        self.requests: list[tuple[str, Any]] = []
+        proxy = self
+        client = httpx.Client(base_url=upstream, timeout=300)
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _forward(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                try:
+                    parsed: Any = json.loads(body) if body else None
+                except ValueError:
+                    parsed = None  # multipart uploads
+                proxy.requests.append((self.path, parsed))
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP}
+                with client.stream(self.command, self.path, headers=headers, content=body) as upstream_response:
+                    self.send_response(upstream_response.status_code)
+                    for key, value in upstream_response.headers.items():
+                        if key.lower() not in _HOP and key.lower() != "content-encoding":
+                            self.send_header(key, value)
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.send_header("Connection", "close")
+                    self.end_headers()
+                    for chunk in upstream_response.iter_raw():
+                        if chunk:
+                            self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                            self.wfile.flush()
+                    self.wfile.write(b"0\r\n\r\n")
+                self.close_connection = True
+
+            do_GET = do_POST = do_DELETE = _forward
+
+            def log_message(self, *_: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def chat_bodies(self, since: int = 0) -> list[dict[str, Any]]:
+        """The chat-completion request bodies from request number ``since`` on."""
+        return [body for path, body in self.requests[since:]
+                if path.endswith("/chat/completions") and isinstance(body, dict)]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def tool_result_reached_next_request(proxy: RecordingProxy, since: int, result_text: str) -> dict[str, Any]:
+    """The first chat request after ``since`` whose messages carry ``result_text`` as a tool message."""
+    for body in proxy.chat_bodies(since):
+        for message in body.get("messages", []):
+            if message.get("role") == "tool" and result_text in json.dumps(message.get("content")):
+                return body
+    raise AssertionError(f"no request after the call carried the tool's result {result_text!r}")
