@@ -55,6 +55,20 @@ def test_deepgram_stt_stream_with_its_defaults(gateway: Any, speech_16k: bytes) 
     assert transcript[0].isupper() and "." in transcript  # punctuate=True
 
 
+def test_deepgram_stt_recognize_with_its_defaults(gateway: Any, speech_16k: bytes) -> None:
+    """The pre-recorded path: one POST /v1/listen with LiveKit's default options."""
+    async def run() -> stt.SpeechEvent:
+        async with aiohttp.ClientSession() as session:
+            recognizer = deepgram.STT(api_key="test", base_url=f"{gateway.url}/v1/listen", http_session=session)
+            samples = len(speech_16k) // 2
+            frame = rtc.AudioFrame(data=speech_16k, sample_rate=16000, num_channels=1, samples_per_channel=samples)
+            return await recognizer.recognize(frame)
+
+    event = asyncio.run(asyncio.wait_for(run(), 120))
+    assert event.type == stt.SpeechEventType.FINAL_TRANSCRIPT
+    assert similarity(SPOKEN, event.alternatives[0].text) > 0.85, event.alternatives[0].text
+
+
 SENTENCE = "Hello there, the small boat is ready."
 
 
