@@ -36,7 +36,8 @@ function toolMessage(body, id) {
   return body.messages.find((m) => m.role === 'tool' && m.tool_call_id === id);
 }
 
-// The first step is forced to the tool; the next one may answer in text, so the loop ends.
+// The first step is forced to the tool; the next one may answer in text, so the loop ends. Tool and
+// object cases run at temperature 0: the same run every time, never cut short by an unlucky sample.
 const firstStepForced = (toolName) => ({
   toolChoice: { type: 'tool', toolName },
   stopWhen: stepCountIs(3),
@@ -51,7 +52,8 @@ test('generateText: a forced tool call, its result in the next step', CASE, asyn
     prompt: 'What is the weather in Paris for the next three days?',
     tools: { weather },
     ...firstStepForced('weather'),
-    maxOutputTokens: 40,
+    maxOutputTokens: 60,
+    temperature: 0,
     maxRetries: 0,
   });
   assert.equal(calls.length, 1, 'the tool ran once');
@@ -93,7 +95,8 @@ test('streamText: a forced tool call streamed, its result in the next step', CAS
     prompt: 'Forecast for Oslo this week.',
     tools: { weather },
     ...firstStepForced('weather'),
-    maxOutputTokens: 40,
+    maxOutputTokens: 60,
+    temperature: 0,
     maxRetries: 0,
     onError: ({ error }) => errors.push(error),
   });
@@ -111,12 +114,13 @@ test('streamText: a forced tool call streamed, its result in the next step', CAS
 
 test('generateObject with bounded integers', CASE, async () => {
   const { openai, sent } = aiProvider();
-  const Order = z.object({ item: z.string(), quantity: z.number().int().min(1).max(12), rush: z.boolean() });
+  const Order = z.object({ item: z.enum(['apples', 'pears', 'plums']), quantity: z.number().int().min(1).max(12), rush: z.boolean() });
   const { object } = await generateObject({
     model: openai.chat(CHAT_MODEL),
     schema: Order,
     prompt: 'Order some apples.',
-    maxOutputTokens: 80,
+    maxOutputTokens: 160,
+    temperature: 0,
     maxRetries: 0,
   });
   const format = sent[0].response_format;
@@ -133,7 +137,8 @@ test('generateText with Output.object: z.number().int() and its safe-integer bou
     model: openai.chat(CHAT_MODEL),
     output: Output.object({ schema: Count }),
     prompt: 'Count the stars.',
-    maxOutputTokens: 80,
+    maxOutputTokens: 160,
+    temperature: 0,
     maxRetries: 0,
   });
   assert.equal(sent[0].response_format.json_schema.schema.properties.total.minimum, Number.MIN_SAFE_INTEGER);
@@ -163,7 +168,8 @@ test('openai-compatible provider: a forced tool call, its result in the next ste
     prompt: 'Weather in Rome for two days?',
     tools: { weather },
     ...firstStepForced('weather'),
-    maxOutputTokens: 40,
+    maxOutputTokens: 60,
+    temperature: 0,
     maxRetries: 0,
   });
   assert.equal(calls.length, 1);
@@ -187,10 +193,12 @@ test('openai-compatible provider: streamText with usage', CASE, async () => {
 
 test('openai-compatible provider: generateObject with bounded integers', CASE, async () => {
   const { provider } = compatibleProvider();
-  const Plan = z.object({ task: z.string(), hours: z.number().int().min(1).max(8), steps: z.array(z.string()).max(3) });
+  const Plan = z.object({
+    task: z.string(), hours: z.number().int().min(1).max(8), steps: z.array(z.enum(['sand', 'prime', 'paint'])).max(3),
+  });
   const { object } = await generateObject({
     model: provider.chatModel(CHAT_MODEL), schema: Plan, prompt: 'Plan painting a fence.',
-    maxOutputTokens: 120, maxRetries: 0,
+    maxOutputTokens: 160, temperature: 0, maxRetries: 0,
   });
   const plan = Plan.parse(object);
   assert.ok(plan.hours >= 1 && plan.hours <= 8);

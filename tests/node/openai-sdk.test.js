@@ -21,6 +21,8 @@ const WEATHER_TOOL = {
 };
 
 // z.number().int() emits the ±(2^53 - 1) bounds; the second field has a small range of its own.
+// Cases whose output has a free-length part run at temperature 0, so a run is the same every time and
+// never cut short by max_tokens on an unlucky sample; what they assert holds at any temperature.
 const Review = z.object({
   title: z.string(),
   count: z.number().int(),
@@ -54,7 +56,7 @@ test('a forced tool call, its result sent back as a tool message', CASE, async (
   const { client, sent } = openaiClient();
   const messages = [{ role: 'user', content: 'What is the weather in Paris?' }];
   const first = await client.chat.completions.create({
-    model: CHAT_MODEL, messages, tools: [WEATHER_TOOL], max_tokens: 40,
+    model: CHAT_MODEL, messages, tools: [WEATHER_TOOL], max_tokens: 60, temperature: 0,
     tool_choice: { type: 'function', function: { name: 'get_weather' } },
   });
   const message = first.choices[0].message;
@@ -87,7 +89,8 @@ test('zodResponseFormat with integers and bounds, through chat.completions.parse
     model: CHAT_MODEL,
     messages: [{ role: 'user', content: 'Review a film: a title, how many times you saw it, a rating.' }],
     response_format: zodResponseFormat(Review, 'review'),
-    max_tokens: 120,
+    max_tokens: 200,
+    temperature: 0,
   });
   const schema = sent[0].response_format.json_schema.schema;
   assert.equal(schema.properties.count.maximum, Number.MAX_SAFE_INTEGER, 'zod emits the safe-integer bounds');
@@ -113,7 +116,8 @@ test('zodFunction with bounded integers, forced, parsed arguments', CASE, async 
     messages: [{ role: 'user', content: 'Turn the kitchen volume up.' }],
     tools: [zodFunction({ name: 'set_volume', parameters: SetVolume })],
     tool_choice: { type: 'function', function: { name: 'set_volume' } },
-    max_tokens: 60,
+    max_tokens: 80,
+    temperature: 0,
   });
   const call = completion.choices[0].message.tool_calls[0];
   assert.equal(call.function.name, 'set_volume');
@@ -159,7 +163,7 @@ test('the stream helper: a forced tool call streamed, then its result sent back'
   const { client, sent } = openaiClient();
   const messages = [{ role: 'user', content: 'Weather in Oslo?' }];
   const stream = client.chat.completions.stream({
-    model: CHAT_MODEL, messages, tools: [WEATHER_TOOL], max_tokens: 40,
+    model: CHAT_MODEL, messages, tools: [WEATHER_TOOL], max_tokens: 60, temperature: 0,
     tool_choice: { type: 'function', function: { name: 'get_weather' } },
   });
   const done = [];
@@ -183,7 +187,8 @@ test('the stream helper with zodResponseFormat parses the streamed object', CASE
     model: CHAT_MODEL,
     messages: [{ role: 'user', content: 'Review a book.' }],
     response_format: zodResponseFormat(Review, 'review'),
-    max_tokens: 120,
+    max_tokens: 200,
+    temperature: 0,
   });
   const final = await stream.finalChatCompletion();
   assertReview(final.choices[0].message.parsed);
