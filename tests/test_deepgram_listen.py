@@ -238,6 +238,8 @@ def _written(words: list[Any]) -> str:
     ("twenty twenty", "20 20"),
     ("hundred and thousand", "hundred and thousand"),
     ("someone won", "someone won"),
+    ("No one saw the one they love; one another", "No one saw the one they love; one another"),
+    ("one cat and the one hundred", "1 cat and the 100"),
 ])
 def test_numerals_written_as_digits(spoken: str, digits: str) -> None:
     words = _spoken(spoken)

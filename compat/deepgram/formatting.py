@@ -9,7 +9,8 @@ socket alike, in that order:
 * ``dictation=true`` with punctuation on turns spoken commands ("comma", "period", "new line", …) into
   the marks they name; without punctuation it has no effect, as with Deepgram.
 * ``numerals=true`` writes spelled-out cardinal numbers as digits ("twenty five" → ``25``,
-  "one hundred and three" → ``103``, "three point five" → ``3.5``, "four one five" → ``415``).
+  "one hundred and three" → ``103``, "three point five" → ``3.5``, "four one five" → ``415``; "no one"
+  and "the one" stay words).
 * ``profanity_filter=true`` masks a list of profanities as Deepgram does: the first letter, then one
   asterisk per remaining letter.
 
@@ -250,7 +251,7 @@ def to_numerals(words: Sequence[Word]) -> list[Word]:
     i = 0
     while i < len(words):
         end, text = _read_number(words, i)
-        if end == i:
+        if end == i or (end == i + 1 and _pronoun_one(words, i)):
             out.append(words[i])
             i += 1
             continue
@@ -263,6 +264,18 @@ def to_numerals(words: Sequence[Word]) -> list[Word]:
         out.append(_merged(words[i:end], text))
         i = end
     return out
+
+
+_ONE_AFTER = frozenset({"no", "any", "every", "some", "each", "which", "this", "that", "the", "a", "little"})
+
+
+def _pronoun_one(words: Sequence[Word], i: int) -> bool:
+    """"no one", "the one", "one another": ``one`` as a word, not a number."""
+    if words[i].word != "one":
+        return False
+    before = words[i - 1].word if i and not _trail(_written(words[i - 1])) else None
+    after = words[i + 1].word if i + 1 < len(words) and not _trail(_written(words[i])) else None
+    return before in _ONE_AFTER or after == "another"
 
 
 def _single_digit_word(word: Word) -> bool:
