@@ -9,7 +9,6 @@ is imported, and :func:`no_network` fails a test that tries to reach any host bu
 from __future__ import annotations
 
 import os
-import socket
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # tests/: the shared fixtures and helpers
 
-from recording import RecordingProxy
+from recording import RecordingProxy, install_network_guard, new_network_attempts
 from tiktoken_cache import prime_tiktoken_cache
 
 _TIKTOKEN = Path(tempfile.mkdtemp(prefix="syn4pse-tiktoken-"))
@@ -40,38 +39,15 @@ for _name in ("OPENAI_BASE_URL", "OPENAI_API_BASE", "OPENAI_ORG_ID", "OPENAI_PRO
               "LANGSMITH_API_KEY"):
     os.environ.pop(_name, None)
 
-_LOCAL = ("127.0.0.1", "::1", "localhost")
-_attempts: list[str] = []
-_connect = socket.socket.connect
-_getaddrinfo = socket.getaddrinfo
-
-
-def _guarded_connect(self: socket.socket, address: Any) -> None:
-    host = address[0] if isinstance(address, tuple) else address
-    if self.family in (socket.AF_INET, socket.AF_INET6) and host not in _LOCAL:
-        _attempts.append(f"connect {address}")
-        raise OSError(f"the framework tests reach no host but 127.0.0.1 (tried {address})")
-    _connect(self, address)
-
-
-def _guarded_getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
-    name = host.decode() if isinstance(host, bytes) else host
-    if name is not None and name not in _LOCAL:
-        _attempts.append(f"resolve {name}")
-        raise socket.gaierror(socket.EAI_NONAME, f"the framework tests resolve no host but 127.0.0.1 ({name})")
-    return _getaddrinfo(host, *args, **kwargs)
-
-
-socket.socket.connect = _guarded_connect  # type: ignore[method-assign]
-socket.getaddrinfo = _guarded_getaddrinfo
+install_network_guard()
 
 
 @pytest.fixture(autouse=True)
 def no_network() -> Iterator[None]:
-    """Fail the test if anything in it tried to reach a host other than 127.0.0.1."""
-    before = len(_attempts)
+    """Fail the test if anything tried to reach a host other than 127.0.0.1 since the last test checked,
+    imports included (those are laid at the first test's door)."""
     yield
-    assert _attempts[before:] == [], "a framework tried to reach the network"
+    assert new_network_attempts() == [], "a framework tried to reach the network"
 
 
 @pytest.fixture(scope="session")

@@ -1,15 +1,60 @@
-"""A pass-through to the gateway that keeps what each framework sent, for tests to read afterwards."""
+"""What the framework tests see of the traffic: a pass-through to the gateway that keeps what each framework
+sent, and a guard that refuses any host but 127.0.0.1."""
 
 from __future__ import annotations
 
 import http.server
 import json
+import socket
 import threading
 from typing import Any
 
 import httpx
 
-__all__ = ["RecordingProxy", "tool_result_reached_next_request"]
+__all__ = ["RecordingProxy", "install_network_guard", "new_network_attempts", "tool_result_reached_next_request"]
+
+_LOCAL = ("127.0.0.1", "::1", "localhost")
+_attempts: list[str] = []
+_connect = socket.socket.connect
+_getaddrinfo = socket.getaddrinfo
+
+
+def _guarded_connect(self: socket.socket, address: Any) -> None:
+    host = address[0] if isinstance(address, tuple) else address
+    if self.family in (socket.AF_INET, socket.AF_INET6) and host not in _LOCAL:
+        _attempts.append(f"connect {address}")
+        raise OSError(f"the framework tests reach no host but 127.0.0.1 (tried {address})")
+    _connect(self, address)
+
+
+def _guarded_getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+    name = host.decode() if isinstance(host, bytes) else host
+    if name is not None and name not in _LOCAL:
+        _attempts.append(f"resolve {name}")
+        raise socket.gaierror(socket.EAI_NONAME, f"the framework tests resolve no host but 127.0.0.1 ({name})")
+    return _getaddrinfo(host, *args, **kwargs)
+
+
+
+
+_reported = 0
+
+
+def install_network_guard() -> None:
+    """Refuse, and note, every connection to and every name lookup of a host other than 127.0.0.1."""
+    socket.socket.connect = _guarded_connect  # type: ignore[method-assign]
+    socket.getaddrinfo = _guarded_getaddrinfo
+
+
+_reported = 0
+
+
+def new_network_attempts() -> list[str]:
+    """The attempts made since the last call."""
+    global _reported
+    new, _reported = _attempts[_reported:], len(_attempts)
+    return new
+
 
 _HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "host", "accept-encoding"}
 
