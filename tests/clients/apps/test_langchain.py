@@ -48,6 +48,23 @@ def test_bind_tools_loop(proxy: RecordingProxy, base_url: str) -> None:
     tool_result_reached_next_request(proxy, since, "station 4410")
 
 
+def test_streamed_tool_call_sent_back(proxy: RecordingProxy, base_url: str) -> None:
+    calls: list[str] = []
+    get_weather = _weather_tool(calls, "station 2287")
+    llm = _llm(base_url, streaming=True)
+    messages: list[BaseMessage] = [HumanMessage("What is the weather in Cork?")]
+    since = len(proxy.requests)
+    gathered: Any = None
+    for chunk in llm.bind_tools([get_weather], tool_choice="get_weather").stream(messages):
+        gathered = chunk if gathered is None else gathered + chunk
+    assert gathered is not None and gathered.tool_calls
+    messages.append(gathered)  # the chunks added up, as LangChain's streaming guide keeps them
+    messages.extend(get_weather.invoke(call) for call in gathered.tool_calls)
+    final = llm.invoke(messages)
+    assert calls and isinstance(final, AIMessage) and final.content
+    tool_result_reached_next_request(proxy, since, "station 2287")
+
+
 class Invoice(BaseModel):
     """An invoice read from text."""
 

@@ -59,6 +59,25 @@ def test_tool_loop_as_the_docs_show(proxy: RecordingProxy, base_url: str) -> Non
     assert sent["messages"][1]["tool_calls"][0]["id"] == tool_calls[0].id
 
 
+def test_streamed_tool_call_rebuilt_and_appended(proxy: RecordingProxy, base_url: str) -> None:
+    common: dict[str, Any] = {"model": "openai/gpt-4o-mini", "api_base": base_url, "api_key": "sk-test",
+                              "max_tokens": 60, "temperature": 0}
+    messages: list[Any] = [{"role": "user", "content": "What's the weather like in Denver?"}]
+    since = len(proxy.requests)
+    chunks = list(litellm.completion(messages=messages, tools=[WEATHER_TOOL], tool_choice="required", stream=True,
+                                     **common))
+    rebuilt = litellm.stream_chunk_builder(chunks, messages=messages)
+    message = rebuilt.choices[0].message
+    assert message.tool_calls and message.tool_calls[0].function.name == "get_current_weather"
+    assert isinstance(json.loads(message.tool_calls[0].function.arguments)["location"], str)
+    messages.append(message)
+    messages.append({"tool_call_id": message.tool_calls[0].id, "role": "tool", "name": "get_current_weather",
+                     "content": "Clear sky, 18 degrees (gauge 7405)."})
+    second = litellm.completion(messages=messages, **common)
+    assert second.choices[0].message.content
+    tool_result_reached_next_request(proxy, since, "gauge 7405")
+
+
 def _cosine(a: list[float], b: list[float]) -> float:
     return sum(x * y for x, y in zip(a, b, strict=True)) / math.sqrt(sum(x * x for x in a) * sum(y * y for y in b))
 
