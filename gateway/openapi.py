@@ -92,6 +92,10 @@ class ListenQuery(msgspec.Struct, kw_only=True):
     channels: Annotated[int, msgspec.Meta(ge=1, le=32)] = 1
     tag: list[str] | UnsetType = UNSET
     extra: list[Annotated[str, msgspec.Meta(pattern=r"^[^:]+:")]] | UnsetType = UNSET
+    filler_words: bool = False
+    dictation: bool = False
+    numerals: bool = False
+    profanity_filter: bool = False
 
 
 class SpeakQuery(msgspec.Struct, kw_only=True):
