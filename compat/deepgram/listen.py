@@ -48,6 +48,7 @@ __all__ = [
     "model_info",
     "paragraphs_of",
     "parse_listen_query",
+    "screen_features",
     "transcript_of",
     "utterances_of",
     "whisper_language",
@@ -252,14 +253,16 @@ def _extra(values: Sequence[str]) -> dict[str, str]:
     return extra
 
 
-def _screen(query: Mapping[str, Sequence[str]], policy: ParamPolicy) -> None:
-    """Apply the policy to every parameter outside the supported and ignored sets."""
+def screen_features(query: Mapping[str, Sequence[str]], policy: ParamPolicy, accepted: frozenset[str],
+                    toggles: Mapping[str, str]) -> None:
+    """Apply the policy to every parameter outside ``accepted``: a feature turned off is fine, one turned
+    on that is not available here (``toggles``: name → why) goes to the policy, an unknown name too."""
     for name, values in query.items():
-        if name in _SUPPORTED or name in _IGNORED:
+        if name in accepted:
             continue
-        if name in UNAVAILABLE_TOGGLES:
+        if name in toggles:
             if flag(query, name):
-                policy.unsupported(name, UNAVAILABLE_TOGGLES[name])
+                policy.unsupported(name, toggles[name])
         elif name in UNAVAILABLE_VALUED:
             if any(v.strip().lower() != "false" for v in values):
                 policy.unsupported(name, UNAVAILABLE_VALUED[name])
@@ -268,6 +271,10 @@ def _screen(query: Mapping[str, Sequence[str]], policy: ParamPolicy) -> None:
                 policy.unsupported(name, "one alternative is returned")
         else:
             policy.unknown(name)
+
+
+def _screen(query: Mapping[str, Sequence[str]], policy: ParamPolicy) -> None:
+    screen_features(query, policy, _SUPPORTED | _IGNORED, UNAVAILABLE_TOGGLES)
 
 
 def parse_listen_query(query: Mapping[str, Sequence[str]], policy: ParamPolicy, *,

@@ -17,10 +17,10 @@ from compat.deepgram.common import ModelInfo, flag, number, one
 from compat.deepgram.formatting import FORMATTING_FLAGS, Formatting, formatting_of
 from compat.deepgram.listen import (
     UNAVAILABLE_TOGGLES,
-    UNAVAILABLE_VALUED,
     Channel,
     ListenMetadata,
     alternative,
+    screen_features,
     whisper_language,
 )
 from compat.wire import ParamPolicy
@@ -79,21 +79,7 @@ def _hints(query: Mapping[str, Sequence[str]]) -> str | None:
 
 
 def _screen(query: Mapping[str, Sequence[str]], policy: ParamPolicy) -> None:
-    """A feature turned off is fine; one turned on that is not available here goes to the policy."""
-    for name, values in query.items():
-        if name in _ACCEPTED:
-            continue
-        if name in _TOGGLES:
-            if flag(query, name):
-                policy.unsupported(name, _TOGGLES[name])
-        elif name in UNAVAILABLE_VALUED:
-            if any(v.strip().lower() != "false" for v in values):
-                policy.unsupported(name, UNAVAILABLE_VALUED[name])
-        elif name == "alternatives":
-            if number(query, name, 1, low=1, high=10) > 1:
-                policy.unsupported(name, "one alternative is returned")
-        else:
-            policy.unknown(name)
+    screen_features(query, policy, _ACCEPTED, _TOGGLES)
 
 
 def parse_live_query(query: Mapping[str, Sequence[str]], policy: ParamPolicy) -> LiveParams:
