@@ -12,11 +12,12 @@ from typing import Any
 import aiohttp
 import numpy as np
 import pytest
-from conftest import SPOKEN, RecordingProxy, similarity, tool_message_after, transcribe_pcm
+from conftest import SPOKEN, similarity, transcribe_pcm
 from livekit import rtc
 from livekit.agents import llm, stt, tts
 from livekit.agents.llm import function_tool
 from livekit.plugins import deepgram, openai
+from recording import RecordingProxy, tool_result_reached_next_request
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -150,11 +151,11 @@ def test_openai_llm_with_a_forced_tool(gateway: Any, proxy: RecordingProxy) -> N
                     text += chunk.delta.content
         return text
 
-    since = len(proxy.chats)
+    since = len(proxy.requests)
     text = asyncio.run(asyncio.wait_for(run(), 150))
     assert len(ran) == 1
-    chats = proxy.chats[since:]
+    chats = proxy.chat_bodies(since)
     assert chats[0]["tool_choice"] == {"type": "function", "function": {"name": "get_weather"}}
-    follow_up = tool_message_after(chats, "sunny-and-19C")
+    follow_up = tool_result_reached_next_request(proxy, since, "sunny-and-19C")
     assert follow_up["tool_choice"] == "none"
     assert text.strip()

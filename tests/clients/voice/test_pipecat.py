@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import SPOKEN, RecordingProxy, similarity, tool_message_after, transcribe_pcm
+from conftest import SPOKEN, similarity, transcribe_pcm
 from pipecat.adapters.llm.schemas.function_schema import FunctionSchema
 from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
 from pipecat.frames.frames import (
@@ -37,6 +37,7 @@ from pipecat.services.llm_service import FunctionCallParams
 from pipecat.services.openai.llm import OpenAILLMService
 from pipecat.services.openai.tts import OpenAITTSService
 from pipecat.workers.runner import WorkerRunner
+from recording import RecordingProxy, tool_result_reached_next_request
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -159,13 +160,13 @@ def test_openai_llm_forced_tool_call_and_its_result(gateway: Any, proxy: Recordi
                          tools=ToolsSchema(standard_tools=[weather]),
                          tool_choice={"type": "function", "function": {"name": "get_weather"}})
     pair = LLMContextAggregatorPair(context)
-    since = len(proxy.chats)
+    since = len(proxy.requests)
     tap = _Tap(lambda fs: sum(isinstance(f, LLMFullResponseEndFrame) for f in fs) >= 2)
     asyncio.run(_run([pair.user(), llm, tap, pair.assistant()], [LLMRunFrame()], tap))
     assert len(calls) == 1 and isinstance(calls[0].get("city"), str)
-    chats = proxy.chats[since:]
+    chats = proxy.chat_bodies(since)
     assert chats[0]["tool_choice"] == {"type": "function", "function": {"name": "get_weather"}}
-    follow_up = tool_message_after(chats, "sunny-and-19C")
+    follow_up = tool_result_reached_next_request(proxy, since, "sunny-and-19C")
     assert any(m.get("tool_calls") for m in follow_up["messages"] if m["role"] == "assistant")
     assert context.get_messages()[-1]["role"] == "assistant"
 
