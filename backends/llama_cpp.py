@@ -64,6 +64,8 @@ COPY_MIN_TOKENS = 64
 """Copy another slot's cache only when it saves reading at least this many prompt tokens."""
 CHECK_ATTEMPTS = 4
 """Samples of one choice, at most, when its schema has keywords only the check after generation holds."""
+RETRY_TEMPERATURE = 1.0
+"""The temperature a greedy (temperature 0) choice is sampled again at, after failing its check."""
 
 
 class Options(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -814,7 +816,11 @@ class _Engine:
             group.emit(_Retry(seq.index))
             group.remaining += 1
             seed = None if seq.seed is None else (seq.seed + 7919 * (seq.attempt + 1)) & 0xFFFFFFFF
-            self.waiting.insert(0, _Sequence(prompt=seq.prompt, group=group, index=seq.index, seed=seed,
+            prompt = seq.prompt
+            if prompt.sampling.temperature <= 0:  # greedy would only repeat the sample
+                prompt = dataclasses.replace(prompt, sampling=dataclasses.replace(prompt.sampling,
+                                                                                  temperature=RETRY_TEMPERATURE))
+            self.waiting.insert(0, _Sequence(prompt=prompt, group=group, index=seq.index, seed=seed,
                                              attempt=seq.attempt + 1))
         elif check.held:
             group.emit(InvalidRequest(
