@@ -7,11 +7,14 @@ import http.server
 import json
 import socket
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import pytest
 
-__all__ = ["RecordingProxy", "install_network_guard", "new_network_attempts", "tool_result_reached_next_request"]
+__all__ = ["RecordingProxy", "install_network_guard", "new_network_attempts", "no_network", "proxy",
+           "tool_result_reached_next_request"]
 
 _LOCAL = ("127.0.0.1", "::1", "localhost")
 _attempts: list[str] = []
@@ -119,3 +122,22 @@ def tool_result_reached_next_request(proxy: RecordingProxy, since: int, result_t
             if message.get("role") == "tool" and result_text in json.dumps(message.get("content")):
                 return body
     raise AssertionError(f"no request after the call carried the tool's result {result_text!r}")
+
+
+# Fixtures for a client group's conftest.py to import (``from recording import no_network, proxy``).
+
+
+@pytest.fixture(autouse=True)
+def no_network() -> Iterator[None]:
+    """Fail the test if anything tried to reach a host other than 127.0.0.1 since the last test checked,
+    imports included (those are laid at the first test's door)."""
+    yield
+    assert new_network_attempts() == [], "a framework tried to reach the network"
+
+
+@pytest.fixture(scope="session")
+def proxy(gateway: Any) -> Iterator[RecordingProxy]:
+    """One recording pass-through to the session's gateway."""
+    p = RecordingProxy(gateway.url)
+    yield p
+    p.close()

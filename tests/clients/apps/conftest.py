@@ -11,15 +11,13 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # tests/: the shared fixtures and helpers
 
-from recording import RecordingProxy, install_network_guard, new_network_attempts
+from recording import RecordingProxy, install_network_guard, no_network, proxy  # noqa: F401 (fixtures)
 from tiktoken_cache import prime_tiktoken_cache
 
 _TIKTOKEN = Path(tempfile.mkdtemp(prefix="syn4pse-tiktoken-"))
@@ -42,22 +40,7 @@ for _name in ("OPENAI_BASE_URL", "OPENAI_API_BASE", "OPENAI_ORG_ID", "OPENAI_PRO
 install_network_guard()
 
 
-@pytest.fixture(autouse=True)
-def no_network() -> Iterator[None]:
-    """Fail the test if anything tried to reach a host other than 127.0.0.1 since the last test checked,
-    imports included (those are laid at the first test's door)."""
-    yield
-    assert new_network_attempts() == [], "a framework tried to reach the network"
-
-
 @pytest.fixture(scope="session")
-def proxy(gateway: Any) -> Iterator[RecordingProxy]:
-    p = RecordingProxy(gateway.url)
-    yield p
-    p.close()
-
-
-@pytest.fixture(scope="session")
-def base_url(proxy: RecordingProxy) -> str:
+def base_url(proxy: RecordingProxy) -> str:  # noqa: F811 (the imported fixture, requested)
     """What each framework is given instead of OpenAI's address."""
     return proxy.url + "/v1"

@@ -13,7 +13,6 @@ import os
 import re
 import sys
 import wave
-from collections.abc import Iterator
 from difflib import SequenceMatcher
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # tests/: the gateway fixture and helpers
 
-from recording import RecordingProxy, install_network_guard, new_network_attempts
+from recording import RecordingProxy, install_network_guard, no_network, proxy  # noqa: F401 (fixtures)
 
 os.environ.update({
     "OPENAI_API_KEY": "sk-test",
@@ -37,20 +36,6 @@ for _name in ("OPENAI_BASE_URL", "OPENAI_API_BASE", "LIVEKIT_URL", "LIVEKIT_API_
     os.environ.pop(_name, None)
 
 install_network_guard()
-
-
-@pytest.fixture(autouse=True)
-def no_network() -> Iterator[None]:
-    new_network_attempts()
-    yield
-    assert new_network_attempts() == [], "a framework tried to reach the network"
-
-
-@pytest.fixture(scope="session")
-def proxy(gateway: Any) -> Iterator[RecordingProxy]:
-    p = RecordingProxy(gateway.url)
-    yield p
-    p.close()
 
 
 SPOKEN = "The morning was cold and bright. A small boat moved across the calm water."
