@@ -143,6 +143,22 @@ def test_drop_policy_answers_and_reports_what_it_dropped(dropping: Gateway) -> N
     assert "dropped unsupported parameters" in dropping.log()
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_dropped_names_of_any_text_stay_one_header(dropping: Gateway, stream: bool) -> None:
+    """Names a client chooses (non-ASCII, a line break, a comma) are percent-encoded in the header; more
+    such requests than the model has slots all succeed, so none of them kept a slot."""
+    hostile = {"ключ": 1, "a\nx-evil: 1": 2, "b,c": 3, "100%": 4}
+    for _ in range(6):
+        response = httpx.post(f"{dropping.url}/v1/chat/completions", timeout=120, json={
+            "model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2,
+            "stream": stream, **hostile})
+        assert response.status_code == 200, response.text
+        assert "x-evil" not in response.headers
+        dropped = {p.strip() for p in response.headers["x-syn4pse-dropped-params"].split(",")}
+        assert dropped == {"%D0%BA%D0%BB%D1%8E%D1%87", "a%0Ax-evil:%201", "b%2Cc", "100%25"}
+    assert dropping.alive()
+
+
 def test_drop_policy_still_validates_values(dropping: Gateway) -> None:
     with pytest.raises(openai.BadRequestError):
         dropping.openai().chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import urllib.parse
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any, TypeVar
 
@@ -78,7 +79,14 @@ def dropped_headers(request: Request[Any, Any, Any], policy: ParamPolicy) -> dic
         return {}
     log.warning("%s %s: dropped unsupported parameters: %s", request.method, request.url.path,
                 ", ".join(policy.dropped))
-    return {DROPPED_HEADER: ", ".join(policy.dropped)}
+    return {DROPPED_HEADER: ", ".join(header_safe(name) for name in policy.dropped)}
+
+
+def header_safe(name: str) -> str:
+    """A client-chosen name as header text: printable ASCII stays as it is; anything else (non-ASCII,
+    control characters, the list's own comma, ``%``) is percent-encoded as UTF-8, so no name can break
+    the response (a header must be Latin-1 without line breaks) or forge another list entry."""
+    return urllib.parse.quote(name, safe="!#$&'()*+-./:;<=>?@[]^_`{|}~")
 
 
 def json_response(payload: Any, headers: dict[str, str] | None = None, status: int = 200) -> Response[bytes]:
