@@ -36,8 +36,8 @@ class OutputCheck:
     replies then wait for it before they are sent, and are resampled when they fail."""
     validator: SchemaValidator | None = None
     """For a plain JSON reply (json_schema, json_object, a named tool's arguments)."""
-    calls: dict[str, tuple[SchemaValidator, str]] = field(default_factory=dict)
-    """For a wrapped call ``{"name": ..., "arguments": ...}``: each tool's validator and field."""
+    calls: dict[str, SchemaValidator] = field(default_factory=dict)
+    """For a wrapped call ``{"name": ..., "arguments": ...}``: each tool's validator."""
 
     def problem(self, text: str) -> str | None:
         """Why ``text`` is not a valid reply, or None."""
@@ -49,8 +49,7 @@ class OutputCheck:
             return self.validator.problem(value)
         if not isinstance(value, dict) or set(value) != {"name", "arguments"} or value["name"] not in self.calls:
             return "not a call of one of the tools"
-        validator, _ = self.calls[value["name"]]
-        found = validator.problem(value["arguments"])
+        found = self.calls[value["name"]].problem(value["arguments"])
         return None if found is None else f"arguments of {value['name']}: {found}"
 
 
@@ -62,13 +61,9 @@ class HeldOutput:
     check: OutputCheck
 
 
-def _prepare(schema: Any, param: str) -> Any:
-    return normalise(schema, param)
-
-
 def json_grammar(schema: dict[str, Any] | None, param: str = "response_format") -> HeldOutput:
     """Any JSON object when ``schema`` is None; else JSON valid against ``schema``."""
-    clean = _prepare({"type": "object"} if schema is None else schema, param)
+    clean = normalise({"type": "object"} if schema is None else schema, param)
     rules = RuleSet()
     converter = Converter(rules, param)
     root = converter.convert(clean, "value")
@@ -90,14 +85,14 @@ def tool_call_grammar(tools: tuple[ToolSpec, ...], param: str = "tools") -> Held
     rules = RuleSet()
     choices = []
     held: list[str] = []
-    calls: dict[str, tuple[SchemaValidator, str]] = {}
+    calls: dict[str, SchemaValidator] = {}
     for i, tool in enumerate(tools):
         where = f"{param}[{i}].function.parameters"
-        clean = _prepare(tool.parameters or _EMPTY_PARAMETERS, where)
+        clean = normalise(tool.parameters or _EMPTY_PARAMETERS, where)
         converter = Converter(rules, where)
         args = converter.convert(clean, f"tool{i}-arguments")
         held.extend(f"{where} {h}" for h in converter.held)
-        calls[tool.name] = (SchemaValidator(clean), where)
+        calls[tool.name] = SchemaValidator(clean)
         choices.append(f'{literal(tool_call_prefix(tool.name))} {args} "}}"')
     if not choices:
         raise InvalidRequest("No tools to call.", param=param)

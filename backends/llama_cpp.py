@@ -785,7 +785,8 @@ class _Engine:
         if finish and seq.prompt.check is not None and self._failed_check(seq, text, finish):
             return
         if text or finish:
-            seq.produced.append(text)
+            if seq.prompt.check is not None:
+                seq.produced.append(text)
             logprobs = tuple(seq.logprobs)
             seq.logprobs.clear()
             seq.group.emit(GenerationChunk(text=text, finish_reason=finish, prompt_tokens=seq.prompt.n_tokens,
