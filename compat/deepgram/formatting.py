@@ -32,7 +32,7 @@ from compat.deepgram.common import flag
 if TYPE_CHECKING:
     from compat.deepgram.listen import Word
 
-__all__ = ["FORMATTING_FLAGS", "Formatting", "apply_formatting", "formatting_of", "to_numerals"]
+__all__ = ["FORMATTING_FLAGS", "Formatting", "apply_formatting", "formatting_of", "to_numerals", "written_form"]
 
 FORMATTING_FLAGS = ("filler_words", "dictation", "numerals", "profanity_filter")
 """The query parameters :func:`formatting_of` reads."""
@@ -57,7 +57,8 @@ _TRAIL = re.compile(r"[^\w']+$")
 _TERMINAL = ".?!"
 
 
-def _written(word: Word) -> str:
+def written_form(word: Word) -> str:
+    """The word as the transcript shows it: punctuated when punctuation is on."""
     return word.punctuated_word if word.punctuated_word is not None else word.word
 
 
@@ -99,12 +100,12 @@ def _drop_fillers(words: Sequence[Word]) -> list[Word]:
     capitalise = False
     for w in words:
         if w.word in _FILLERS:
-            trail = _trail(_written(w)).strip()
+            trail = _trail(written_form(w)).strip()
             if out and trail and trail[-1] in _TERMINAL and out[-1].punctuated_word is not None:
                 # "…so, um." : the sentence end moves to the word before
                 prev = out[-1]
                 out[-1] = _with_punctuated(prev, _TRAIL.sub("", prev.punctuated_word or "") + trail[-1])
-            written = _written(w)
+            written = written_form(w)
             capitalise = capitalise or (w.punctuated_word is not None and written[:1].isupper())
             continue
         if capitalise and w.punctuated_word is not None:
@@ -160,7 +161,7 @@ def _dictate(words: Sequence[Word]) -> list[Word]:
             out.append(w)
             continue
         n, symbol = found
-        engine_broke = any(c in _TERMINAL for c in _trail(_written(words[i + n - 1])))
+        engine_broke = any(c in _TERMINAL for c in _trail(written_form(words[i + n - 1])))
         i += n
         if not out:
             continue  # nothing to attach the mark to
@@ -257,8 +258,8 @@ def to_numerals(words: Sequence[Word]) -> list[Word]:
             continue
         if end == i + 1 and _single_digit_word(words[i]):
             # single digits said one by one ("four one five") are one digit string
-            while (not _trail(_written(words[end - 1])) and end < len(words) and _single_digit_word(words[end])
-                   and not _lead(_written(words[end])) and _read_number(words, end)[0] == end + 1):
+            while (not _trail(written_form(words[end - 1])) and end < len(words) and _single_digit_word(words[end])
+                   and not _lead(written_form(words[end])) and _read_number(words, end)[0] == end + 1):
                 text += str(_UNITS[words[end].word])
                 end += 1
         out.append(_merged(words[i:end], text))
@@ -273,8 +274,8 @@ def _pronoun_one(words: Sequence[Word], i: int) -> bool:
     """"no one", "the one", "one another": ``one`` as a word, not a number."""
     if words[i].word != "one":
         return False
-    before = words[i - 1].word if i and not _trail(_written(words[i - 1])) else None
-    after = words[i + 1].word if i + 1 < len(words) and not _trail(_written(words[i])) else None
+    before = words[i - 1].word if i and not _trail(written_form(words[i - 1])) else None
+    after = words[i + 1].word if i + 1 < len(words) and not _trail(written_form(words[i])) else None
     return before in _ONE_AFTER or after == "another"
 
 
@@ -294,11 +295,11 @@ def _read_number(words: Sequence[Word], i: int) -> tuple[int, str]:
     end = j = i
     while j < len(words):
         w = words[j]
-        if j > i and _lead(_written(w)):
+        if j > i and _lead(written_form(w)):
             break
         if w.word == "and":
             following = _tokens(words[j + 1].word) if j + 1 < len(words) else None
-            if (cardinal.can_take_and() and not _trail(_written(w)) and following
+            if (cardinal.can_take_and() and not _trail(written_form(w)) and following
                     and following[0] in {**_UNITS, **_TENS} and _continued(cardinal, following) is not None):
                 j += 1
                 continue
@@ -309,19 +310,19 @@ def _read_number(words: Sequence[Word], i: int) -> tuple[int, str]:
             break
         cardinal = taken
         j = end = j + 1
-        if _trail(_written(w)):
+        if _trail(written_form(w)):
             break
     if end == i:
         return i, ""
     text = str(cardinal.value)
     # "three point one four"
-    if end + 1 < len(words) and words[end].word == "point" and not _trail(_written(words[end - 1])):
+    if end + 1 < len(words) and words[end].word == "point" and not _trail(written_form(words[end - 1])):
         digits = ""
         k = end + 1
         while k < len(words) and _single_digit_word(words[k]):
             digits += str(_UNITS[words[k].word])
             k += 1
-            if _trail(_written(words[k - 1])):
+            if _trail(written_form(words[k - 1])):
                 break
         if digits:
             return k, f"{text}.{digits}"
@@ -332,7 +333,7 @@ def _merged(span: Sequence[Word], text: str) -> Word:
     first, last = span[0], span[-1]
     punctuated = None
     if first.punctuated_word is not None:
-        punctuated = _lead(_written(first)) + text + _trail(_written(last))
+        punctuated = _lead(written_form(first)) + text + _trail(written_form(last))
     return msgspec.structs.replace(first, word=text, end=last.end, punctuated_word=punctuated,
                                    confidence=min(w.confidence for w in span))
 

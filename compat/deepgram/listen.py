@@ -23,7 +23,7 @@ from backends.audio import ENCODINGS
 from backends.errors import InvalidRequest
 from backends.types import TranscriptionInfo, TranscriptWord
 from compat.deepgram.common import ModelInfo, flag, model_uuid, number, one
-from compat.deepgram.formatting import Formatting, apply_formatting, formatting_of
+from compat.deepgram.formatting import Formatting, apply_formatting, formatting_of, written_form
 from compat.wire import ParamPolicy
 
 __all__ = [
@@ -364,16 +364,12 @@ def words_json(words: Sequence[TranscriptWord], punctuate: bool, *, offset: floa
     return out
 
 
-def _written(word: Word) -> str:
-    return word.punctuated_word if word.punctuated_word is not None else word.word
-
-
 def transcript_of(words: Sequence[Word]) -> str:
     """The words joined by spaces (none after a dictated line break): punctuated when they carry
     ``punctuated_word``."""
     text = ""
     for w in words:
-        text += _written(w) if not text or text.endswith("\n") else " " + _written(w)
+        text += written_form(w) if not text or text.endswith("\n") else " " + written_form(w)
     return text
 
 
@@ -387,7 +383,7 @@ def paragraphs_of(words: Sequence[Word]) -> Paragraphs:
     current: list[Word] = []
     for w in words:
         current.append(w)
-        if _SENTENCE_END.search(_written(w)):
+        if _SENTENCE_END.search(written_form(w)):
             sentences.append(current)
             current = []
     if current:
