@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # tests/: the gateway fixture and helpers
@@ -70,3 +71,13 @@ def transcribe_pcm(gateway: Any, pcm: bytes, rate: int) -> str:
         w.writeframes(pcm)
     result = gateway.openai().audio.transcriptions.create(model="whisper-1", file=("speech.wav", buffer.getvalue()))
     return str(result.text)
+
+
+def check_speech(gateway: Any, pcm: bytes, rate: int, text: str) -> None:
+    """16-bit mono PCM a framework produced is speech of a sensible length that transcribes back to ``text``."""
+    samples = np.frombuffer(pcm, dtype="<i2")
+    seconds = len(samples) / rate
+    assert 1.0 < seconds < 8.0, seconds
+    assert np.sqrt(np.mean(samples.astype(np.float64) ** 2)) > 300  # speech, not silence
+    heard = transcribe_pcm(gateway, pcm, rate)
+    assert similarity(text, heard) > 0.8, heard

@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 import numpy as np
 import pytest
-from conftest import SPOKEN, similarity, transcribe_pcm
+from conftest import SPOKEN, check_speech, similarity
 from livekit import rtc
 from livekit.agents import llm, stt, tts
 from livekit.agents.llm import function_tool
@@ -81,15 +81,6 @@ async def _collect(stream: AsyncIterator[tts.SynthesizedAudio]) -> tuple[bytes, 
     return b"".join(bytes(f.data) for f in frames), rates.pop()
 
 
-def _check_speech(gateway: Any, pcm: bytes, rate: int) -> None:
-    samples = np.frombuffer(pcm, dtype="<i2")
-    seconds = len(samples) / rate
-    assert 1.0 < seconds < 8.0, seconds
-    assert np.sqrt(np.mean(samples.astype(np.float64) ** 2)) > 300  # speech, not silence
-    heard = transcribe_pcm(gateway, pcm, rate)
-    assert similarity(SENTENCE, heard) > 0.8, heard
-
-
 def test_openai_tts(gateway: Any) -> None:
     async def run() -> tuple[bytes, int]:
         voice = openai.TTS(base_url=f"{gateway.url}/v1", api_key="sk-test", voice="alloy")  # gpt-4o-mini-tts
@@ -98,7 +89,7 @@ def test_openai_tts(gateway: Any) -> None:
 
     pcm, rate = asyncio.run(asyncio.wait_for(run(), 120))
     assert rate == 24000
-    _check_speech(gateway, pcm, rate)
+    check_speech(gateway, pcm, rate, SENTENCE)
 
 
 def test_deepgram_tts(gateway: Any) -> None:
@@ -111,7 +102,7 @@ def test_deepgram_tts(gateway: Any) -> None:
 
     pcm, rate = asyncio.run(asyncio.wait_for(run(), 120))
     assert rate == 24000
-    _check_speech(gateway, pcm, rate)
+    check_speech(gateway, pcm, rate, SENTENCE)
 
 
 def test_openai_llm_with_a_forced_tool(gateway: Any, proxy: RecordingProxy) -> None:

@@ -8,9 +8,8 @@ import contextlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import numpy as np
 import pytest
-from conftest import SPOKEN, similarity, transcribe_pcm
+from conftest import SPOKEN, check_speech, similarity
 from pipecat.adapters.llm.schemas.function_schema import FunctionSchema
 from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
 from pipecat.frames.frames import (
@@ -179,15 +178,6 @@ def _audio_of(frames: list[Frame]) -> tuple[bytes, int]:
     return b"".join(f.audio for f in audio), rates.pop()
 
 
-def _check_speech(gateway: Any, pcm: bytes, rate: int, text: str) -> None:
-    samples = np.frombuffer(pcm, dtype="<i2")
-    seconds = len(samples) / rate
-    assert 1.0 < seconds < 8.0, seconds
-    assert np.sqrt(np.mean(samples.astype(np.float64) ** 2)) > 300  # speech, not silence
-    heard = transcribe_pcm(gateway, pcm, rate)
-    assert similarity(text, heard) > 0.8, heard
-
-
 SENTENCE = "Hello there, the small boat is ready."
 
 
@@ -197,7 +187,7 @@ def test_openai_tts(gateway: Any) -> None:
                               lambda fs: any(isinstance(f, TTSStoppedFrame) for f in fs)))
     pcm, rate = _audio_of(frames)
     assert rate == 24000
-    _check_speech(gateway, pcm, rate, SENTENCE)
+    check_speech(gateway, pcm, rate, SENTENCE)
 
 
 def test_deepgram_tts(gateway: Any) -> None:
@@ -205,4 +195,4 @@ def test_deepgram_tts(gateway: Any) -> None:
     frames = asyncio.run(_run([tts], [TTSSpeakFrame(SENTENCE)],
                               lambda fs: any(isinstance(f, TTSStoppedFrame) for f in fs)))
     pcm, rate = _audio_of(frames)
-    _check_speech(gateway, pcm, rate, SENTENCE)
+    check_speech(gateway, pcm, rate, SENTENCE)
