@@ -6,7 +6,7 @@ for headerless streams whose encoding the client names (Deepgram's ``encoding=``
 goes the other way through ``StreamEncoder``, which hands back encoded bytes as they become ready so a
 response can stream while the engine is still speaking.
 
-Every failure to read an upload is the client's: it becomes ``InvalidAudio``, never an av exception.
+Every failure to read an upload is the client's: it becomes ``BadAudio``, never an av exception.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import av
 import numpy as np
 import numpy.typing as npt
 
-from backends.errors import InvalidAudio, InvalidRequest
+from backends.errors import BadAudio, BadOutputFormat
 
 __all__ = ["ENCODINGS", "FORMATS", "StreamEncoder", "decode", "decode_raw", "duration", "frame_bytes", "raw_to_mono"]
 
@@ -50,15 +50,15 @@ def decode(data: bytes, *, sample_rate: int = 16000, mono: bool = True,
     ``max_seconds`` refuses decompression bombs (a few KB of FLAC silence can be hours long).
     """
     if not data:
-        raise InvalidAudio("The audio file is empty.")
+        raise BadAudio("The audio file is empty.")
     try:
         container = av.open(io.BytesIO(data), "r", container_options={"format_whitelist": _DEMUXERS},
                             metadata_errors="replace")
     except _AV_ERRORS as exc:
-        raise InvalidAudio("The file is not audio in a supported format, or it is corrupt.") from exc
+        raise BadAudio("The file is not audio in a supported format, or it is corrupt.") from exc
     with container:
         if not container.streams.audio:
-            raise InvalidAudio("The file contains no audio stream.")
+            raise BadAudio("The file contains no audio stream.")
         return _resample(container.decode(container.streams.audio[0]), rate=sample_rate, mono=mono,
                          max_seconds=max_seconds)
 
@@ -67,12 +67,12 @@ def decode_raw(data: bytes, *, encoding: str, sample_rate: int, channels: int = 
     """Decode headerless audio (``ENCODINGS``; channels interleaved) to float32 mono at ``out_rate``."""
     dtype = _RAW_DTYPES.get(encoding)
     if dtype is None:
-        raise InvalidAudio(f"Unsupported encoding '{encoding}'; expected one of: {', '.join(ENCODINGS)}.")
+        raise BadAudio(f"Unsupported encoding '{encoding}'; expected one of: {', '.join(ENCODINGS)}.")
     if sample_rate <= 0 or channels <= 0:
-        raise InvalidAudio("The sample rate and the channel count must be positive.")
+        raise BadAudio("The sample rate and the channel count must be positive.")
     frame_bytes = np.dtype(dtype).itemsize * channels
     if not data or len(data) % frame_bytes:
-        raise InvalidAudio(f"Raw {encoding} audio with {channels} channel(s) must be a non-empty whole number "
+        raise BadAudio(f"Raw {encoding} audio with {channels} channel(s) must be a non-empty whole number "
                            f"of {frame_bytes}-byte frames; got {len(data)} bytes.")
     return _resample([_frame(raw_to_mono(data, encoding, channels), sample_rate)], rate=out_rate, mono=True)
 
@@ -140,14 +140,14 @@ def _resample(frames: Iterable[av.AudioFrame], *, rate: int, mono: bool, max_sec
                 parts.append(np.asarray(out.to_ndarray(), dtype=np.float32))
                 count += out.samples
             if max_seconds is not None and count > max_seconds * rate:
-                raise InvalidAudio(f"The audio is longer than the {max_seconds:g} seconds allowed.")
+                raise BadAudio(f"The audio is longer than the {max_seconds:g} seconds allowed.")
     except _AV_ERRORS:
         pass  # truncated or corrupt from here on: what decoded before stands, if anything did
     if resampler is not None:
         with contextlib.suppress(*_AV_ERRORS):
             parts += [np.asarray(out.to_ndarray(), dtype=np.float32) for out in resampler.resample(None)]
     if not sum(part.shape[1] for part in parts):
-        raise InvalidAudio("No audio could be decoded from the file; it may be truncated or corrupt.")
+        raise BadAudio("No audio could be decoded from the file; it may be truncated or corrupt.")
     samples = np.clip(np.concatenate(parts, axis=1), -1.0, 1.0)
     return samples[0] if mono else samples
 
@@ -211,7 +211,7 @@ class StreamEncoder:
     def __init__(self, fmt: str, *, input_rate: int, output_rate: int = 24000, bitrate: int | None = None) -> None:
         spec = _FORMATS.get(fmt)
         if spec is None:
-            raise InvalidRequest(f"Unsupported audio format '{fmt}'; expected one of: {', '.join(FORMATS)}.")
+            raise BadOutputFormat(fmt, FORMATS)
         codec = _encoder(spec.codecs)
         rates = codec.audio_rates
         self.sample_rate = output_rate if not rates or output_rate in rates else 48000

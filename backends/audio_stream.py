@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from backends.audio import ENCODINGS, frame_bytes, raw_to_mono
-from backends.errors import InvalidAudio
+from backends.errors import BadAudio, Part
 
 __all__ = ["ContainerStreamDecoder", "RawStreamDecoder", "StreamDecoder"]
 
@@ -65,12 +65,12 @@ class RawStreamDecoder:
 
     def __init__(self, encoding: str, sample_rate: int, channels: int = 1) -> None:
         if encoding not in ENCODINGS:
-            raise InvalidAudio(f"Unsupported encoding '{encoding}' for raw audio; expected one of: "
-                               f"{', '.join(ENCODINGS)}.", param="encoding")
+            raise BadAudio(f"Unsupported encoding '{encoding}' for raw audio; expected one of: "
+                           f"{', '.join(ENCODINGS)}.", part=Part.AUDIO_ENCODING)
         if not 1000 <= sample_rate <= 192000:
-            raise InvalidAudio(f"sample_rate {sample_rate} is out of range.", param="sample_rate")
+            raise BadAudio(f"sample_rate {sample_rate} is out of range.", part=Part.SAMPLE_RATE)
         if not 1 <= channels <= 32:
-            raise InvalidAudio(f"channels {channels} is out of range.", param="channels")
+            raise BadAudio(f"channels {channels} is out of range.", part=Part.CHANNELS)
         self._encoding = encoding
         self._channels = channels
         self._frame_bytes = frame_bytes(encoding, channels)
@@ -118,12 +118,12 @@ class ContainerStreamDecoder:
     """A containerised stream (WebM, Ogg, WAV, …) demuxed on a thread as its bytes arrive.
 
     Decoded samples are handed to ``on_samples`` from that thread; ``on_error`` gets an
-    :class:`InvalidAudio` if the bytes are not a stream this decoder can read.
+    :class:`BadAudio` if the bytes are not a stream this decoder can read.
     """
 
     _DEMUXERS = "matroska,webm,ogg,wav,mp3,flac,aac,mov,mp4"
 
-    def __init__(self, on_samples: Callable[[Samples], None], on_error: Callable[[InvalidAudio], None]) -> None:
+    def __init__(self, on_samples: Callable[[Samples], None], on_error: Callable[[BadAudio], None]) -> None:
         self._pipe = _Pipe()
         self._on_samples = on_samples
         self._on_error = on_error
@@ -134,7 +134,7 @@ class ContainerStreamDecoder:
         try:
             with av.open(self._pipe, "r", container_options={"format_whitelist": self._DEMUXERS}) as container:
                 if not container.streams.audio:
-                    raise InvalidAudio("The stream holds no audio.")
+                    raise BadAudio("The stream holds no audio.")
                 stream = container.streams.audio[0]
                 resampler = av.AudioResampler(format="flt", layout="mono", rate=OUT_RATE)
                 for frame in container.decode(stream):
@@ -142,10 +142,10 @@ class ContainerStreamDecoder:
                         self._on_samples(out.to_ndarray().reshape(-1).astype(np.float32, copy=False))
                 for out in resampler.resample(None):
                     self._on_samples(out.to_ndarray().reshape(-1).astype(np.float32, copy=False))
-        except InvalidAudio as e:
+        except BadAudio as e:
             self._on_error(e)
         except (av.FFmpegError, EOFError, ValueError, OSError):
-            self._on_error(InvalidAudio("failed to process audio: corrupt or unsupported data"))
+            self._on_error(BadAudio("failed to process audio: corrupt or unsupported data"))
 
     def feed(self, data: bytes) -> Samples:
         self._pipe.write(data)

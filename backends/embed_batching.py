@@ -38,7 +38,7 @@ from typing import Generic, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from backends.errors import EngineFailure, InvalidRequest
+from backends.errors import BadDimensions, EngineFailure, InputTooLong, UnknownToken
 from backends.types import EmbeddingRequest, EmbeddingResult
 
 __all__ = ["INLINE_CHARS", "EmbedBatcher", "Encode", "check_lengths", "embed_request", "input_texts", "prepare",
@@ -313,8 +313,7 @@ def input_texts(inputs: Sequence[str | Sequence[int]], vocab: int, decode: Calla
             continue
         bad = [t for t in item if not 0 <= t < vocab]
         if bad:
-            raise InvalidRequest(f"Token id {bad[0]} in input[{i}] is outside this model's vocabulary"
-                                 f" (0..{vocab - 1}).", param="input")
+            raise UnknownToken(bad[0], vocab, item=i)
         texts.append(decode(list(item)))
     return texts
 
@@ -323,8 +322,7 @@ def check_lengths(counts: Iterable[int], limit: int) -> None:
     """An input longer than the model reads is a 400 naming it (never silently truncated)."""
     for i, n in enumerate(counts):
         if n > limit:
-            raise InvalidRequest(f"input[{i}] is {n} tokens long; this model reads at most {limit}.",
-                                 param="input")
+            raise InputTooLong(i, n, limit)
 
 
 async def embed_request(request: EmbeddingRequest, *, dimensions: int, normalize: bool, batcher: EmbedBatcher[T],
@@ -332,8 +330,7 @@ async def embed_request(request: EmbeddingRequest, *, dimensions: int, normalize
     """Check ``dimensions``, prepare the inputs (``work``: the batch items and their token count), embed them
     in shared batches and shape the rows as the API returns them."""
     if request.dimensions is not None and request.dimensions > dimensions:
-        raise InvalidRequest(f"dimensions is {request.dimensions}, but this model's embeddings have"
-                             f" {dimensions}.", param="dimensions")
+        raise BadDimensions(request.dimensions, dimensions)
     items, tokens = await prepare(work, request_size(request.inputs))
     vectors = await batcher.embed(items)
     return EmbeddingResult(vectors=shaped(vectors, request.dimensions, normalize), prompt_tokens=tokens)

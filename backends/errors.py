@@ -1,153 +1,263 @@
-"""The error vocabulary shared by every layer.
+"""What can go wrong inside an engine, in the engine's own terms.
 
-It sits beside the neutral domain types because all three layers raise it: backends (a prompt longer
-than the context), compat (a malformed field) and the gateway (an unknown route). Each dialect renders
-it in its own envelope. Engines' exceptions are translated at each backend's boundary, never by
-matching strings in routes. ``gateway.errors`` re-exports it for the gateway's own code.
+These errors carry facts (a prompt's length and the context's, a token id and the vocabulary's size,
+which part of the request is at fault), never an HTTP status, a header, a vendor's error ``type`` or a
+wire field name: :mod:`gateway.errors` turns each into every dialect's envelope, status and ``param``
+in one place. ``message`` is safe to show a client: no paths, no traces.
 
-    GatewayError                      500  anything unexpected, rendered without details
-    ├── InvalidRequest                400  a field is malformed or out of range (param names it)
-    │   ├── UnsupportedParameter      400  a real field this server does not implement
-    │   ├── ContextTooLong            400  prompt (+ requested completion) exceeds the context
-    │   └── InvalidAudio              400  an upload that is empty, truncated or not audio
-    ├── AuthenticationFailed          401
-    ├── NotFound                      404  an unknown route or resource
-    │   └── ModelNotFound             404  an unknown model name (never a silent fallback)
-    ├── MethodNotAllowed              405
-    ├── PayloadTooLarge               413
-    ├── Busy                          429  the model's queue is full (retry_after seconds)
-    ├── ModelUnavailable              503  the model could not be fetched or loaded
-    └── EngineFailure                 500  the engine failed while working on a request
+    DomainError
+    ├── Rejected                    the request's content is at fault
+    │   ├── ContextTooLong          prompt (+ the completion asked for) exceeds the context
+    │   ├── UnknownToken            a token id outside the vocabulary
+    │   ├── InputTooLong            an input longer than the model reads (embeddings)
+    │   ├── BadDimensions           more dimensions than the model's embeddings have
+    │   ├── BadAudio                audio that is empty, truncated, not audio, or raw audio's settings
+    │   ├── BadOutputFormat         an audio format the encoder cannot write
+    │   ├── BadImage                an image that cannot be read, or is too large
+    │   ├── ImagesNotSupported      images for a model that cannot see
+    │   ├── BadSchema               a JSON Schema structured outputs cannot follow
+    │   ├── SchemaNotSatisfied      no sample satisfied the keywords only a check after generation holds
+    │   ├── NoTools                 tool calls asked for, with no tools
+    │   ├── NoChatTemplate          a chat request for a model without a chat template
+    │   ├── TemplateRejected        the chat template raised on these messages
+    │   ├── UnknownVoice            a voice the speech model does not have
+    │   ├── UnsupportedLanguage     a language the model does not know
+    │   └── CannotTranslate         translation asked of an English-only model
+    ├── LoadFailed                  the model's files could not be found or loaded
+    └── EngineFailure               the engine failed while working on a request
 """
 
 from __future__ import annotations
 
+import enum
+from collections.abc import Sequence
+
 __all__ = [
-    "AuthenticationFailed",
-    "Busy",
+    "BadAudio",
+    "BadDimensions",
+    "BadImage",
+    "BadOutputFormat",
+    "BadSchema",
+    "CannotTranslate",
     "ContextTooLong",
+    "DomainError",
     "EngineFailure",
-    "GatewayError",
-    "InvalidAudio",
-    "InvalidRequest",
-    "MethodNotAllowed",
-    "ModelNotFound",
-    "ModelUnavailable",
-    "NotFound",
-    "PayloadTooLarge",
-    "UnsupportedParameter",
+    "ImageProblem",
+    "ImagesNotSupported",
+    "InputTooLong",
+    "LoadFailed",
+    "NoChatTemplate",
+    "NoTools",
+    "Part",
+    "Rejected",
+    "SchemaNotSatisfied",
+    "TemplateRejected",
+    "UnknownToken",
+    "UnknownVoice",
+    "UnsupportedLanguage",
 ]
 
 
-class GatewayError(Exception):
-    """Base of every error a client may see. ``message`` is safe to show: no paths, no traces."""
+class Part(enum.Enum):
+    """The part of a request an error is about; each dialect names it with its own field."""
 
-    status: int = 500
-    kind: str = "server_error"
-    default_code: str | None = None
+    INPUT = "input"
+    """What the request asks to be worked on: the messages, the prompt, the texts, the audio."""
+    MODEL = "model"
+    LOGIT_BIAS = "logit_bias"
+    DIMENSIONS = "dimensions"
+    LANGUAGE = "language"
+    VOICE = "voice"
+    OUTPUT_FORMAT = "output_format"
+    AUDIO_ENCODING = "audio_encoding"
+    SAMPLE_RATE = "sample_rate"
+    CHANNELS = "channels"
+    IMAGE = "image"
+    """An image of the input; the error's ``place`` says which, as the request placed it."""
+    SCHEMA = "schema"
+    """The reply's JSON Schema (``tool`` None) or a tool's parameters (``tool`` its index)."""
+    TOOLS = "tools"
 
-    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+
+class DomainError(Exception):
+    """Base of every engine error. ``message`` is safe to show."""
+
+    part: Part | None = None
+
+    def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
-        self.param = param
-        self.code = code if code is not None else self.default_code
-
-    def headers(self) -> dict[str, str]:
-        """Extra response headers this error calls for."""
-        return {}
 
 
-class InvalidRequest(GatewayError):
-    status = 400
-    kind = "invalid_request_error"
+class Rejected(DomainError):
+    """The request cannot be served as asked: retrying it unchanged fails the same way."""
+
+    part: Part | None = Part.INPUT
 
 
-class UnsupportedParameter(InvalidRequest):
-    default_code = "unsupported_parameter"
-
-    def __init__(self, param: str, reason: str | None = None) -> None:
-        detail = f": {reason}" if reason else ""
-        super().__init__(f"Unsupported parameter: '{param}' is not supported by this server{detail}.",
-                         param=param)
-
-
-class ContextTooLong(InvalidRequest):
-    default_code = "context_length_exceeded"
-
-
-class AuthenticationFailed(GatewayError):
-    status = 401
-    kind = "invalid_request_error"  # what OpenAI sends for a bad key
-    default_code = "invalid_api_key"
+class ContextTooLong(Rejected):
+    def __init__(self, n_prompt: int, limit: int, max_new: int | None = None) -> None:
+        self.n_prompt = n_prompt
+        self.limit = limit
+        self.max_new = max_new
+        """The completion tokens asked for, when they are what no longer fits (None: the prompt alone)."""
+        if max_new is None:
+            why = f"the prompt is {n_prompt} tokens, leaving no room for a completion"
+        else:
+            why = f"{n_prompt} prompt tokens and {max_new} completion tokens were asked for"
+        super().__init__(f"This model's maximum context length is {limit} tokens; {why}.")
 
 
-class NotFound(GatewayError):
-    status = 404
-    kind = "invalid_request_error"
-    default_code = "not_found"
+class UnknownToken(Rejected):
+    def __init__(self, token: int, vocab_size: int, *, part: Part = Part.INPUT, item: int | None = None) -> None:
+        self.token = token
+        self.vocab_size = vocab_size
+        self.part = part
+        self.item = item
+        """Which input holds it, when a request has several."""
+        super().__init__(f"Token id {token} is outside this model's vocabulary (0..{vocab_size - 1}).")
 
 
-class ModelNotFound(NotFound):
-    default_code = "model_not_found"
+class InputTooLong(Rejected):
+    def __init__(self, item: int, n_tokens: int, limit: int) -> None:
+        self.item = item
+        self.n_tokens = n_tokens
+        self.limit = limit
+        super().__init__(f"Input {item} is {n_tokens} tokens long; this model reads at most {limit}.")
 
-    def __init__(self, name: str, param: str = "model") -> None:
-        super().__init__(f"The model '{name}' does not exist or is not served here.", param=param)
-        self.name = name
+
+class BadDimensions(Rejected):
+    part = Part.DIMENSIONS
+
+    def __init__(self, asked: int, dimensions: int) -> None:
+        self.asked = asked
+        self.dimensions = dimensions
+        super().__init__(f"{asked} dimensions were asked for, but this model's embeddings have {dimensions}.")
 
 
-class MethodNotAllowed(GatewayError):
-    status = 405
-    kind = "invalid_request_error"
-    default_code = "method_not_allowed"
+class BadAudio(Rejected):
+    """Audio that cannot be read. ``part`` is the input itself, or the raw-audio setting at fault."""
 
-    def __init__(self, message: str, *, allow: str | None = None) -> None:
+    def __init__(self, message: str, *, part: Part = Part.INPUT) -> None:
         super().__init__(message)
-        self.allow = allow
-
-    def headers(self) -> dict[str, str]:
-        return {"Allow": self.allow} if self.allow else {}
+        self.part = part
 
 
-class PayloadTooLarge(GatewayError):
-    status = 413
-    kind = "invalid_request_error"
-    default_code = "payload_too_large"
+class BadOutputFormat(Rejected):
+    part = Part.OUTPUT_FORMAT
+
+    def __init__(self, fmt: str, supported: Sequence[str]) -> None:
+        self.fmt = fmt
+        self.supported = tuple(supported)
+        super().__init__(f"Unsupported audio format '{fmt}'; expected one of: {', '.join(supported)}.")
 
 
-class Busy(GatewayError):
-    status = 429
-    kind = "rate_limit_error"
-    default_code = "server_busy"
+class ImageProblem(enum.Enum):
+    NOT_AN_IMAGE = "not an image"
+    UNREADABLE = "unreadable"
+    TOO_LARGE = "too large"
 
-    def __init__(self, message: str, *, retry_after: float = 1.0) -> None:
+
+class BadImage(Rejected):
+    part = Part.IMAGE
+
+    def __init__(self, message: str, problem: ImageProblem, place: str | None = None) -> None:
         super().__init__(message)
-        self.retry_after = retry_after
-
-    def headers(self) -> dict[str, str]:
-        return {"Retry-After": str(max(1, round(self.retry_after)))}
-
-
-class ModelUnavailable(GatewayError):
-    """The model exists in the config but cannot serve: download or load failed.
-
-    Retrying the same request at once will fail the same way, so clients are told not to retry.
-    """
-
-    status = 503
-    kind = "server_error"
-    default_code = "model_unavailable"
-
-    def headers(self) -> dict[str, str]:
-        return {"x-should-retry": "false"}
+        self.problem = problem
+        self.place = place
+        """Where the request put the image (its own words for it), once known."""
 
 
-class EngineFailure(GatewayError):
-    status = 500
-    kind = "server_error"
-    default_code = "engine_failure"
+class ImagesNotSupported(Rejected):
+    part = Part.IMAGE
+
+    def __init__(self, place: str) -> None:
+        self.place = place
+        super().__init__(f"This model does not accept images ('{place}').")
 
 
-class InvalidAudio(InvalidRequest):
-    """Uploaded audio that cannot be decoded: the client's file is at fault, not the engine."""
+class BadSchema(Rejected):
+    part = Part.SCHEMA
 
-    default_code = "invalid_audio"
+    def __init__(self, why: str, *, where: str = "", tool: int | None = None) -> None:
+        self.why = why
+        self.where = where
+        """The JSON Pointer of the schema's part at fault (empty: the whole schema)."""
+        self.tool = tool
+        place = f" at '{where}'" if where else ""
+        super().__init__(f"Invalid schema{place}: {why}")
+
+
+class SchemaNotSatisfied(Rejected):
+    """``part`` is SCHEMA for one schema (``tool``: None for the reply's, else that tool's parameters),
+    TOOLS for a call to any of the tools."""
+
+    part = Part.SCHEMA
+
+    def __init__(self, attempts: int, problem: str, held: Sequence[tuple[int | None, str]], *,
+                 tool: int | None = None, part: Part = Part.SCHEMA) -> None:
+        self.attempts = attempts
+        self.problem = problem
+        self.held = tuple(held)
+        """The keywords only the check after generation holds, each with the tool whose schema has it."""
+        self.tool = tool
+        self.part = part
+        keywords = ", ".join(k if t is None else f"tool {t}: {k}" for t, k in held)
+        super().__init__(
+            f"The model gave no reply valid for the schema in {attempts} samples ({problem}). Only"
+            f" a check after generation holds {keywords}: loosen it, or try again.")
+
+
+class NoTools(Rejected):
+    part = Part.TOOLS
+
+    def __init__(self) -> None:
+        super().__init__("No tools to call.")
+
+
+class NoChatTemplate(Rejected):
+    part = Part.MODEL
+
+    def __init__(self) -> None:
+        super().__init__("This model has no chat template; send it a plain prompt, or set"
+                         " options.chat_template for it.")
+
+
+class TemplateRejected(Rejected):
+    def __init__(self, detail: str) -> None:
+        self.detail = detail
+        super().__init__(f"The model's chat template rejected the messages: {detail}")
+
+
+class UnknownVoice(Rejected):
+    part = Part.VOICE
+
+    def __init__(self, voice: str, voices: Sequence[str]) -> None:
+        self.voice = voice
+        self.voices = tuple(voices)
+        super().__init__(f"Unknown voice '{voice}'. This model's voices: {', '.join(voices)}.")
+
+
+class UnsupportedLanguage(Rejected):
+    part = Part.LANGUAGE
+
+    def __init__(self, language: str, *, english_only: bool = False) -> None:
+        self.language = language
+        self.english_only = english_only
+        super().__init__("This model is English-only." if english_only
+                         else f"Language '{language}' is not one whisper knows.")
+
+
+class CannotTranslate(Rejected):
+    part = Part.MODEL
+
+    def __init__(self) -> None:
+        super().__init__("This model is English-only and cannot translate; use a multilingual whisper model.")
+
+
+class LoadFailed(DomainError):
+    """The model's files are missing or the engine could not load them: retrying at once fails the same way."""
+
+
+class EngineFailure(DomainError):
+    """The engine failed while working on a request that was itself fine."""

@@ -26,7 +26,7 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
-from backends.errors import InvalidRequest, ModelUnavailable
+from backends.errors import CannotTranslate, LoadFailed, UnsupportedLanguage
 from backends.threads import EngineLoad, Occupancy, available_cores, iterate_in_thread, share_cores
 from backends.types import (
     SpeechSpan,
@@ -130,7 +130,7 @@ class FasterWhisperBackend:
 
         folder = files if files.is_dir() else files.parent
         if not (folder / "model.bin").exists():
-            raise ModelUnavailable(f"no CTranslate2 whisper model (model.bin) in {folder.name}")
+            raise LoadFailed(f"no CTranslate2 whisper model (model.bin) in {folder.name}")
         on_cpu = options.device == "cpu" or (options.device == "auto" and not _has_cuda())
         # On a GPU each worker holds a copy of the weights in GPU memory: one unless asked for more.
         workers, threads = share_cores(options.workers if on_cpu or options.workers else 1, options.cpu_threads,
@@ -143,7 +143,7 @@ class FasterWhisperBackend:
                 str(folder), device=options.device, compute_type=options.compute_type,
                 cpu_threads=threads, num_workers=workers, local_files_only=True)
         except (RuntimeError, ValueError, OSError) as e:
-            raise ModelUnavailable(f"faster-whisper could not load the model ({e})") from None
+            raise LoadFailed(f"faster-whisper could not load the model ({e})") from None
         self._options = options
         self._occupancy = Occupancy(workers)
         # One thread per worker: a request holds its thread, and so a worker, for its whole decode.
@@ -160,16 +160,14 @@ class FasterWhisperBackend:
 
     def _check(self, request: TranscriptionRequest) -> None:
         if request.task == "translate" and not self.can_translate:
-            raise InvalidRequest("This model is English-only and cannot translate; use a multilingual"
-                                 " whisper model.", param="model")
+            raise CannotTranslate()
         if request.language is not None:
             from faster_whisper.tokenizer import _LANGUAGE_CODES
 
             if request.language not in _LANGUAGE_CODES:
-                raise InvalidRequest(f"Language '{request.language}' is not one whisper knows.",
-                                     param="language")
+                raise UnsupportedLanguage(request.language)
             if not self.can_translate and request.language != "en":
-                raise InvalidRequest("This model is English-only.", param="language")
+                raise UnsupportedLanguage(request.language, english_only=True)
 
     def _decode(self, request: TranscriptionRequest) -> tuple[Any, Any]:
         """faster-whisper's (segments, info): batched for a long clip when configured, else sequential."""

@@ -13,11 +13,11 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from backends.errors import InvalidRequest
 from backends.gbnf import RuleSet, literal
 from backends.json_schema_grammar import Converter, normalise
 from backends.output_check import SchemaValidator, parse_strict
 from backends.types import ToolSpec
+from compat.errors import InvalidRequest  # until the domain errors reach here
 
 __all__ = ["HeldOutput", "OutputCheck", "json_grammar", "tool_arguments_grammar", "tool_call_grammar",
            "tool_call_prefix"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from backends.errors import InvalidRequest
+from backends.errors import BadImage, ImageProblem
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -33,7 +33,7 @@ def sniff(data: bytes) -> str | None:
 
 
 def decode_rgb(data: bytes, *, max_pixels: int | None = None) -> Image.Image:
-    """The image's first frame as upright RGB. Raises :class:`InvalidRequest` (no ``param``) if it is not
+    """The image's first frame as upright RGB. Raises :class:`BadImage` (no ``place``) if it is not
     a decodable png, jpeg, webp or gif, or has more than ``max_pixels`` pixels (checked before decoding,
     so a small file that unpacks to a huge bitmap costs nothing)."""
     import io
@@ -42,15 +42,15 @@ def decode_rgb(data: bytes, *, max_pixels: int | None = None) -> Image.Image:
 
     kind = sniff(data)
     if kind is None:
-        raise InvalidRequest("The image is not a png, jpeg, webp or gif file.", code="invalid_image_format")
+        raise BadImage("The image is not a png, jpeg, webp or gif file.", ImageProblem.NOT_AN_IMAGE)
     try:
         with Image.open(io.BytesIO(data), formats=[kind.split("/")[1].upper()]) as image:
             width, height = image.size
             if width < 1 or height < 1:
-                raise InvalidRequest("The image has no pixels.", code="invalid_image")
+                raise BadImage("The image has no pixels.", ImageProblem.UNREADABLE)
             if max_pixels is not None and width * height > max_pixels:
-                raise InvalidRequest(f"The image is {width}x{height} pixels; at most {max_pixels} pixels are"
-                                     " accepted.", code="image_too_large")
+                raise BadImage(f"The image is {width}x{height} pixels; at most {max_pixels} pixels are"
+                               " accepted.", ImageProblem.TOO_LARGE)
             image.seek(0)
             image.load()
             upright = ImageOps.exif_transpose(image)
@@ -59,8 +59,8 @@ def decode_rgb(data: bytes, *, max_pixels: int | None = None) -> Image.Image:
                 background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
                 return Image.alpha_composite(background, rgba).convert("RGB")
             return upright.convert("RGB")
-    except InvalidRequest:
+    except BadImage:
         raise
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise InvalidRequest(f"The {kind.split('/')[1]} image cannot be decoded ({type(e).__name__}).",
-                             code="invalid_image") from None
+        raise BadImage(f"The {kind.split('/')[1]} image cannot be decoded ({type(e).__name__}).",
+                       ImageProblem.UNREADABLE) from None

@@ -19,11 +19,11 @@ import json
 from decimal import Decimal
 from typing import Any
 
-from backends.errors import InvalidRequest
 from backends.gbnf import RuleSet, literal
 from backends.gbnf_numbers import NumberSpec, Unsatisfiable, number_rule, to_decimal
 from backends.gbnf_strings import FORMAT_RULES, JSON_CHAR, Untranslatable, pattern_rule
 from backends.output_check import SchemaValidator
+from compat.errors import InvalidRequest  # until the domain errors reach here
 
 __all__ = ["Converter", "normalise", "refuse"]
 

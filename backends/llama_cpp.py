@@ -37,7 +37,7 @@ from typing import Annotated, Any, TypeVar, cast
 import msgspec
 import numpy as np
 
-from backends.errors import ContextTooLong, EngineFailure, InvalidRequest, ModelUnavailable
+from backends.errors import ContextTooLong, EngineFailure, LoadFailed, Part, UnknownToken
 from backends.grammars import HeldOutput, OutputCheck, json_grammar, tool_arguments_grammar, tool_call_grammar
 from backends.llama_mtmd import Projector
 from backends.threads import available_cores
@@ -54,6 +54,7 @@ from backends.types import (
     TokenLogprob,
     ToolPlan,
 )
+from compat.errors import InvalidRequest  # until the domain errors reach here
 
 __all__ = ["LlamaCppBackend", "Options", "load"]
 
@@ -105,7 +106,7 @@ def _projector_path(files: Path, mmproj: str) -> Path:
     if not path.is_absolute():
         path = (files if files.is_dir() else files.parent) / path
     if not path.is_file():
-        raise ModelUnavailable(f"the vision projector file {mmproj} was not found")
+        raise LoadFailed(f"the vision projector file {mmproj} was not found")
     return path
 
 
@@ -114,7 +115,7 @@ def _find_gguf(files: Path) -> Path:
         return files
     candidates = sorted(p for p in files.rglob("*.gguf") if "mmproj" not in p.name.lower())
     if not candidates:
-        raise ModelUnavailable(f"no .gguf file found in the model's files ({files.name})")
+        raise LoadFailed(f"no .gguf file found in the model's files ({files.name})")
     return candidates[0]
 
 
@@ -300,7 +301,7 @@ class _Engine:
         mparams.n_gpu_layers = options.n_gpu_layers if options.n_gpu_layers >= 0 else 999
         model = lc.llama_model_load_from_file(str(path).encode(), mparams)
         if not model:
-            raise ModelUnavailable(f"llama.cpp could not load the model file {path.name}")
+            raise LoadFailed(f"llama.cpp could not load the model file {path.name}")
         self.model = model
         self.vocab = lc.llama_model_get_vocab(model)
         self.n_vocab = lc.llama_vocab_n_tokens(self.vocab)
@@ -320,7 +321,7 @@ class _Engine:
         ctx = lc.llama_init_from_model(model, cparams)
         if not ctx:
             lc.llama_model_free(model)
-            raise ModelUnavailable("llama.cpp could not create a context (out of memory?)")
+            raise LoadFailed("llama.cpp could not create a context (out of memory?)")
         self.ctx = ctx
         self.memory = lc.llama_get_memory(ctx)
         self.n_ctx_seq: int = int(lc.llama_n_ctx(ctx)) // options.parallel
@@ -391,22 +392,15 @@ class _Engine:
 
     # -- request preparation (engine thread) --------------------------------------------------------
 
-    def _check_fits(self, n_prompt: int, sampling: SamplingParams, param: str) -> None:
+    def _check_fits(self, n_prompt: int, sampling: SamplingParams) -> None:
         bad = [t for t, _ in sampling.logit_bias if t >= self.n_vocab]
         if bad:
-            raise InvalidRequest(f"logit_bias token id {bad[0]} is outside this model's vocabulary"
-                                 f" (0..{self.n_vocab - 1}).", param="logit_bias")
+            raise UnknownToken(bad[0], self.n_vocab, part=Part.LOGIT_BIAS)
         limit = self.n_ctx_seq
         if n_prompt >= limit:
-            raise ContextTooLong(
-                f"This model's maximum context length is {limit} tokens. However, your {param}"
-                f" resulted in {n_prompt} tokens, leaving no room for a completion.", param=param)
+            raise ContextTooLong(n_prompt, limit)
         if sampling.max_tokens is not None and n_prompt + sampling.max_tokens > limit:
-            raise ContextTooLong(
-                f"This model's maximum context length is {limit} tokens. However, you requested"
-                f" {n_prompt + sampling.max_tokens} tokens ({n_prompt} in the {param},"
-                f" {sampling.max_tokens} in the completion). Please reduce the length of the"
-                f" {param} or the completion.", param=param)
+            raise ContextTooLong(n_prompt, limit, sampling.max_tokens)
 
     def _message(self, m: ChatMessage, native_tools: bool, call_names: dict[str, str]) -> dict[str, Any]:
         """One message in the shape chat templates read (Hugging Face's)."""
@@ -494,7 +488,7 @@ class _Engine:
             assert self.projector is not None
             media = self.projector.tokenize(text, images, add_special=add_bos)
             try:
-                self._check_fits(media.n_tokens, request.sampling, "messages")
+                self._check_fits(media.n_tokens, request.sampling)
             except BaseException:
                 media.free()
                 raise
@@ -504,7 +498,7 @@ class _Engine:
                           grammar=grammar, check=check, tools=plan, media=media, media_tokens=media.n_tokens)
         text = text.replace(IMAGE_MARKER, "")
         tokens = self.tokenize(text, add_bos)
-        self._check_fits(len(tokens), request.sampling, "messages")
+        self._check_fits(len(tokens), request.sampling)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("prompt %r", text)
         return Prompt(tokens=tuple(tokens), sampling=request.sampling, text=text,
@@ -523,7 +517,7 @@ class _Engine:
             text = self.detokenize(request.prompt)
         if not tokens:
             tokens = [self.lc.llama_vocab_bos(self.vocab)]
-        self._check_fits(len(tokens), request.sampling, "prompt")
+        self._check_fits(len(tokens), request.sampling)
         return Prompt(tokens=tuple(tokens), sampling=request.sampling, text=text,
                       stop=tuple(request.sampling.stop))
 

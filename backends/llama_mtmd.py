@@ -18,9 +18,10 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from backends.errors import EngineFailure, InvalidRequest, ModelUnavailable
+from backends.errors import EngineFailure, LoadFailed
 from backends.images import decode_rgb
 from backends.types import IMAGE_MARKER, ImageInput
+from compat.errors import InvalidRequest  # until the domain errors reach here
 
 __all__ = ["MediaPrompt", "Projector"]
 
@@ -154,12 +155,12 @@ class Projector:
         params.media_marker = self._marker_bytes
         handle = mtmd_cpp.mtmd_init_from_file(str(path).encode(), model, params)
         if not handle:
-            raise ModelUnavailable(f"llama.cpp could not load the vision projector {path.name} (not a projector"
+            raise LoadFailed(f"llama.cpp could not load the vision projector {path.name} (not a projector"
                                    " for this model?)")
         self.handle: Any = handle
         if not mtmd_cpp.mtmd_support_vision(handle):
             self.close()
-            raise ModelUnavailable(f"The projector {path.name} has no vision encoder.")
+            raise LoadFailed(f"The projector {path.name} has no vision encoder.")
 
     def _bitmap(self, image: bytes | ImageInput, index: int) -> Any:
         from llama_cpp import mtmd_cpp

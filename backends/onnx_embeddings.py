@@ -34,7 +34,7 @@ import numpy as np
 import numpy.typing as npt
 
 from backends.embed_batching import EmbedBatcher, check_lengths, embed_request, input_texts
-from backends.errors import ModelUnavailable
+from backends.errors import LoadFailed
 from backends.threads import available_cores
 from backends.types import EmbeddingRequest, EmbeddingResult
 
@@ -79,10 +79,10 @@ def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ModelUnavailable(f"The model folder has no {path.name} (looked for {path.parent.name}/{path.name}).")\
+        raise LoadFailed(f"The model folder has no {path.name} (looked for {path.parent.name}/{path.name}).")\
             from None
     except (OSError, ValueError) as e:
-        raise ModelUnavailable(f"{path.name} of the model could not be read ({type(e).__name__}).") from None
+        raise LoadFailed(f"{path.name} of the model could not be read ({type(e).__name__}).") from None
 
 
 def pooling_modes(config: dict[str, Any]) -> tuple[str, ...]:
@@ -95,7 +95,7 @@ def pooling_modes(config: dict[str, Any]) -> tuple[str, ...]:
         modes = modes or ("mean",)
     for mode in modes:
         if mode not in POOLING_MODES:
-            raise ModelUnavailable(f"The model's pooling mode {mode!r} is not one of {', '.join(POOLING_MODES)}.")
+            raise LoadFailed(f"The model's pooling mode {mode!r} is not one of {', '.join(POOLING_MODES)}.")
     return modes
 
 
@@ -140,7 +140,7 @@ class OnnxEmbeddingsBackend:
         from tokenizers import Tokenizer
 
         if not files.is_dir():
-            raise ModelUnavailable("The onnx backend reads a sentence-transformers model folder; point the"
+            raise LoadFailed("The onnx backend reads a sentence-transformers model folder; point the"
                                    " model's source at the folder, and onnx_file at the ONNX file inside it.")
         self._options = options
         folder = files
@@ -153,7 +153,7 @@ class OnnxEmbeddingsBackend:
         try:
             self._tokenizer: Any = Tokenizer.from_file(str(transformer_dir / "tokenizer.json"))
         except Exception as e:  # tokenizers raises plain Exceptions for missing and malformed files
-            raise ModelUnavailable(f"The model's tokenizer.json could not be read ({e}).") from None
+            raise LoadFailed(f"The model's tokenizer.json could not be read ({e}).") from None
         padding = self._tokenizer.padding
         self._pad_id = int(padding["pad_id"]) if padding else 0
         self._tokenizer.no_truncation()  # an input over the limit is an error, not a shorter input
@@ -163,7 +163,7 @@ class OnnxEmbeddingsBackend:
 
         onnx_path = folder / options.onnx_file
         if not onnx_path.is_file():
-            raise ModelUnavailable(f"The model folder has no ONNX file {options.onnx_file}.")
+            raise LoadFailed(f"The model folder has no ONNX file {options.onnx_file}.")
         session_options = ort.SessionOptions()
         session_options.intra_op_num_threads = options.threads or available_cores()
         session_options.inter_op_num_threads = 1
@@ -175,7 +175,7 @@ class OnnxEmbeddingsBackend:
             self._session: Any = ort.InferenceSession(str(onnx_path), session_options,
                                                       providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime's errors have no common base class
-            raise ModelUnavailable(f"ONNX Runtime could not load {options.onnx_file} ({type(e).__name__}).") from None
+            raise LoadFailed(f"ONNX Runtime could not load {options.onnx_file} ({type(e).__name__}).") from None
         self._inputs = self._check_inputs()
         self._output, hidden_size = self._token_output()
         self._dimensions = hidden_size * len(self._pooling.modes)
@@ -202,10 +202,10 @@ class OnnxEmbeddingsBackend:
             elif kind == "Normalize" and pooling is not None:
                 normalize = True
             else:
-                raise ModelUnavailable(f"The onnx backend serves Transformer → Pooling (→ Normalize) models;"
+                raise LoadFailed(f"The onnx backend serves Transformer → Pooling (→ Normalize) models;"
                                        f" this one has a {kind or 'nameless'} module where it does not expect one.")
         if transformer is None or pooling is None:
-            raise ModelUnavailable("The model's modules.json names no Transformer and Pooling modules.")
+            raise LoadFailed("The model's modules.json names no Transformer and Pooling modules.")
         return transformer, pooling, normalize
 
     @staticmethod
@@ -221,7 +221,7 @@ class OnnxEmbeddingsBackend:
                 if isinstance(value, int) and 0 < value < 1_000_000:
                     limits.append(value)
         if not limits:
-            raise ModelUnavailable("The model states no maximum sequence length; set max_seq_length in its options.")
+            raise LoadFailed("The model states no maximum sequence length; set max_seq_length in its options.")
         return min(limits)
 
     def _check_inputs(self) -> dict[str, type[np.integer[Any]]]:
@@ -229,11 +229,11 @@ class OnnxEmbeddingsBackend:
         inputs: dict[str, type[np.integer[Any]]] = {}
         for node in self._session.get_inputs():
             if node.name not in _KNOWN_INPUTS:
-                raise ModelUnavailable(f"The ONNX file takes an input {node.name!r}; the onnx backend feeds only"
+                raise LoadFailed(f"The ONNX file takes an input {node.name!r}; the onnx backend feeds only"
                                        f" {', '.join(_KNOWN_INPUTS)}.")
             inputs[node.name] = np.int32 if node.type == "tensor(int32)" else np.int64
         if "input_ids" not in inputs:
-            raise ModelUnavailable("The ONNX file takes no input_ids.")
+            raise LoadFailed("The ONNX file takes no input_ids.")
         return inputs
 
     def _token_output(self) -> tuple[str, int]:
@@ -244,7 +244,7 @@ class OnnxEmbeddingsBackend:
         if chosen is None:
             chosen = next((node for node in outputs if len(node.shape) == 3), None)
         if chosen is None or len(chosen.shape) != 3:
-            raise ModelUnavailable("The ONNX file has no token-embeddings output (batch, tokens, hidden).")
+            raise LoadFailed("The ONNX file has no token-embeddings output (batch, tokens, hidden).")
         hidden = chosen.shape[2]
         if not isinstance(hidden, int):  # a symbolic size: ask the model
             probe = np.array([[self._pad_id]], dtype=np.int64)

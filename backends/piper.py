@@ -27,7 +27,7 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
-from backends.errors import InvalidRequest, ModelUnavailable
+from backends.errors import LoadFailed, UnknownVoice
 from backends.threads import EngineLoad, Occupancy, iterate_in_thread, share_cores
 from backends.types import SpeechRequest
 
@@ -67,7 +67,7 @@ def _find_onnx(files: Path) -> Path:
         return files
     found = sorted(files.rglob("*.onnx"))
     if not found:
-        raise ModelUnavailable("no Piper .onnx voice in the model's files")
+        raise LoadFailed("no Piper .onnx voice in the model's files")
     return found[0]
 
 
@@ -98,11 +98,11 @@ class PiperBackend:
         model = _find_onnx(files)
         config = model.with_name(model.name + ".json")
         if not config.exists():
-            raise ModelUnavailable(f"the Piper voice {model.stem} has no {config.name} beside it")
+            raise LoadFailed(f"the Piper voice {model.stem} has no {config.name} beside it")
         try:
             copies = _load_copies(model, config, options)
         except Exception as e:  # onnxruntime and json errors: a broken voice file
-            raise ModelUnavailable(f"Piper could not load the voice {model.stem} ({type(e).__name__})") from None
+            raise LoadFailed(f"Piper could not load the voice {model.stem} ({type(e).__name__})") from None
         self._voice: Any = copies[0]
         """The first copy: the voice's config, read by every request."""
         self._free: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -114,10 +114,10 @@ class PiperBackend:
             speaker = voice.speaker
             if isinstance(speaker, str):
                 if speaker not in speakers:
-                    raise ModelUnavailable(f"voice '{name}': the model has no speaker '{speaker}'")
+                    raise LoadFailed(f"voice '{name}': the model has no speaker '{speaker}'")
                 speaker = speakers[speaker]
             elif speaker is not None and not 0 <= speaker < max(1, self._voice.config.num_speakers):
-                raise ModelUnavailable(f"voice '{name}': speaker {speaker} is out of range")
+                raise LoadFailed(f"voice '{name}': speaker {speaker} is out of range")
             self._speakers[name] = (speaker, voice)
         self._occupancy = Occupancy(len(copies))
         # As many threads as copies: a running request always finds a free copy; the rest wait their turn.
@@ -152,8 +152,7 @@ class PiperBackend:
 
     async def synthesize(self, request: SpeechRequest) -> AsyncIterator[npt.NDArray[np.float32]]:
         if request.voice not in self._speakers:
-            raise InvalidRequest(f"Unknown voice '{request.voice}'. This model's voices: "
-                                 f"{', '.join(self.voices)}.", param="voice")
+            raise UnknownVoice(request.voice, self.voices)
         async for audio in iterate_in_thread(self._executor, lambda: self._run(request)):
             yield audio
 

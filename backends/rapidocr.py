@@ -17,7 +17,7 @@ from typing import Annotated, Any
 import msgspec
 import numpy as np
 
-from backends.errors import EngineFailure, ModelUnavailable
+from backends.errors import EngineFailure, LoadFailed
 from backends.images import decode_rgb
 from backends.threads import available_cores
 
@@ -52,7 +52,7 @@ def _model_file(folder: Path, named: str | None, kind: str, required: bool = Tru
     if named is not None:
         path = folder / named
         if not path.is_file():
-            raise ModelUnavailable(f"the OCR model file '{named}' (options.{_OPTION[kind]}) is not in the model's"
+            raise LoadFailed(f"the OCR model file '{named}' (options.{_OPTION[kind]}) is not in the model's"
                                    " files")
         return path
     found = sorted(folder.glob(f"*{kind}*.onnx"))
@@ -60,7 +60,7 @@ def _model_file(folder: Path, named: str | None, kind: str, required: bool = Tru
         return found[0]
     if not found and not required:
         return None
-    raise ModelUnavailable(f"expected one *{kind}*.onnx file among the model's files, found {len(found)}"
+    raise LoadFailed(f"expected one *{kind}*.onnx file among the model's files, found {len(found)}"
                            f" (name it in options.{_OPTION[kind]})")
 
 

@@ -26,7 +26,7 @@ import numpy as np
 import numpy.typing as npt
 
 from backends.embed_batching import EmbedBatcher, check_lengths, embed_request, input_texts
-from backends.errors import ModelUnavailable
+from backends.errors import LoadFailed
 from backends.types import EmbeddingRequest, EmbeddingResult
 
 __all__ = ["Options", "SentenceTransformersBackend", "load"]
@@ -60,7 +60,7 @@ class SentenceTransformersBackend:
         try:
             self._model: Any = SentenceTransformer(str(folder), device=options.device, local_files_only=True)
         except (OSError, ValueError) as e:
-            raise ModelUnavailable(f"sentence-transformers could not load the model: {e}") from None
+            raise LoadFailed(f"sentence-transformers could not load the model: {e}") from None
         if options.max_seq_length is not None:
             self._model.max_seq_length = options.max_seq_length
         self._options = options

@@ -17,7 +17,7 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
-from backends.errors import ModelUnavailable
+from backends.errors import LoadFailed
 from backends.types import SpeechSpan
 
 __all__ = ["FRAME", "Options", "SileroVad", "VadStream", "load"]
@@ -107,7 +107,7 @@ class SileroVad:
 
         path = files if files.is_file() else next(iter(sorted(files.glob("silero*.onnx"))), None)
         if path is None:
-            raise ModelUnavailable("no Silero VAD ONNX file in the model's files")
+            raise LoadFailed("no Silero VAD ONNX file in the model's files")
         session_options = onnxruntime.SessionOptions()
         session_options.inter_op_num_threads = 1
         session_options.intra_op_num_threads = 1
@@ -116,7 +116,7 @@ class SileroVad:
             self._session = onnxruntime.InferenceSession(str(path), sess_options=session_options,
                                                          providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own untyped errors for bad files
-            raise ModelUnavailable(f"ONNX Runtime could not load the VAD model ({type(e).__name__})") from None
+            raise LoadFailed(f"ONNX Runtime could not load the VAD model ({type(e).__name__})") from None
         self.options = options
         self.frame_samples = FRAME
         self.threshold = options.threshold

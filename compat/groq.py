@@ -13,8 +13,8 @@ from typing import Any
 
 import msgspec
 
-from backends.errors import InvalidRequest
 from backends.types import Usage
+from compat.errors import InvalidRequest
 from compat.wire import ParamPolicy
 
 __all__ = ["GROQ_FIELDS", "GroqTimings", "add_x_groq", "new_groq_id", "screen_groq_fields", "usage_with_timings",

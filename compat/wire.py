@@ -7,7 +7,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from backends.errors import InvalidRequest, UnsupportedParameter
+from compat.errors import InvalidRequest, UnsupportedParameter
 
 __all__ = ["ParamPolicy", "decode_object", "to_struct"]
 

@@ -15,15 +15,13 @@ from typing import Any, cast
 import msgspec
 from litestar import Litestar, Request, Response, get
 from litestar.config.cors import CORSConfig
-from litestar.exceptions import HTTPException
 from litestar.middleware import DefineMiddleware
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
-from backends.errors import GatewayError
 from compat.openai.errors import encode_error
 from gateway.auth import AuthMiddleware
 from gateway.config import Config, CorsConfig
-from gateway.errors import from_http_exception
+from gateway.errors import GatewayError, to_gateway_error
 from gateway.limits import HeaderLimitMiddleware
 from gateway.observability import Metrics, instrument
 from gateway.openapi import openapi_json
@@ -44,19 +42,14 @@ def _render(error: GatewayError) -> Response[bytes]:
                     headers=error.headers())
 
 
-def _on_gateway_error(_: Request[Any, Any, Any], exc: GatewayError) -> Response[bytes]:
-    return _render(exc)
-
-
-def _on_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
-    """Litestar's own errors (unknown route, wrong method, body too large) in OpenAI's envelope."""
-    error = from_http_exception(request, exc)
-    return _render(error) if error is not None else _on_exception(request, exc)
-
-
 def _on_exception(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    """Every error a route lets through, in OpenAI's envelope: wire errors as they are, domain errors and
+    Litestar's own (unknown route, wrong method, body too large) translated, anything else a bare 500."""
     if isinstance(exc, ClientGone):
         return Response(b"", status_code=499)
+    error = to_gateway_error(request, exc)
+    if error is not None:
+        return _render(error)
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     error = GatewayError("The server had an error while processing your request.")
     return Response(encode_error(error), status_code=HTTP_500_INTERNAL_SERVER_ERROR,
@@ -111,11 +104,7 @@ def create_app(config: Config) -> Litestar:
     app = Litestar(
         route_handlers=handlers,
         lifespan=[lifespan],
-        exception_handlers={
-            GatewayError: _on_gateway_error,
-            HTTPException: _on_http_exception,
-            Exception: _on_exception,
-        },
+        exception_handlers={Exception: _on_exception},
         request_max_body_size=config.server.max_json_bytes,
         middleware=[DefineMiddleware(cast(Any, HeaderLimitMiddleware), max_bytes=config.server.max_header_bytes),
                     DefineMiddleware(cast(Any, AuthMiddleware), keys=config.server.api_keys)],

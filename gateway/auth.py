@@ -15,9 +15,9 @@ from typing import Any
 
 import msgspec
 
-from backends.errors import AuthenticationFailed
 from compat.deepgram.common import error_body as deepgram_error_body
 from compat.deepgram.common import new_request_id
+from compat.errors import AuthenticationFailed
 from compat.openai.errors import encode_error
 
 __all__ = ["OPEN_PATHS", "AuthMiddleware", "presented_keys"]

@@ -7,7 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from backends.errors import GatewayError
+from compat.errors import GatewayError
 from gateway.config import Config, ConfigError, load_config
 
 __all__ = ["main"]

@@ -1,16 +1,148 @@
-"""The error hierarchy, as the gateway sees it (defined in :mod:`backends.errors`), and the mapping of
-the web framework's own errors onto it, shared by every dialect."""
+"""Where every error becomes what a client sees, in one place.
 
+Backends raise domain errors (:mod:`backends.errors`: facts, no statuses, no wire names); compat and the
+gateway raise wire errors (:mod:`compat.errors`: a status, OpenAI's ``type``, a ``param``, a ``code``).
+:func:`from_domain` turns the first into the second for an endpoint, naming the part at fault with the
+endpoint's own field (:class:`Fields`); :func:`from_http_exception` does the same for the web
+framework's own errors. Each dialect then renders the wire error in its envelope.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
 from typing import Any
 
 from litestar import Request
 from litestar.exceptions import HTTPException
 
-from backends.errors import *  # noqa: F403
-from backends.errors import GatewayError, InvalidRequest, MethodNotAllowed, NotFound, PayloadTooLarge
-from backends.errors import __all__ as _errors
+from backends import errors as domain
+from backends.errors import DomainError, Part
+from compat.errors import *  # noqa: F403
+from compat.errors import (
+    GatewayError,
+    InvalidRequest,
+    MethodNotAllowed,
+    ModelUnavailable,
+    NotFound,
+    PayloadTooLarge,
+    ServerFailure,
+)
+from compat.errors import __all__ as _errors
 
-__all__ = [*_errors, "from_http_exception"]
+__all__ = [*_errors, "DEEPGRAM_FIELDS", "OPENAI_FIELDS", "Fields", "fields_of", "from_domain", "from_http_exception",
+           "to_gateway_error"]
+
+_OPENAI_NAMES = {Part.MODEL: "model", Part.LOGIT_BIAS: "logit_bias", Part.DIMENSIONS: "dimensions",
+                 Part.LANGUAGE: "language", Part.VOICE: "voice", Part.OUTPUT_FORMAT: "response_format",
+                 Part.TOOLS: "tools", Part.AUDIO_ENCODING: "encoding", Part.SAMPLE_RATE: "sample_rate",
+                 Part.CHANNELS: "channels"}
+_DEEPGRAM_NAMES = {Part.MODEL: "model", Part.LANGUAGE: "language", Part.AUDIO_ENCODING: "encoding",
+                   Part.SAMPLE_RATE: "sample_rate", Part.CHANNELS: "channels", Part.VOICE: "model",
+                   Part.OUTPUT_FORMAT: "encoding"}
+_CODES: dict[type[DomainError], str] = {
+    domain.ContextTooLong: "context_length_exceeded",
+    domain.BadAudio: "invalid_audio",
+    domain.ImagesNotSupported: "image_not_supported",
+    domain.BadSchema: "invalid_json_schema",
+    domain.SchemaNotSatisfied: "schema_not_satisfied",
+    domain.UnknownVoice: "invalid_voice",
+}
+_IMAGE_CODES = {domain.ImageProblem.NOT_AN_IMAGE: "invalid_image_format",
+                domain.ImageProblem.UNREADABLE: "invalid_image", domain.ImageProblem.TOO_LARGE: "image_too_large"}
+
+
+@dataclass(frozen=True, slots=True)
+class Fields:
+    """How an endpoint names the parts of its requests."""
+
+    input: str
+    """The field holding what is worked on: ``messages``, ``prompt``, ``input``, ``file``, ``text``."""
+    names: dict[Part, str] = field(default_factory=lambda: dict(_OPENAI_NAMES))
+    bad_audio: str | None = None
+    """What to say of unreadable audio instead of the engine's words (a vendor's clients match its own)."""
+
+    def name(self, part: Part | None) -> str | None:
+        if part is None:
+            return None
+        if part is Part.INPUT:
+            return self.input
+        return self.names.get(part)
+
+
+OPENAI_FIELDS = Fields(input="input")
+DEEPGRAM_FIELDS = Fields(input="audio", names=dict(_DEEPGRAM_NAMES),
+                         bad_audio="failed to process audio: corrupt or unsupported data")
+
+
+def _schema_param(error: domain.BadSchema | domain.SchemaNotSatisfied) -> str:
+    if error.part is Part.TOOLS:
+        return "tools"
+    return "response_format" if error.tool is None else f"tools[{error.tool}].function.parameters"
+
+
+def _message(error: DomainError, fields: Fields, param: str | None) -> str:
+    """The error's words, where they must name the endpoint's own fields."""
+    if isinstance(error, domain.ContextTooLong):
+        what = fields.input
+        if error.max_new is None:
+            return (f"This model's maximum context length is {error.limit} tokens. However, your {what}"
+                    f" resulted in {error.n_prompt} tokens, leaving no room for a completion.")
+        return (f"This model's maximum context length is {error.limit} tokens. However, you requested"
+                f" {error.n_prompt + error.max_new} tokens ({error.n_prompt} in the {what}, {error.max_new} in"
+                f" the completion). Please reduce the length of the {what} or the completion.")
+    if isinstance(error, domain.UnknownToken):
+        place = f"{param}[{error.item}]" if error.item is not None else param
+        return f"Token id {error.token} in {place} is outside this model's vocabulary (0..{error.vocab_size - 1})."
+    if isinstance(error, domain.InputTooLong):
+        return f"{fields.input}[{error.item}] is {error.n_tokens} tokens long; this model reads at most {error.limit}."
+    if isinstance(error, domain.BadDimensions):
+        return f"{param} is {error.asked}, but this model's embeddings have {error.dimensions}."
+    if isinstance(error, domain.BadSchema):
+        place = f" at '{error.where}'" if error.where else ""
+        return f"Invalid schema for '{_schema_param(error)}'{place}: {error.why}"
+    if isinstance(error, domain.SchemaNotSatisfied):
+        keywords = ", ".join(k if t is None else f"tools[{t}].function.parameters {k}" for t, k in error.held)
+        return (f"The model gave no reply valid for the schema in {error.attempts} samples ({error.problem})."
+                f" Only a check after generation holds {keywords}: loosen it, or try again.")
+    if isinstance(error, domain.NoChatTemplate):
+        return ("This model has no chat template; use /v1/completions or set options.chat_template for it.")
+    if isinstance(error, domain.BadImage) and error.place is not None:
+        return f"'{error.place}': {error.message}"
+    if isinstance(error, domain.BadAudio) and error.part is Part.INPUT and fields.bad_audio is not None:
+        return fields.bad_audio
+    return error.message
+
+
+def from_domain(error: DomainError, fields: Fields = OPENAI_FIELDS) -> GatewayError:
+    """The wire error for a domain error raised while serving an endpoint named by ``fields``."""
+    if isinstance(error, domain.LoadFailed):
+        return ModelUnavailable(error.message)
+    if not isinstance(error, domain.Rejected):
+        return ServerFailure(error.message)
+    param = fields.name(error.part)
+    if isinstance(error, domain.BadSchema | domain.SchemaNotSatisfied):
+        param = _schema_param(error)
+    elif isinstance(error, domain.BadImage | domain.ImagesNotSupported):
+        param = error.place or fields.input
+    code = _IMAGE_CODES[error.problem] if isinstance(error, domain.BadImage) else _CODES.get(type(error))
+    return InvalidRequest(_message(error, fields, param), param=param, code=code)
+
+
+def fields_of(request: Request[Any, Any, Any]) -> Fields:
+    """The fields of the endpoint serving ``request`` (its route's ``fields`` option; OpenAI's by default)."""
+    fields = request.route_handler.opt.get("fields")
+    return fields if isinstance(fields, Fields) else OPENAI_FIELDS
+
+
+def to_gateway_error(request: Request[Any, Any, Any], error: Exception) -> GatewayError | None:
+    """Any error a route let through as a wire error, or None when it is unexpected (a 500 to log)."""
+    if isinstance(error, GatewayError):
+        return error
+    if isinstance(error, DomainError):
+        return from_domain(error, fields_of(request))
+    if isinstance(error, HTTPException):
+        return from_http_exception(request, error)
+    return None
 
 
 def from_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> GatewayError | None:

@@ -15,7 +15,7 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import httpx
 
-from backends.errors import InvalidRequest, PayloadTooLarge
+from compat.errors import InvalidRequest, PayloadTooLarge
 from gateway.config import RemoteFetchConfig
 
 __all__ = ["fetch_url"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from backends.errors import GatewayError
+from compat.errors import GatewayError
 from compat.openai.errors import encode_error
 from gateway.auth import ASGIApp, Receive, Scope, Send
 

@@ -31,7 +31,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Proc
 from prometheus_client.core import HistogramMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 
-from backends.errors import GatewayError
+from compat.errors import GatewayError
 
 if TYPE_CHECKING:
     from litestar.datastructures import State

@@ -24,9 +24,10 @@ from typing import Any, Protocol
 
 from backends import catalog
 from backends.base import Backend, ReportsLoad
-from backends.errors import Busy, GatewayError, InvalidRequest, ModelNotFound, ModelUnavailable
+from backends.errors import DomainError
 from backends.types import ModelType
 from gateway.config import Config, ModelConfig
+from gateway.errors import Busy, GatewayError, InvalidRequest, ModelNotFound, ModelUnavailable, from_domain
 from gateway.sources import SourceState, download, local_files, source_state
 
 __all__ = ["Admission", "Lease", "ModelState", "Registry", "RegistryObserver"]
@@ -321,6 +322,8 @@ class Registry:
             return entry.load(files, self._config.backend_options[slot.name])
         except GatewayError:
             raise
+        except DomainError as e:
+            raise from_domain(e) from None
         except Exception as e:
             log.exception("model %s: the %s backend failed to load", slot.name, entry.name)
             raise ModelUnavailable(f"Model '{slot.name}' failed to load ({type(e).__name__}).") from None

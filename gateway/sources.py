@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from backends.errors import ModelUnavailable
+from compat.errors import ModelUnavailable
 from gateway.config import HuggingFaceSource, ModelConfig
 
 __all__ = ["SourceState", "download", "local_files", "source_state"]

@@ -14,8 +14,10 @@ from typing import Any
 import msgspec
 from litestar.response import Stream
 
-from backends.errors import EngineFailure, GatewayError
+from backends.errors import DomainError
+from compat.errors import GatewayError, ServerFailure
 from compat.openai.errors import error_body
+from gateway.errors import from_domain
 
 __all__ = ["DONE", "KEEPALIVE", "event", "guarded", "sse_response"]
 
@@ -38,12 +40,12 @@ async def guarded(frames: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     try:
         async for frame in frames:
             yield frame
-    except GatewayError as e:
+    except (GatewayError, DomainError) as e:
         log.warning("stream ended by %s: %s", type(e).__name__, e.message)
-        yield event(error_body(e))
+        yield event(error_body(e if isinstance(e, GatewayError) else from_domain(e)))
     except Exception:
         log.exception("stream failed")
-        yield event(error_body(EngineFailure("The engine failed while generating.")))
+        yield event(error_body(ServerFailure("The engine failed while generating.")))
 
 
 def sse_response(frames: AsyncIterator[bytes], headers: Mapping[str, str] | None = None) -> Stream:

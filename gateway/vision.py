@@ -24,9 +24,10 @@ import msgspec
 from litestar import Request
 
 from backends.base import VisionBackend
-from backends.errors import InvalidRequest, PayloadTooLarge
+from backends.errors import BadImage
 from backends.images import decode_rgb, sniff
 from backends.types import IMAGE_MARKER, ChatMessage, ChatRequest, ImageInput, ModelType
+from compat.errors import InvalidRequest, PayloadTooLarge
 from gateway.config import Config, ServerConfig
 from gateway.fetch import fetch_url
 from gateway.registry import Lease, Registry
@@ -84,8 +85,9 @@ async def _checked(image: ImageInput, server: ServerConfig) -> ImageInput:
                              code="invalid_image_format")
     try:
         await asyncio.to_thread(decode_rgb, data, max_pixels=server.max_image_pixels)
-    except InvalidRequest as e:
-        raise InvalidRequest(f"'{where}': {e.message}", param=where, code=e.code) from None
+    except BadImage as e:
+        e.place = where
+        raise
     return dataclasses.replace(image, data=data, mime=kind)
 
 
@@ -107,8 +109,9 @@ async def _read_texts(registry: Registry, ocr_model: str, images: list[ImageInpu
         for image in images:
             try:
                 texts.append(await backend.read_text(image.data))
-            except InvalidRequest as e:
-                raise InvalidRequest(f"'{image.where}': {e.message}", param=image.where, code=e.code) from None
+            except BadImage as e:
+                e.place = image.where
+                raise
         return texts
     finally:
         lease.release()

@@ -19,7 +19,9 @@ import pytest
 
 from backends import audio
 from backends.audio import ENCODINGS, FORMATS, StreamEncoder, decode, decode_raw, duration
-from backends.errors import InvalidAudio, InvalidRequest
+from backends.errors import BadAudio as InvalidAudio
+from compat.errors import InvalidRequest
+from gateway.errors import DEEPGRAM_FIELDS, Fields, from_domain
 
 Signal = npt.NDArray[np.float32]
 
@@ -154,14 +156,15 @@ NOT_AUDIO: dict[str, Callable[[bytes, bytes], bytes]] = {
 def test_decode_rejects_what_is_not_audio(name: str, wav_1s: bytes, mp3_1s: bytes) -> None:
     with pytest.raises(InvalidAudio) as caught:
         decode(NOT_AUDIO[name](wav_1s, mp3_1s))
-    assert caught.value.status == 400
-    assert caught.value.code == "invalid_audio"
+    wire = from_domain(caught.value, Fields(input="file"))
+    assert (wire.status, wire.code, wire.param) == (400, "invalid_audio", "file")
 
 
-def test_invalid_audio_takes_param() -> None:
-    error = InvalidAudio("bad", param="file")
-    assert isinstance(error, InvalidRequest)
-    assert (error.param, error.code, error.status) == ("file", "invalid_audio", 400)
+def test_invalid_audio_is_named_by_each_endpoint() -> None:
+    error = InvalidAudio("bad")
+    assert isinstance(from_domain(error, Fields(input="file")), InvalidRequest)
+    assert from_domain(error, Fields(input="file")).param == "file"
+    assert from_domain(error, DEEPGRAM_FIELDS).message == "failed to process audio: corrupt or unsupported data"
 
 
 def test_decode_rejects_a_container_without_audio() -> None:

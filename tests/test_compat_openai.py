@@ -11,8 +11,8 @@ import msgspec
 import numpy as np
 import pytest
 
-from backends.errors import InvalidRequest, UnsupportedParameter
 from backends.types import ChatMessage, EmbeddingResult, Usage
+from compat.errors import InvalidRequest, UnsupportedParameter
 from compat.openai.chat import ChatStream, ChoiceResult, chat_completion, parse_chat_request
 from compat.openai.completions import parse_completion_request
 from compat.openai.embeddings import embedding_response, parse_embeddings_request

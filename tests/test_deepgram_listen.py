@@ -27,7 +27,6 @@ from deepgram.environment import DeepgramClientEnvironment
 from deepgram.errors import BadRequestError
 from deepgram.types.listen_v1response import ListenV1Response
 
-from backends.errors import InvalidRequest, UnsupportedParameter
 from backends.types import TranscriptionInfo, TranscriptWord
 from compat.deepgram.formatting import Formatting, apply_formatting, to_numerals
 from compat.deepgram.listen import (
@@ -44,6 +43,7 @@ from compat.deepgram.listen import (
     whisper_language,
     words_json,
 )
+from compat.errors import InvalidRequest, UnsupportedParameter
 from compat.wire import ParamPolicy
 
 FIRST = "The quick brown fox jumps over the lazy dog near the river bank."

@@ -20,7 +20,8 @@ import numpy.typing as npt
 import pytest
 
 from backends.embed_batching import EmbedBatcher, shaped
-from backends.errors import EngineFailure, ModelUnavailable
+from backends.errors import EngineFailure
+from backends.errors import LoadFailed as ModelUnavailable
 from backends.onnx_embeddings import Options, Pooling, load, pooling_modes
 from gateway.sources import _package_dir
 

@@ -19,10 +19,10 @@ from gbnf_matcher import Grammar
 from openai import OpenAI
 from pydantic import BaseModel, Field, conint
 
-from backends.errors import InvalidRequest
 from backends.grammars import json_grammar, tool_call_grammar
 from backends.output_check import FORMAT_CHECKER, parse_strict
 from backends.types import ToolSpec
+from compat.errors import InvalidRequest
 
 ZOD_INT = 9007199254740991  # Number.MAX_SAFE_INTEGER: z.number().int() emits it as both bounds
 

@@ -19,7 +19,7 @@ import tiktoken
 from openai import OpenAI
 from tiktoken_cache import prime_tiktoken_cache
 
-from backends.errors import InvalidRequest
+from compat.errors import InvalidRequest
 from compat.openai import vocab
 
 TEXTS = ["The quick brown fox jumps over the lazy dog.",

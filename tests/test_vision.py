@@ -31,9 +31,9 @@ from openai import OpenAI
 from PIL import Image, ImageDraw, ImageFont
 from vision_fixture import IMAGE_TOKENS, starter_llm_path, write_projector
 
-from backends.errors import GatewayError, InvalidRequest
 from backends.images import decode_rgb, sniff
 from backends.types import IMAGE_MARKER, ChatMessage, ChatRequest, ModelType
+from compat.errors import GatewayError, InvalidRequest
 from compat.openai.content import ContentPart, split_content
 from compat.wire import ParamPolicy
 from gateway.config import Config, ConfigError, ModelConfig, RemoteFetchConfig, Source, parse_config
@@ -367,7 +367,7 @@ from pathlib import Path
 sys.path[:0] = [sys.argv[1], sys.argv[1] + "/tests"]
 import llama_cpp as lc
 from PIL import Image
-from backends.errors import InvalidRequest, ModelUnavailable
+from compat.errors import InvalidRequest, ModelUnavailable
 from backends.llama_mtmd import Projector
 from backends.types import IMAGE_MARKER, ImageInput
 from vision_fixture import starter_llm_path, write_projector

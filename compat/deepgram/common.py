@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import msgspec
 
-from backends.errors import GatewayError, InvalidRequest
+from compat.errors import GatewayError, InvalidRequest
 
 __all__ = [
     "DeepgramError",

@@ -20,10 +20,10 @@ from dataclasses import dataclass
 import msgspec
 
 from backends.audio import ENCODINGS
-from backends.errors import InvalidRequest
 from backends.types import TranscriptionInfo, TranscriptWord
 from compat.deepgram.common import ModelInfo, flag, model_uuid, number, one
 from compat.deepgram.formatting import Formatting, apply_formatting, formatting_of, written_form
+from compat.errors import InvalidRequest
 from compat.wire import ParamPolicy
 
 __all__ = [

@@ -11,7 +11,6 @@ from typing import Any, Literal
 
 import msgspec
 
-from backends.errors import InvalidRequest
 from backends.types import TranscriptWord
 from compat.deepgram.common import ModelInfo, flag, number, one
 from compat.deepgram.formatting import FORMATTING_FLAGS, Formatting, formatting_of
@@ -23,6 +22,7 @@ from compat.deepgram.listen import (
     screen_features,
     whisper_language,
 )
+from compat.errors import InvalidRequest
 from compat.wire import ParamPolicy
 
 __all__ = [

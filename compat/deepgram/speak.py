@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import msgspec
 
-from backends.errors import InvalidRequest, UnsupportedParameter
 from compat.deepgram.common import number, one
+from compat.errors import InvalidRequest, UnsupportedParameter
 from compat.wire import decode_object
 
 __all__ = [

@@ -11,8 +11,8 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from backends.errors import InvalidRequest
 from backends.types import TranscriptionInfo, TranscriptSegment
+from compat.errors import InvalidRequest
 from compat.openai.languages import language_name
 from compat.wire import ParamPolicy, to_struct
 

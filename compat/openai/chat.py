@@ -14,7 +14,6 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import UNSET, UnsetType
 
-from backends.errors import InvalidRequest
 from backends.types import (
     ChatMessage,
     ChatRequest,
@@ -26,6 +25,7 @@ from backends.types import (
     ToolSpec,
     Usage,
 )
+from compat.errors import InvalidRequest
 from compat.openai.content import ContentPart, split_content
 from compat.openai.sampling import SamplingFields, sampling_params
 from compat.wire import ParamPolicy, to_struct

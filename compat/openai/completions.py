@@ -9,8 +9,8 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import UNSET, UnsetType
 
-from backends.errors import InvalidRequest
 from backends.types import CompletionRequest, FinishReason, TokenLogprob, Usage
+from compat.errors import InvalidRequest
 from compat.openai.chat import SYSTEM_FINGERPRINT, StreamOptions, UsageBody, new_id, usage_body
 from compat.openai.sampling import SamplingFields, sampling_params
 from compat.openai.vocab import ids_as_text

@@ -13,8 +13,8 @@ from typing import Any, Literal
 
 import msgspec
 
-from backends.errors import InvalidRequest
 from backends.types import IMAGE_MARKER, ImageInput
+from compat.errors import InvalidRequest
 from compat.wire import ParamPolicy
 
 __all__ = ["ContentPart", "ImagePart", "RefusalPart", "TextPart", "split_content"]

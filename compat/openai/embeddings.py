@@ -9,8 +9,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 import numpy as np
 
-from backends.errors import InvalidRequest
 from backends.types import EmbeddingRequest, EmbeddingResult
+from compat.errors import InvalidRequest
 from compat.openai.vocab import ids_as_text
 from compat.wire import ParamPolicy, to_struct
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
-from backends.errors import GatewayError
+from compat.errors import GatewayError
 
 __all__ = ["encode_error", "error_body"]
 

@@ -6,8 +6,8 @@ from typing import Annotated
 
 import msgspec
 
-from backends.errors import InvalidRequest
 from backends.types import SamplingParams
+from compat.errors import InvalidRequest
 from compat.wire import ParamPolicy
 
 __all__ = ["SamplingFields", "sampling_params"]

@@ -25,7 +25,7 @@ from importlib import resources
 
 from tiktoken.model import encoding_name_for_model as _tiktoken_table
 
-from backends.errors import InvalidRequest
+from compat.errors import InvalidRequest
 
 __all__ = ["DATA_PACKAGE", "ENCODINGS", "Vocabulary", "encoding_name_for_model", "ids_as_text", "openai_encoding",
            "rank_file", "token_bytes", "vocabulary"]

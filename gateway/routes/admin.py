@@ -10,7 +10,7 @@ from typing import Any
 from litestar import Request, Response, Router, get, post
 from litestar.params import FromPath
 
-from backends.errors import GatewayError
+from compat.errors import GatewayError
 from gateway.routes.common import json_response, registry_of
 
 __all__ = ["admin_router"]

@@ -17,7 +17,7 @@ from litestar.response import Stream
 
 from backends.audio import StreamEncoder, decode
 from backends.base import SpeechBackend, TranscriptionBackend
-from backends.errors import InvalidAudio, InvalidRequest
+from backends.errors import BadAudio
 from backends.types import (
     ModelType,
     SpeechRequest,
@@ -25,6 +25,7 @@ from backends.types import (
     TranscriptionRequest,
     TranscriptSegment,
 )
+from compat.errors import InvalidRequest
 from compat.groq import add_x_groq, new_groq_id
 from compat.openai.audio import (
     Transcript,
@@ -37,6 +38,7 @@ from compat.openai.audio import (
     transcript_done_event,
 )
 from compat.wire import ParamPolicy
+from gateway.errors import Fields, from_domain
 from gateway.fetch import fetch_url
 from gateway.routes.common import (
     backend_as,
@@ -89,9 +91,8 @@ async def _upload(request: Request[Any, Any, Any], policy: ParamPolicy,
 async def _decoded(data: bytes, param: str) -> npt.NDArray[np.float32]:
     try:
         return await asyncio.to_thread(decode, data, max_seconds=MAX_AUDIO_SECONDS)
-    except InvalidAudio as e:
-        e.param = param
-        raise
+    except BadAudio as e:
+        raise from_domain(e, Fields(input=param)) from None
 
 
 async def _transcribe(request: Request[Any, Any, Any],
@@ -153,12 +154,12 @@ async def _transcribe(request: Request[Any, Any, Any],
     return sse_response(frames(), headers)
 
 
-@post("/audio/transcriptions", status_code=200)
+@post("/audio/transcriptions", status_code=200, opt={"fields": Fields(input="file")})
 async def transcriptions(request: Request[Any, Any, Any]) -> Response[bytes] | Stream:
     return await _transcribe(request, "transcribe")
 
 
-@post("/audio/translations", status_code=200)
+@post("/audio/translations", status_code=200, opt={"fields": Fields(input="file")})
 async def translations(request: Request[Any, Any, Any]) -> Response[bytes] | Stream:
     return await _transcribe(request, "translate")
 
@@ -179,7 +180,7 @@ class _Spoken:
         self.sentences += 1
 
 
-@post("/audio/speech", status_code=200)
+@post("/audio/speech", status_code=200, opt={"fields": Fields(input="input")})
 async def speech(request: Request[Any, Any, Any]) -> Stream:
     raw, policy = await read_object(request)
     parsed = parse_speech_request(raw, policy)

@@ -14,10 +14,10 @@ import msgspec
 from litestar import Request, Response, Router
 from litestar.exceptions import HTTPException
 
-from backends.errors import GatewayError
+from backends.errors import DomainError
 from compat.deepgram.common import error_body, new_request_id
 from gateway.config import Config
-from gateway.errors import from_http_exception
+from gateway.errors import DEEPGRAM_FIELDS, GatewayError, from_domain, from_http_exception
 from gateway.routes.common import ClientGone
 
 __all__ = ["deepgram_router", "query_of", "request_id_of"]
@@ -49,18 +49,16 @@ def render_error(request: Request[Any, Any, Any], error: GatewayError) -> Respon
                     media_type="application/json", headers={"dg-request-id": rid, **error.headers()})
 
 
-def _on_gateway_error(request: Request[Any, Any, Any], exc: GatewayError) -> Response[bytes]:
-    return render_error(request, exc)
-
-
-def _on_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
-    error = from_http_exception(request, exc)
-    return render_error(request, error) if error is not None else _on_exception(request, exc)
-
-
 def _on_exception(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    """Every error a route lets through, in Deepgram's envelope (domain errors named Deepgram's way)."""
     if isinstance(exc, ClientGone):
         return Response(b"", status_code=499)
+    if isinstance(exc, GatewayError):
+        return render_error(request, exc)
+    if isinstance(exc, DomainError):
+        return render_error(request, from_domain(exc, DEEPGRAM_FIELDS))
+    if isinstance(exc, HTTPException) and (error := from_http_exception(request, exc)) is not None:
+        return render_error(request, error)
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return render_error(request, GatewayError("Internal Server Error: the server had an error processing your"
                                               " request."))
@@ -71,6 +69,5 @@ def deepgram_router(config: Config) -> Router:
 
     handlers: list[Any] = [*deepgram_listen.HANDLERS, *deepgram_live.HANDLERS, *deepgram_speak.HANDLERS]
     return Router(path="/v1", route_handlers=handlers,
-                  exception_handlers={GatewayError: _on_gateway_error, HTTPException: _on_http_exception,
-                                      Exception: _on_exception},
+                  exception_handlers={Exception: _on_exception},
                   request_max_body_size=config.server.max_audio_upload_bytes)

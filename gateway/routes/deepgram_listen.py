@@ -19,7 +19,7 @@ from litestar import Request, Response, post
 
 from backends.audio import decode, decode_raw, duration
 from backends.base import TranscriptionBackend
-from backends.errors import InvalidAudio, InvalidRequest
+from backends.errors import BadAudio
 from backends.types import (
     ModelType,
     TranscriptionInfo,
@@ -29,6 +29,7 @@ from backends.types import (
 )
 from compat.deepgram.common import iso_now
 from compat.deepgram.listen import ChannelTranscript, ListenOptions, listen_response, model_info, parse_listen_query
+from compat.errors import InvalidRequest
 from compat.wire import ParamPolicy, decode_object
 from gateway.config import RemoteFetchConfig
 from gateway.fetch import fetch_url
@@ -72,13 +73,13 @@ def _decode_raw_tracks(data: bytes, options: ListenOptions) -> Tracks:
     assert options.encoding is not None and options.sample_rate is not None
     width = _SAMPLE_BYTES[options.encoding]
     if len(data) / (width * options.channels * options.sample_rate) > MAX_AUDIO_SECONDS:
-        raise InvalidAudio(f"The audio is longer than the {MAX_AUDIO_SECONDS:g} seconds allowed.")
+        raise BadAudio(f"The audio is longer than the {MAX_AUDIO_SECONDS:g} seconds allowed.")
     if not options.multichannel or options.channels == 1:
         return [decode_raw(data, encoding=options.encoding, sample_rate=options.sample_rate,
                            channels=options.channels)]
     frame = width * options.channels
     if not data or len(data) % frame:
-        raise InvalidAudio(f"{len(data)} bytes is not a whole number of {frame}-byte frames.")
+        raise BadAudio(f"{len(data)} bytes is not a whole number of {frame}-byte frames.")
     interleaved = np.frombuffer(data, dtype=np.uint8).reshape(-1, options.channels, width)
     return [decode_raw(interleaved[:, c, :].tobytes(), encoding=options.encoding, sample_rate=options.sample_rate)
             for c in range(options.channels)]
@@ -90,9 +91,9 @@ def _decode_tracks(data: bytes, options: ListenOptions) -> Tracks:
         if options.encoding is not None and not _containerized(data):
             return _decode_raw_tracks(data, options)
         samples = decode(data, sample_rate=RATE, mono=not options.multichannel, max_seconds=MAX_AUDIO_SECONDS)
-    except InvalidAudio as e:
+    except BadAudio as e:
         log.info("/v1/listen: unreadable audio (%d bytes): %s", len(data), e.message)
-        raise InvalidAudio(CORRUPT_AUDIO) from None
+        raise BadAudio(CORRUPT_AUDIO) from None
     return [samples] if samples.ndim == 1 else [np.ascontiguousarray(row) for row in samples]
 
 

@@ -23,7 +23,7 @@ from litestar.exceptions import WebSocketDisconnect
 
 from backends.audio_stream import ContainerStreamDecoder, RawStreamDecoder, StreamDecoder
 from backends.base import TranscriptionBackend, VadBackend
-from backends.errors import GatewayError, InvalidAudio, InvalidRequest
+from backends.errors import BadAudio, DomainError
 from backends.types import ModelType
 from compat.deepgram.common import iso_now, model_uuid, new_request_id
 from compat.deepgram.listen import model_info
@@ -36,8 +36,10 @@ from compat.deepgram.live import (
     speech_started_message,
     utterance_end_message,
 )
+from compat.errors import GatewayError, InvalidRequest
 from compat.wire import ParamPolicy
 from gateway.config import Config
+from gateway.errors import DEEPGRAM_FIELDS, from_domain
 from gateway.live import Event, LiveOptions, LiveTranscriber, SpeechStarted, Transcript, UtteranceEnd
 from gateway.registry import Lease, Registry
 from gateway.routes.common import backend_as
@@ -104,7 +106,8 @@ async def listen_live(socket: WebSocket[Any, Any, Any]) -> None:
     try:
         transcriber, decoder = await _start(session)
         await _serve(session, transcriber, decoder)
-    except GatewayError as e:
+    except (GatewayError, DomainError) as caught:
+        e = caught if isinstance(caught, GatewayError) else from_domain(caught, DEEPGRAM_FIELDS)
         await session.close(1008 if e.status < 500 else 1011, f"{e.message}")
     except WebSocketDisconnect:
         pass
@@ -157,8 +160,8 @@ async def _start(session: _Session) -> tuple[LiveTranscriber, StreamDecoder]:
         return transcriber, RawStreamDecoder(params.encoding, params.sample_rate, params.channels)
 
     loop = asyncio.get_running_loop()
-    pump: asyncio.Queue[npt.NDArray[np.float32] | InvalidAudio] = asyncio.Queue()
-    def handoff(item: npt.NDArray[np.float32] | InvalidAudio) -> None:
+    pump: asyncio.Queue[npt.NDArray[np.float32] | BadAudio] = asyncio.Queue()
+    def handoff(item: npt.NDArray[np.float32] | BadAudio) -> None:
         loop.call_soon_threadsafe(pump.put_nowait, item)
 
     decoder = ContainerStreamDecoder(handoff, handoff)
@@ -213,7 +216,7 @@ async def _forward(pump: asyncio.Queue[Any], transcriber: LiveTranscriber, sessi
         item = await pump.get()
         if item is None:
             return
-        if isinstance(item, InvalidAudio):
+        if isinstance(item, BadAudio):
             await session.close(1008, f"DATA-0000: {item.message}")
             return
         await transcriber.add_audio(item)

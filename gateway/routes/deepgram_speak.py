@@ -38,7 +38,6 @@ from litestar.response import Stream
 
 from backends.audio import StreamEncoder
 from backends.base import SpeechBackend
-from backends.errors import GatewayError, ModelUnavailable
 from backends.types import ModelType, SpeechRequest
 from compat.deepgram.common import error_body, model_uuid, new_request_id
 from compat.deepgram.speak import (
@@ -61,6 +60,7 @@ from compat.deepgram.speak import (
     parse_speak_query,
     parse_stream_query,
 )
+from compat.errors import GatewayError, ModelUnavailable
 from gateway.config import Config, ModelConfig
 from gateway.registry import Lease, Registry
 from gateway.routes.common import backend_as, config_of, registry_of

@@ -28,6 +28,7 @@ from compat.openai.completions import (
 from compat.openai.embeddings import embedding_response, inputs_as_text, parse_embeddings_request
 from compat.openai.models import ModelCard, ModelList
 from compat.openai.vocab import openai_encoding
+from gateway.errors import Fields
 from gateway.observability import GenerationMeter, meter_generation, set_request_model
 from gateway.registry import Lease
 from gateway.routes.common import (
@@ -163,7 +164,7 @@ def is_groq(request: Request[Any, Any, Any]) -> bool:
 # Chat
 
 
-@post("/chat/completions", status_code=200)
+@post("/chat/completions", status_code=200, opt={"fields": Fields(input="messages")})
 async def chat_completions(request: Request[Any, Any, Any]) -> Response[bytes] | Stream:
     clock = _Clock()
     raw, policy = await read_object(request)
@@ -248,7 +249,7 @@ async def chat_completions(request: Request[Any, Any, Any]) -> Response[bytes] |
 # Legacy completions
 
 
-@post("/completions", status_code=200)
+@post("/completions", status_code=200, opt={"fields": Fields(input="prompt")})
 async def completions(request: Request[Any, Any, Any]) -> Response[bytes] | Stream:
     raw, policy = await read_object(request)
     parsed = parse_completion_request(raw, policy)
@@ -326,7 +327,7 @@ async def completions(request: Request[Any, Any, Any]) -> Response[bytes] | Stre
 # Embeddings
 
 
-@post("/embeddings", status_code=200)
+@post("/embeddings", status_code=200, opt={"fields": Fields(input="input")})
 async def embeddings(request: Request[Any, Any, Any]) -> Response[bytes]:
     raw, policy = await read_object(request)
     parsed = parse_embeddings_request(raw, policy)
