@@ -8,16 +8,17 @@ model that does no reasoning or web search (accepted), or go to the unsupported-
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 
+from backends.answers import ChatAnswer, ChoiceFinished, Timings
 from backends.types import Usage
 from compat.errors import InvalidRequest
+from compat.openai.dialect import OpenAI
 from compat.wire import ParamPolicy
 
-__all__ = ["GROQ_FIELDS", "GroqTimings", "add_x_groq", "new_groq_id", "screen_groq_fields", "usage_with_timings",
+__all__ = ["GROQ_FIELDS", "Groq", "add_x_groq", "new_groq_id", "screen_groq_fields", "usage_with_timings",
            "with_x_groq"]
 
 # Fields Groq's chat API adds to OpenAI's. Accepted: they change nothing for a model that neither
@@ -45,24 +46,12 @@ def new_groq_id() -> str:
     return f"req_{uuid.uuid4().hex[:26]}"
 
 
-@dataclass(frozen=True, slots=True)
-class GroqTimings:
-    """Seconds, measured at the gateway: waiting, reading the prompt, generating, in all."""
-
-    queue_time: float
-    prompt_time: float
-    completion_time: float
-
-    @property
-    def total_time(self) -> float:
-        return self.queue_time + self.prompt_time + self.completion_time
-
-
-def usage_with_timings(usage: Usage, timings: GroqTimings) -> dict[str, Any]:
-    return {"queue_time": round(timings.queue_time, 6), "prompt_tokens": usage.prompt_tokens,
-            "prompt_time": round(timings.prompt_time, 6), "completion_tokens": usage.completion_tokens,
-            "completion_time": round(timings.completion_time, 6), "total_tokens": usage.total_tokens,
-            "total_time": round(timings.total_time, 6)}
+def usage_with_timings(usage: Usage, timings: Timings) -> dict[str, Any]:
+    """Groq's usage: the token counts with the seconds spent queued, reading the prompt and generating."""
+    return {"queue_time": round(timings.queued, 6), "prompt_tokens": usage.prompt_tokens,
+            "prompt_time": round(timings.prompt, 6), "completion_tokens": usage.completion_tokens,
+            "completion_time": round(timings.completion, 6), "total_tokens": usage.total_tokens,
+            "total_time": round(timings.total, 6)}
 
 
 def with_x_groq(body: msgspec.Struct, groq_id: str, *, usage: dict[str, Any] | None = None,
@@ -88,3 +77,30 @@ def add_x_groq(body: bytes, groq_id: str) -> bytes:
     data = _json.decode(body)
     data["x_groq"] = {"id": groq_id}
     return _encoder.encode(data)
+
+
+class Groq(OpenAI):
+    """Groq's dialect, for one request: ``x_groq.id`` on every answer, and Groq's timed usage (at the top of
+    a completion; in ``x_groq.usage`` of the chunk that finishes a stream)."""
+
+    accepts_audio_url = True
+
+    def __init__(self) -> None:
+        self.id = new_groq_id()
+
+    def screen_chat(self, raw: dict[str, Any], policy: ParamPolicy) -> None:
+        screen_groq_fields(raw, policy)
+
+    def completion(self, body: msgspec.Struct, answer: ChatAnswer) -> Any:
+        return with_x_groq(body, self.id, top_level_usage=True, usage=usage_with_timings(answer.usage, answer.timings))
+
+    def first_chunk(self, chunk: msgspec.Struct) -> Any:
+        return with_x_groq(chunk, self.id)
+
+    def finishing_chunk(self, chunk: msgspec.Struct, finished: ChoiceFinished) -> Any:
+        if not finished.last:
+            return chunk
+        return with_x_groq(chunk, self.id, usage=usage_with_timings(finished.usage, finished.timings))
+
+    def transcript(self, body: bytes, content_type: str) -> bytes:
+        return add_x_groq(body, self.id) if content_type == "application/json" else body

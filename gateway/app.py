@@ -25,12 +25,14 @@ from gateway.errors import GatewayError, to_gateway_error
 from gateway.limits import HeaderLimitMiddleware
 from gateway.observability import Metrics, instrument
 from gateway.openapi import openapi_json
+from gateway.ownership import OwnershipMiddleware
 from gateway.registry import Registry
 from gateway.routes.admin import admin_router
 from gateway.routes.audio import audio_router
 from gateway.routes.common import DROPPED_HEADER, ClientGone
 from gateway.routes.deepgram import deepgram_router
 from gateway.routes.openai import openai_router
+from gateway.serving import Serving
 
 __all__ = ["create_app"]
 
@@ -85,6 +87,7 @@ def create_app(config: Config) -> Litestar:
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         app.state.config = config
         app.state.registry = registry
+        app.state.serving = Serving(registry, config)
         app.state.started_at = time.time()
         await registry.start()
         try:
@@ -106,7 +109,8 @@ def create_app(config: Config) -> Litestar:
         lifespan=[lifespan],
         exception_handlers={Exception: _on_exception},
         request_max_body_size=config.server.max_json_bytes,
-        middleware=[DefineMiddleware(cast(Any, HeaderLimitMiddleware), max_bytes=config.server.max_header_bytes),
+        middleware=[OwnershipMiddleware,
+                    DefineMiddleware(cast(Any, HeaderLimitMiddleware), max_bytes=config.server.max_header_bytes),
                     DefineMiddleware(cast(Any, AuthMiddleware), keys=config.server.api_keys)],
         cors_config=_cors(config.server.cors),
         openapi_config=None,

@@ -20,22 +20,55 @@ from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from backends import catalog
-from backends.base import Backend, ReportsLoad
+from backends.base import (
+    Backend,
+    ChatBackend,
+    EmbeddingBackend,
+    ReportsLoad,
+    SpeechBackend,
+    TranscriptionBackend,
+    VadBackend,
+    VisionBackend,
+)
 from backends.errors import DomainError
 from backends.types import ModelType
 from gateway.config import Config, ModelConfig
 from gateway.errors import Busy, GatewayError, InvalidRequest, ModelNotFound, ModelUnavailable, from_domain
 from gateway.sources import SourceState, download, local_files, source_state
 
-__all__ = ["Admission", "Lease", "ModelState", "Registry", "RegistryObserver"]
+__all__ = ["CHAT", "EMBEDDINGS", "OCR", "SPEECH", "TRANSCRIPTION", "VAD", "Admission", "Kind", "Lease", "ModelState",
+           "Registry", "RegistryObserver"]
 
 log = logging.getLogger("syn4pse.registry")
 
 SWEEP_EVERY = 0.5
 """Seconds between two checks for idle models to unload."""
+
+B = TypeVar("B", bound=Backend, covariant=True)
+K = TypeVar("K", bound=Backend)
+
+
+@dataclass(frozen=True, slots=True)
+class Kind(Generic[B]):
+    """A kind of model a request asks for: its configured type, and the Protocol its backend serves.
+
+    Leases come typed by it (``Lease[ChatBackend]``), so no caller casts the backend it holds.
+    """
+
+    type: ModelType
+    protocol: Any
+    """The backend Protocol (a runtime-checkable class; typed Any since Protocols are not concrete)."""
+
+
+CHAT: Kind[ChatBackend] = Kind(ModelType.LLM, ChatBackend)
+EMBEDDINGS: Kind[EmbeddingBackend] = Kind(ModelType.EMBEDDINGS, EmbeddingBackend)
+TRANSCRIPTION: Kind[TranscriptionBackend] = Kind(ModelType.STT, TranscriptionBackend)
+SPEECH: Kind[SpeechBackend] = Kind(ModelType.TTS, SpeechBackend)
+VAD: Kind[VadBackend] = Kind(ModelType.VAD, VadBackend)
+OCR: Kind[VisionBackend] = Kind(ModelType.VISION, VisionBackend)
 
 
 class ModelState(enum.StrEnum):
@@ -79,12 +112,18 @@ class _Slot:
     """Moving average of how long a request holds the model (seconds), for Retry-After."""
 
 
-class Lease:
-    """A hold on a loaded model; the model is not unloaded while a lease is out."""
+class Lease(Generic[B]):
+    """A hold on a loaded model; the model is not unloaded while a lease is out.
 
-    def __init__(self, registry: Registry, slot: _Slot, requested: str) -> None:
+    Release it exactly once when the work is done (a second release does nothing). Whoever is handed a
+    lease owns it: see :mod:`gateway.serving.owned` for streams, ``Registry.lease`` for a block.
+    """
+
+    def __init__(self, registry: Registry, slot: _Slot, requested: str, kind: Kind[B]) -> None:
         self._registry = registry
         self._slot = slot
+        assert isinstance(slot.backend, kind.protocol)  # the registry checked the model's type
+        self._backend: B = slot.backend
         self.requested = requested
         """The name the client used (an alias, perhaps), echoed back in responses."""
         self._since = time.monotonic()
@@ -95,9 +134,12 @@ class Lease:
         return self._slot.name
 
     @property
-    def backend(self) -> Backend:
-        assert self._slot.backend is not None
-        return self._slot.backend
+    def backend(self) -> B:
+        return self._backend
+
+    @property
+    def released(self) -> bool:
+        return self._released
 
     def release(self) -> None:
         if not self._released:
@@ -107,22 +149,23 @@ class Lease:
             self._registry._leave(self._slot)
 
 
-class Admission:
+class Admission(Generic[B]):
     """A request's turn at a model, before the model is known to be loaded."""
 
-    def __init__(self, registry: Registry, slot: _Slot, requested: str) -> None:
+    def __init__(self, registry: Registry, slot: _Slot, requested: str, kind: Kind[B]) -> None:
         self._registry = registry
         self._slot = slot
         self._requested = requested
+        self._kind = kind
 
-    async def load(self) -> Lease:
+    async def load(self) -> Lease[B]:
         """The lease, once the model is loaded. On failure the turn is given back."""
         try:
             await self._registry._ensure_loaded(self._slot)
         except BaseException:
             self._registry._leave(self._slot)
             raise
-        return Lease(self._registry, self._slot, self._requested)
+        return Lease(self._registry, self._slot, self._requested, self._kind)
 
     def cancel(self) -> None:
         self._registry._leave(self._slot)
@@ -242,12 +285,12 @@ class Registry:
         wait = slot.mean_service * (len(slot.waiters) + 1) / slot.concurrency
         return Busy(f"The model '{slot.name}' is busy: {why}. Retry after a moment.", retry_after=max(1.0, wait))
 
-    async def admit(self, name: str, model_type: ModelType, *, param: str = "model") -> Admission:
+    async def admit(self, name: str, kind: Kind[K], *, param: str = "model") -> Admission[K]:
         """Take a turn at the model, waiting in its bounded queue if need be (429 past it)."""
-        slot = self._slot_for(name, model_type, param)
+        slot = self._slot_for(name, kind.type, param)
         if slot.active < slot.concurrency and not slot.waiters:
             slot.active += 1
-            return Admission(self, slot, name)
+            return Admission(self, slot, name, kind)
         if len(slot.waiters) >= slot.queue_limit:
             raise self._busy(slot, f"{slot.active} requests running and {len(slot.waiters)} waiting")
         turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -267,7 +310,7 @@ class Registry:
                 raise self._busy(slot, f"no turn within {self._config.server.queue_timeout:g}s") from None
             raise
         self._report_queue(slot)
-        return Admission(self, slot, name)
+        return Admission(self, slot, name, kind)
 
     def _leave(self, slot: _Slot) -> None:
         """A turn ends: hand it to the first waiter, or free it."""
@@ -286,15 +329,15 @@ class Registry:
         if self._observer is not None:
             self._observer.set_queue_depth(slot.name, len(slot.waiters))
 
-    async def acquire(self, name: str, model_type: ModelType, *, param: str = "model") -> Lease:
+    async def acquire(self, name: str, kind: Kind[K], *, param: str = "model") -> Lease[K]:
         """Admit, then load: the model, ready to serve. Release with :meth:`Lease.release`."""
-        admission = await self.admit(name, model_type, param=param)
+        admission = await self.admit(name, kind, param=param)
         return await admission.load()
 
     @contextlib.asynccontextmanager
-    async def lease(self, name: str, model_type: ModelType) -> AsyncIterator[Lease]:
-        """``async with registry.lease(name, type) as lease``: acquire, and release on exit."""
-        held = await self.acquire(name, model_type)
+    async def lease(self, name: str, kind: Kind[K], *, param: str = "model") -> AsyncIterator[Lease[K]]:
+        """``async with registry.lease(name, CHAT) as lease``: acquire, and release on exit."""
+        held = await self.acquire(name, kind, param=param)
         try:
             yield held
         finally:

@@ -19,7 +19,7 @@ from compat.errors import GatewayError, ServerFailure
 from compat.openai.errors import error_body
 from gateway.errors import from_domain
 
-__all__ = ["DONE", "KEEPALIVE", "event", "guarded", "sse_response"]
+__all__ = ["DONE", "KEEPALIVE", "event", "guarded", "sse_events", "sse_response"]
 
 log = logging.getLogger("syn4pse.sse")
 _encoder = msgspec.json.Encoder()
@@ -33,6 +33,13 @@ def event(payload: Any, name: str | None = None) -> bytes:
     """One SSE frame holding ``payload`` as JSON (a struct, dict or list)."""
     head = f"event: {name}\n".encode() if name else b""
     return head + b"data: " + _encoder.encode(payload) + b"\n\n"
+
+
+async def sse_events(payloads: AsyncIterator[Any]) -> AsyncIterator[bytes]:
+    """OpenAI's stream: a frame per payload (None: a keep-alive), then ``[DONE]``."""
+    async for payload in payloads:
+        yield KEEPALIVE if payload is None else event(payload)
+    yield DONE
 
 
 async def guarded(frames: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

@@ -30,7 +30,7 @@ from backends.types import IMAGE_MARKER, ChatMessage, ChatRequest, ImageInput, M
 from compat.errors import InvalidRequest, PayloadTooLarge
 from gateway.config import Config, ServerConfig
 from gateway.fetch import fetch_url
-from gateway.registry import Lease, Registry
+from gateway.registry import OCR, Registry
 
 __all__ = ["ocr_part", "resolve_chat_images", "resolve_images"]
 
@@ -101,7 +101,7 @@ def _with_parts(message: ChatMessage, parts: list[str]) -> ChatMessage:
 
 
 async def _read_texts(registry: Registry, ocr_model: str, images: list[ImageInput]) -> list[str]:
-    lease: Lease = await registry.acquire(ocr_model, ModelType.VISION, param=images[0].where)
+    lease = await registry.acquire(ocr_model, OCR, param=images[0].where)
     try:
         backend = lease.backend
         assert isinstance(backend, VisionBackend)

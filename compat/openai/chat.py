@@ -9,11 +9,23 @@ from __future__ import annotations
 import dataclasses
 import time
 import uuid
+from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import UNSET, UnsetType
 
+from backends.answers import (
+    AnswerEnd,
+    CallDelta,
+    CallOpened,
+    ChatAnswer,
+    ChatEvent,
+    ChoiceFinished,
+    ChoiceOpened,
+    ChoiceResult,
+    TextDelta,
+)
 from backends.types import (
     ChatMessage,
     ChatRequest,
@@ -27,12 +39,15 @@ from backends.types import (
 )
 from compat.errors import InvalidRequest
 from compat.openai.content import ContentPart, split_content
+from compat.openai.dialect import OpenAI
 from compat.openai.sampling import SamplingFields, sampling_params
 from compat.wire import ParamPolicy, to_struct
 
 __all__ = [
     "ChatCompletionRequest",
     "ChatStream",
+    "chat_body",
+    "chat_chunks",
     "chat_completion",
     "parse_chat_request",
 ]
@@ -435,16 +450,6 @@ def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:24]}"
 
 
-@dataclasses.dataclass(slots=True)
-class ChoiceResult:
-    """One choice of a finished generation, in neutral terms."""
-
-    content: str
-    finish_reason: FinishReason | None
-    tool_calls: list[ToolCall] = dataclasses.field(default_factory=list)
-    logprobs: list[TokenLogprob] | None = None
-
-
 def chat_completion(model: str, results: list[ChoiceResult], usage: Usage) -> ChatCompletion:
     choices = []
     for index, r in enumerate(results):
@@ -531,3 +536,31 @@ class ChatStream:
 
     def usage(self, usage: Usage) -> ChatCompletionChunk:
         return self._chunk([], usage=usage_body(usage))
+
+
+def chat_body(model: str, answer: ChatAnswer, dialect: OpenAI) -> Any:
+    """A finished chat answer as the dialect's ``chat.completion``."""
+    return dialect.completion(chat_completion(model, answer.choices, answer.usage), answer)
+
+
+async def chat_chunks(events: AsyncIterator[ChatEvent], model: str, include_usage: bool,
+                      dialect: OpenAI) -> AsyncIterator[Any]:
+    """A streamed chat answer as the dialect's ``chat.completion.chunk`` payloads (None: a keep-alive)."""
+    builder = ChatStream(model, include_usage)
+    async for e in events:
+        if isinstance(e, TextDelta):
+            yield builder.content(e.text, e.index, e.logprobs)
+        elif isinstance(e, CallOpened):
+            yield builder.tool_call(e.index, e.call, id=e.id, name=e.name)
+        elif isinstance(e, CallDelta):
+            yield builder.tool_call(e.index, e.call, arguments=e.fragment)
+        elif isinstance(e, ChoiceOpened):
+            first = builder.first(e.index)
+            yield dialect.first_chunk(first) if e.index == 0 else first
+        elif isinstance(e, ChoiceFinished):
+            yield dialect.finishing_chunk(builder.finish(e.reason, e.index), e)
+        elif isinstance(e, AnswerEnd):
+            if include_usage:
+                yield builder.usage(e.usage)
+        else:
+            yield None

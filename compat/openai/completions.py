@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import msgspec
 from msgspec import UNSET, UnsetType
 
+from backends.answers import CompletionAnswer, CompletionEvent, TextPiece
 from backends.types import CompletionRequest, FinishReason, TokenLogprob, Usage
 from compat.errors import InvalidRequest
 from compat.openai.chat import SYSTEM_FINGERPRINT, StreamOptions, UsageBody, new_id, usage_body
 from compat.openai.sampling import SamplingFields, sampling_params
-from compat.openai.vocab import ids_as_text
+from compat.openai.vocab import ids_as_text, openai_encoding
 from compat.wire import ParamPolicy, to_struct
 
-__all__ = ["CompletionChoice", "CompletionChunkBuilder", "LegacyCompletionRequest", "completion_logprobs",
-           "parse_completion_request", "prompts_as_text", "text_completion"]
+__all__ = ["CompletionChoice", "CompletionChunkBuilder", "LegacyCompletionRequest", "completion_body",
+           "completion_chunks", "completion_logprobs", "openai_prompts", "parse_completion_request", "prompts_as_text",
+           "text_completion"]
 
 DEFAULT_MAX_TOKENS = 16  # OpenAI's default for this endpoint
 
@@ -150,3 +153,33 @@ class CompletionChunkBuilder:
     def usage(self, usage: Usage) -> TextCompletion:
         return TextCompletion(id=self.id, created=self.created, model=self.model, choices=[],
                               usage=usage_body(usage))
+
+
+def openai_prompts(requested: str, canonical: str, requests: list[CompletionRequest]) -> list[CompletionRequest]:
+    """Token-id prompts sent under an OpenAI model name are OpenAI's tokens: read them into text."""
+    encoding = openai_encoding(requested, canonical, [r.prompt for r in requests])
+    if encoding is None:
+        return requests
+    return prompts_as_text(requests, model=requested, encoding_name=encoding)
+
+
+def completion_body(model: str, answer: CompletionAnswer) -> TextCompletion:
+    """A finished answer as ``text_completion``: each choice's text after its echoed prompt, if any."""
+    choices = []
+    for index, (head, c) in enumerate(answer.choices):
+        logprobs = completion_logprobs(c.logprobs, len(head)) if c.logprobs is not None else None
+        choices.append(CompletionChoice(text=head + c.content, index=index, finish_reason=c.finish_reason,
+                                        logprobs=logprobs))
+    return text_completion(model, choices, answer.usage)
+
+
+async def completion_chunks(events: AsyncIterator[CompletionEvent], model: str,
+                            include_usage: bool) -> AsyncIterator[TextCompletion]:
+    """A streamed answer as ``text_completion`` chunks."""
+    builder = CompletionChunkBuilder(model, include_usage)
+    async for e in events:
+        if isinstance(e, TextPiece):
+            logprobs = completion_logprobs(e.logprobs, e.offset) if e.logprobs is not None else None
+            yield builder.chunk(e.index, e.text, e.finish_reason, logprobs)
+        elif include_usage:
+            yield builder.usage(e.usage)

@@ -11,10 +11,11 @@ import numpy as np
 
 from backends.types import EmbeddingRequest, EmbeddingResult
 from compat.errors import InvalidRequest
-from compat.openai.vocab import ids_as_text
+from compat.openai.vocab import ids_as_text, openai_encoding
 from compat.wire import ParamPolicy, to_struct
 
-__all__ = ["EmbeddingsRequest", "embedding_response", "inputs_as_text", "parse_embeddings_request"]
+__all__ = ["EmbeddingsRequest", "embedding_response", "inputs_as_text", "openai_inputs",
+           "parse_embeddings_request"]
 
 MAX_INPUTS = 2048  # OpenAI's limit on inputs per request
 
@@ -77,6 +78,14 @@ def inputs_as_text(request: EmbeddingRequest, *, model: str, encoding_name: str)
     """The request with its token-id inputs decoded in OpenAI's encoding ``encoding_name`` (see ``vocab``)."""
     texts = ids_as_text(request.inputs, model=model, encoding_name=encoding_name, field="input")
     return dataclasses.replace(request, inputs=tuple(texts))
+
+
+def openai_inputs(requested: str, canonical: str, request: EmbeddingRequest) -> EmbeddingRequest:
+    """Token-id inputs sent under an OpenAI model name are OpenAI's tokens: read them into text."""
+    encoding = openai_encoding(requested, canonical, request.inputs)
+    if encoding is None:
+        return request
+    return inputs_as_text(request, model=requested, encoding_name=encoding)
 
 
 class Embedding(msgspec.Struct):

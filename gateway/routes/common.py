@@ -1,11 +1,11 @@
-"""What every route needs: the app's state, the parameter policy, leases, disconnect handling."""
+"""What every route needs: the app's state, the dialect, the parameter policy, disconnect handling."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import urllib.parse
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 import msgspec
@@ -14,34 +14,31 @@ import numpy.typing as npt
 from litestar import Request, Response
 
 from backends.base import VadBackend
-from backends.types import ModelType, SpeechSpan
+from backends.types import SpeechSpan
+from compat.groq import Groq
+from compat.openai.dialect import OpenAI
 from compat.wire import ParamPolicy, decode_object
 from gateway.config import Config
-from gateway.registry import Lease, Registry
+from gateway.registry import VAD, Registry
 
 __all__ = [
     "DROPPED_HEADER",
     "ClientGone",
-    "acquire_for_stream",
-    "backend_as",
     "config_of",
+    "dialect_of",
     "dropped_headers",
+    "is_groq",
     "json_response",
     "read_object",
     "registry_of",
-    "release_when_done",
     "speech_spans",
     "unless_disconnected",
-    "wait_with_keepalive",
 ]
 
 log = logging.getLogger("syn4pse.routes")
 T = TypeVar("T")
 
 DROPPED_HEADER = "x-syn4pse-dropped-params"
-STREAM_LOAD_WAIT = 2.0
-"""Seconds a streaming request waits for its model before the stream opens with keep-alives."""
-KEEPALIVE_EVERY = 5.0
 
 _encoder = msgspec.json.Encoder()
 
@@ -50,11 +47,14 @@ class ClientGone(Exception):
     """The client disconnected before its answer was ready."""
 
 
-def backend_as(lease: Lease, protocol: type[Any]) -> Any:
-    """The leased backend, checked to serve ``protocol`` (the registry already checked the model type)."""
-    backend = lease.backend
-    assert isinstance(backend, protocol)
-    return backend
+def is_groq(request: Request[Any, Any, Any]) -> bool:
+    """Whether the request came in under Groq's ``/openai/v1`` (same routes, Groq's extras)."""
+    return bool(request.route_handler.opt.get("dialect") == "groq")
+
+
+def dialect_of(request: Request[Any, Any, Any]) -> OpenAI:
+    """The dialect this request's answers are encoded in (Groq's extras under ``/openai/v1``)."""
+    return Groq() if is_groq(request) else OpenAI()
 
 
 def registry_of(request: Request[Any, Any, Any]) -> Registry:
@@ -94,49 +94,6 @@ def json_response(payload: Any, headers: dict[str, str] | None = None, status: i
                     headers=headers)
 
 
-async def acquire_for_stream(registry: Registry, name: str, model_type: ModelType) -> Lease | asyncio.Task[Lease]:
-    """The lease, if the model is ready soon; else the pending load, for the stream to await.
-
-    Admission (the model's bounded queue) always completes first, so a full queue is a real 429,
-    never a stream that ends in an error. A model that is loaded (or loads within
-    :data:`STREAM_LOAD_WAIT`) fails with a real status code too; one still downloading or loading
-    after that opens the stream and keeps it alive meanwhile.
-    """
-    admission = await registry.admit(name, model_type)
-    task = asyncio.ensure_future(admission.load())
-    done, _ = await asyncio.wait({task}, timeout=STREAM_LOAD_WAIT)
-    if done:
-        return task.result()
-    return task
-
-
-async def wait_with_keepalive(task: asyncio.Task[Lease], keepalive: bytes) -> AsyncIterator[bytes]:
-    """Yield ``keepalive`` every few seconds until the pending lease is ready."""
-    while True:
-        done, _ = await asyncio.wait({task}, timeout=KEEPALIVE_EVERY)
-        if done:
-            return
-        yield keepalive
-
-
-def release_when_done(pending: Lease | asyncio.Task[Lease] | None) -> None:
-    """Release a lease now, or as soon as a still-pending acquisition completes."""
-    if pending is None:
-        return
-    if isinstance(pending, Lease):
-        pending.release()
-        return
-
-    def release(task: asyncio.Task[Lease]) -> None:
-        if not task.cancelled() and task.exception() is None:
-            task.result().release()
-
-    if pending.done():
-        release(pending)
-    else:
-        pending.add_done_callback(release)
-
-
 async def unless_disconnected(request: Request[Any, Any, Any], work: Awaitable[T]) -> T:
     """Await ``work``, cancelling it if the client goes away first (the body must be read already)."""
     job = asyncio.ensure_future(work)
@@ -164,6 +121,6 @@ async def speech_spans(registry: Registry, stt_model: str,
     vad_name = registry.model_config(stt_model).vad
     if vad_name is None:
         return None
-    async with registry.lease(vad_name, ModelType.VAD) as held:
-        vad: VadBackend = backend_as(held, VadBackend)
+    async with registry.lease(vad_name, VAD) as held:
+        vad: VadBackend = held.backend
         return tuple(await vad.speech(audio))

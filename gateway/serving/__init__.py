@@ -1,0 +1,43 @@
+"""The serving layer: what lies between a route and an engine, once for every dialect.
+
+One module per capability. Each object takes a domain request (``backends.types``) and returns a
+result, or an :class:`~gateway.serving.owned.Owned` stream of domain events that owns its model lease
+from admission to the last byte. Routes decode the wire struct (compat), call serving, and encode the
+answer (compat); the Responses and Realtime APIs call the same objects.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar.connection import ASGIConnection
+
+from gateway.config import Config
+from gateway.registry import Registry
+from gateway.serving.chat import Chat
+from gateway.serving.completions import Completions
+from gateway.serving.embeddings import Embeddings
+from gateway.serving.live import LiveTranscription
+from gateway.serving.speech import Speech
+from gateway.serving.transcription import Transcriptions
+
+__all__ = ["Serving", "serving_of"]
+
+
+class Serving:
+    """Every capability's serving object, built once per app."""
+
+    def __init__(self, registry: Registry, config: Config) -> None:
+        self.registry = registry
+        self.config = config
+        self.chat = Chat(registry)
+        self.completions = Completions(registry)
+        self.embeddings = Embeddings(registry)
+        self.transcriptions = Transcriptions(registry)
+        self.speech = Speech(registry, config)
+        self.live = LiveTranscription(registry, config)
+
+
+def serving_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Serving:
+    serving: Serving = connection.app.state.serving
+    return serving
