@@ -1,9 +1,8 @@
 """What can go wrong inside an engine, in the engine's own terms.
 
 These errors carry facts (a prompt's length and the context's, a token id and the vocabulary's size,
-which part of the request is at fault), never an HTTP status, a header, a vendor's error ``type`` or a
-wire field name: :mod:`gateway.errors` turns each into every dialect's envelope, status and ``param``
-in one place. ``message`` is safe to show a client: no paths, no traces.
+which part of the request is at fault), nothing of any wire format: :mod:`gateway.errors` turns each
+into every dialect's own error, in one place. ``message`` is safe to show a client: no paths, no traces.
 
     DomainError
     ├── Rejected                    the request's content is at fault
@@ -177,13 +176,17 @@ class ImagesNotSupported(Rejected):
 
 
 class BadSchema(Rejected):
+    """``part`` is SCHEMA for one schema (``tool``: None for the reply's, else that tool's parameters),
+    TOOLS for what holds a call to any of the tools."""
+
     part = Part.SCHEMA
 
-    def __init__(self, why: str, *, where: str = "", tool: int | None = None) -> None:
+    def __init__(self, why: str, *, where: str = "", tool: int | None = None, part: Part = Part.SCHEMA) -> None:
         self.why = why
         self.where = where
         """The JSON Pointer of the schema's part at fault (empty: the whole schema)."""
         self.tool = tool
+        self.part = part
         place = f" at '{where}'" if where else ""
         super().__init__(f"Invalid schema{place}: {why}")
 

@@ -4,7 +4,10 @@ Each constraint is a GBNF grammar (:mod:`backends.json_schema_grammar`) and a ch
 held by it must pass when it ends (:class:`OutputCheck`): parsed by a strict JSON parser and valid
 against the schema. The grammar holds almost every keyword by itself, so the check only proves it;
 the few it cannot express exactly are listed in ``OutputCheck.held``, and then a reply is held back
-until checked and resampled when it fails (see :mod:`backends.llama_cpp`).
+until checked and resampled when it fails (see :mod:`backends.llama.scheduler`).
+
+A schema is either the reply's own (``tool`` None) or a tool's parameters (``tool`` its index); a
+check over a call to any of the tools is about them all (``part`` :attr:`Part.TOOLS`).
 """
 
 from __future__ import annotations
@@ -13,11 +16,12 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from backends.errors import NoTools, Part
 from backends.gbnf import RuleSet, literal
-from backends.json_schema_grammar import Converter, normalise
+from backends.json_schema import normalise
+from backends.json_schema_grammar import Converter
 from backends.output_check import SchemaValidator, parse_strict
 from backends.types import ToolSpec
-from compat.errors import InvalidRequest  # until the domain errors reach here
 
 __all__ = ["HeldOutput", "OutputCheck", "json_grammar", "tool_arguments_grammar", "tool_call_grammar",
            "tool_call_prefix"]
@@ -29,15 +33,23 @@ _EMPTY_PARAMETERS: dict[str, Any] = {"type": "object", "properties": {}}
 class OutputCheck:
     """Whether a finished reply is what its grammar promised: strict JSON, valid for its schema."""
 
-    param: str
-    """The request field the schema came from (for errors about it)."""
-    held: tuple[str, ...] = ()
-    """Keywords (with their places) the grammar cannot express exactly and only this check holds:
-    replies then wait for it before they are sent, and are resampled when they fail."""
+    tool: int | None = None
+    """Whose schema it checks (for errors about it): None for the reply's own, else that tool's index."""
+    part: Part = Part.SCHEMA
+    """SCHEMA for one schema; TOOLS for a call to any of the tools."""
+    held_at: tuple[tuple[int | None, str], ...] = ()
+    """Keywords (with their places) the grammar cannot express exactly and only this check holds, each
+    with the tool whose schema has it: replies then wait for the check before they are sent, and are
+    resampled when they fail."""
     validator: SchemaValidator | None = None
-    """For a plain JSON reply (json_schema, json_object, a named tool's arguments)."""
+    """For a plain JSON reply (the reply's schema, any JSON object, a named tool's arguments)."""
     calls: dict[str, SchemaValidator] = field(default_factory=dict)
     """For a wrapped call ``{"name": ..., "arguments": ...}``: each tool's validator."""
+
+    @property
+    def held(self) -> tuple[str, ...]:
+        """The keywords of :attr:`held_at`, without their tools."""
+        return tuple(keyword for _, keyword in self.held_at)
 
     def problem(self, text: str) -> str | None:
         """Why ``text`` is not a valid reply, or None."""
@@ -61,18 +73,21 @@ class HeldOutput:
     check: OutputCheck
 
 
-def json_grammar(schema: dict[str, Any] | None, param: str = "response_format") -> HeldOutput:
-    """Any JSON object when ``schema`` is None; else JSON valid against ``schema``."""
-    clean = normalise({"type": "object"} if schema is None else schema, param)
+def json_grammar(schema: dict[str, Any] | None, tool: int | None = None) -> HeldOutput:
+    """Any JSON object when ``schema`` is None; else JSON valid against ``schema``, which is the
+    reply's own (``tool`` None) or that tool's parameters."""
+    clean = normalise({"type": "object"} if schema is None else schema, tool)
     rules = RuleSet()
-    converter = Converter(rules, param)
+    converter = Converter(rules, tool)
     root = converter.convert(clean, "value")
-    return HeldOutput(rules.text(root), OutputCheck(param, tuple(converter.held), SchemaValidator(clean)))
+    held = tuple((tool, h) for h in converter.held)
+    return HeldOutput(rules.text(root), OutputCheck(tool, Part.SCHEMA, held, SchemaValidator(clean)))
 
 
-def tool_arguments_grammar(tool: ToolSpec, param: str) -> HeldOutput:
-    """The arguments object of one named function (the reply is nothing but the arguments)."""
-    return json_grammar(tool.parameters or _EMPTY_PARAMETERS, param)
+def tool_arguments_grammar(tool: ToolSpec, index: int) -> HeldOutput:
+    """The arguments object of one named function, the ``index``-th tool (the reply is nothing but
+    the arguments)."""
+    return json_grammar(tool.parameters or _EMPTY_PARAMETERS, index)
 
 
 def tool_call_prefix(name: str) -> str:
@@ -80,21 +95,20 @@ def tool_call_prefix(name: str) -> str:
     return '{"name": ' + json.dumps(name) + ', "arguments": '
 
 
-def tool_call_grammar(tools: tuple[ToolSpec, ...], param: str = "tools") -> HeldOutput:
+def tool_call_grammar(tools: tuple[ToolSpec, ...]) -> HeldOutput:
     """One call to any of ``tools``: ``{"name": NAME, "arguments": ARGS}``, ARGS valid for NAME."""
+    if not tools:
+        raise NoTools()
     rules = RuleSet()
     choices = []
-    held: list[str] = []
+    held: list[tuple[int | None, str]] = []
     calls: dict[str, SchemaValidator] = {}
     for i, tool in enumerate(tools):
-        where = f"{param}[{i}].function.parameters"
-        clean = normalise(tool.parameters or _EMPTY_PARAMETERS, where)
-        converter = Converter(rules, where)
+        clean = normalise(tool.parameters or _EMPTY_PARAMETERS, i)
+        converter = Converter(rules, i)
         args = converter.convert(clean, f"tool{i}-arguments")
-        held.extend(f"{where} {h}" for h in converter.held)
+        held.extend((i, h) for h in converter.held)
         calls[tool.name] = SchemaValidator(clean)
         choices.append(f'{literal(tool_call_prefix(tool.name))} {args} "}}"')
-    if not choices:
-        raise InvalidRequest("No tools to call.", param=param)
     grammar = rules.text(" | ".join(f"( {c} )" for c in choices))
-    return HeldOutput(grammar, OutputCheck(param, tuple(held), calls=calls))
+    return HeldOutput(grammar, OutputCheck(None, Part.TOOLS, tuple(held), calls=calls))

@@ -1,9 +1,8 @@
 """JSON Schema to GBNF: the rules that make llama.cpp write only JSON valid against a schema.
 
-A schema is first checked and put in one shape (:func:`normalise`): a keyword the grammar cannot hold
-and OpenAI's structured outputs refuse too (``not``, ``if``, ``patternProperties``, a remote ``$ref``,
-...) is a 400 naming the field and the keyword's place. Then :class:`Converter` writes a rule for each
-part. What a grammar cannot express exactly (``oneOf`` whose branches overlap, a ``pattern`` beside
+A schema is first checked and put in one shape (:func:`backends.json_schema.normalise`, which refuses
+what neither the grammar nor the check can hold). Then :class:`Converter` writes a rule for each part.
+What a grammar cannot express exactly (``oneOf`` whose branches overlap, a ``pattern`` beside
 ``maxLength``, a ``multipleOf`` too large for an automaton, ...) is written as closely as it can be and
 recorded in ``held``: those keywords are held by the check after generation, which resamples.
 
@@ -14,169 +13,28 @@ reply cannot wander.
 
 from __future__ import annotations
 
-import copy
 import json
 from decimal import Decimal
 from typing import Any
 
 from backends.gbnf import RuleSet, literal
-from backends.gbnf_numbers import NumberSpec, Unsatisfiable, number_rule, to_decimal
+from backends.gbnf_numbers import NumberSpec, Unsatisfiable, number_rule
 from backends.gbnf_strings import FORMAT_RULES, JSON_CHAR, Untranslatable, pattern_rule
+from backends.json_schema import FORMAT_ALIASES, NUMERIC, dumps, escape, refuse, unescape
 from backends.output_check import SchemaValidator
-from compat.errors import InvalidRequest  # until the domain errors reach here
 
-__all__ = ["Converter", "normalise", "refuse"]
+__all__ = ["Converter"]
 
-_ANNOTATIONS = frozenset({"title", "description", "examples", "default", "$schema", "$id", "$comment",
-                          "$anchor", "deprecated", "readOnly", "writeOnly", "contentMediaType",
-                          "contentEncoding"})
-_ENFORCED = frozenset({"type", "properties", "required", "additionalProperties", "items", "prefixItems",
-                       "minItems", "maxItems", "enum", "const", "anyOf", "oneOf", "allOf", "$ref", "$defs",
-                       "definitions", "pattern", "format", "minLength", "maxLength", "minimum", "maximum",
-                       "exclusiveMinimum", "exclusiveMaximum", "multipleOf"})
-_TYPES = frozenset({"string", "number", "integer", "boolean", "array", "object", "null"})
-_FORMAT_ALIASES = {"uuid1": "uuid", "uuid2": "uuid", "uuid3": "uuid", "uuid4": "uuid", "uuid5": "uuid"}
-_NUMERIC = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf")
-_MAX_DEPTH = 32
 WS = '" "?'
-
-
-def refuse(param: str, where: str, why: str) -> InvalidRequest:
-    place = f" at '{where}'" if where else ""
-    return InvalidRequest(f"Invalid schema for '{param}'{place}: {why}", param=param, code="invalid_json_schema")
-
-
-def _exact(value: Any) -> Any:
-    """A JSON value with its non-integer numbers as exact decimals."""
-    if isinstance(value, float):
-        return to_decimal(value)
-    if isinstance(value, list):
-        return [_exact(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _exact(v) for k, v in value.items()}
-    return value
-
-
-def dumps(value: Any) -> str:
-    """JSON text of a value that may hold decimals."""
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(dumps(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{json.dumps(k, ensure_ascii=False)}: {dumps(v)}" for k, v in value.items()) + "}"
-    return json.dumps(value, ensure_ascii=False)
-
-
-def normalise(node: Any, param: str, where: str = "", depth: int = 0) -> Any:
-    """A checked copy of the schema: annotations dropped, numbers exact, the tuple ``items`` as
-    ``prefixItems``, draft-4 boolean exclusive bounds as numbers; a keyword neither the grammar nor
-    the check holds is a 400."""
-    if depth > _MAX_DEPTH:
-        raise refuse(param, where, f"nested deeper than {_MAX_DEPTH} levels.")
-    if node is True:
-        return {}
-    if node is False:
-        raise refuse(param, where, "a schema of false admits no value.")
-    if not isinstance(node, dict):
-        raise refuse(param, where, "a schema must be a JSON object (or true).")
-    out: dict[str, Any] = {}
-    for key, value in node.items():
-        at = f"{where}/{key}"
-        if key in _ANNOTATIONS:
-            continue
-        if key not in _ENFORCED:
-            raise refuse(param, at, f"the keyword '{key}' is not supported in structured outputs.")
-        if key == "type":
-            kinds = value if isinstance(value, list) else [value]
-            if not kinds or any(not isinstance(k, str) or k not in _TYPES for k in kinds):
-                raise refuse(param, at, f"unknown type {json.dumps(value)}.")
-            out[key] = value
-        elif key == "format":
-            if not isinstance(value, str) or _FORMAT_ALIASES.get(value, value) not in FORMAT_RULES:
-                raise refuse(param, at, f"the format {json.dumps(value)} is not supported; supported formats:"
-                                        f" {', '.join(FORMAT_RULES)}.")
-            out[key] = value
-        elif key in ("properties", "$defs", "definitions"):
-            if not isinstance(value, dict):
-                raise refuse(param, at, f"'{key}' must be an object.")
-            out[key] = {k: normalise(v, param, f"{at}/{_escape(k)}", depth + 1) for k, v in value.items()}
-        elif key in ("anyOf", "oneOf", "allOf", "prefixItems"):
-            if not isinstance(value, list) or not value:
-                raise refuse(param, at, f"'{key}' must be a non-empty array.")
-            out[key] = [normalise(v, param, f"{at}/{i}", depth + 1) for i, v in enumerate(value)]
-        elif key == "items":
-            if isinstance(value, list):  # the older tuple form
-                out["prefixItems"] = [normalise(v, param, f"{at}/{i}", depth + 1) for i, v in enumerate(value)]
-            elif value is False:
-                out[key] = False
-            else:
-                out[key] = normalise(value, param, at, depth + 1)
-        elif key == "additionalProperties":
-            out[key] = value if isinstance(value, bool) else normalise(value, param, at, depth + 1)
-        elif key == "$ref":
-            if not isinstance(value, str) or not (value == "#" or value.startswith("#/")):
-                raise refuse(param, at, "only references inside the schema ('#/...') are supported.")
-            out[key] = value
-        elif key == "required":
-            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                raise refuse(param, at, "'required' must be an array of property names.")
-            out[key] = list(dict.fromkeys(value))
-        elif key in ("minItems", "maxItems", "minLength", "maxLength"):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise refuse(param, at, f"'{key}' must be a non-negative integer.")
-            out[key] = value
-        elif key in _NUMERIC:
-            if key.startswith("exclusive") and isinstance(value, bool):
-                out[key] = value  # draft 4: a flag on minimum / maximum, resolved below
-                continue
-            try:
-                number = to_decimal(value)
-            except TypeError:
-                raise refuse(param, at, f"'{key}' must be a number.") from None
-            if key == "multipleOf" and number <= 0:
-                raise refuse(param, at, "'multipleOf' must be greater than 0.")
-            out[key] = number
-        elif key == "enum":
-            if not isinstance(value, list) or not value:
-                raise refuse(param, at, "'enum' must be a non-empty array.")
-            out[key] = _exact(copy.deepcopy(value))
-        elif key == "pattern":
-            if not isinstance(value, str):
-                raise refuse(param, at, "'pattern' must be a string.")
-            try:
-                import re
-
-                re.compile(value)
-            except re.error as e:
-                raise refuse(param, at, f"'pattern' is not a valid regular expression ({e}).") from None
-            out[key] = value
-        else:  # const
-            out[key] = _exact(copy.deepcopy(value))
-    for side in ("Minimum", "Maximum"):
-        flag = out.get(f"exclusive{side}")
-        if isinstance(flag, bool):
-            del out[f"exclusive{side}"]
-            bound = out.get(side.lower())
-            if flag and bound is not None:
-                out[f"exclusive{side}"] = out.pop(side.lower())
-    return out
-
-
-def _escape(key: str) -> str:
-    return key.replace("~", "~0").replace("/", "~1")
-
-
-def _unescape(part: str) -> str:
-    return part.replace("~1", "/").replace("~0", "~")
 
 
 class Converter:
     """Writes the rules of one or more schemas into a :class:`RuleSet`."""
 
-    def __init__(self, rules: RuleSet, param: str) -> None:
+    def __init__(self, rules: RuleSet, tool: int | None = None) -> None:
         self.rules = rules
-        self.param = param
+        self.tool = tool
+        """Whose schema is converted: None for the reply's own, else that tool's index (for errors)."""
         self.held: list[str] = []
         """Places ('pointer keyword') held by the check after generation rather than by the grammar."""
         self._root: Any = {}
@@ -199,13 +57,13 @@ class Converter:
     def _resolve(self, ref: str, where: str) -> Any:
         node: Any = self._root
         for part in ref[2:].split("/") if ref != "#" else []:
-            part = _unescape(part)
+            part = unescape(part)
             if isinstance(node, dict) and part in node:
                 node = node[part]
             elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
                 node = node[int(part)]
             else:
-                raise refuse(self.param, f"{where}/$ref", f"the reference '{ref}' points nowhere.")
+                raise refuse(self.tool, f"{where}/$ref", f"the reference '{ref}' points nowhere.")
         return node
 
     def _ref_rule(self, ref: str, where: str) -> str:
@@ -238,7 +96,7 @@ class Converter:
             elif key == "type":
                 kinds = _types(mine) & _types(value)
                 if not kinds:
-                    raise refuse(self.param, where, "'allOf' asks for types no value has.")
+                    raise refuse(self.tool, where, "'allOf' asks for types no value has.")
                 out[key] = sorted(kinds)
             elif key in ("minimum", "exclusiveMinimum", "minLength", "minItems"):
                 out[key] = max(mine, value)
@@ -312,7 +170,7 @@ class Converter:
                                                 else {})})
             values = [v for v in values if check.valid(v)]
         if not values:
-            raise refuse(self.param, where, "no value of 'enum' / 'const' satisfies the rest of the schema.")
+            raise refuse(self.tool, where, "no value of 'enum' / 'const' satisfies the rest of the schema.")
         return " | ".join(literal(dumps(v)) for v in values)
 
     def _typed(self, node: dict[str, Any], kind: str, where: str, hint: str) -> str:
@@ -331,11 +189,11 @@ class Converter:
     def _string(self, node: dict[str, Any], where: str) -> str:
         lo, hi = node.get("minLength", 0), node.get("maxLength")
         if hi is not None and hi < lo:
-            raise refuse(self.param, where, "'maxLength' is less than 'minLength'.")
+            raise refuse(self.tool, where, "'maxLength' is less than 'minLength'.")
         sized = lo > 0 or hi is not None
         inner: str | None = None
         if "format" in node:
-            fmt = _FORMAT_ALIASES.get(node["format"], node["format"])
+            fmt = FORMAT_ALIASES.get(node["format"], node["format"])
             inner = self.rules.add(f"format-{fmt}", FORMAT_RULES[fmt])
             if sized:
                 self._hold(where, "minLength/maxLength")
@@ -373,7 +231,7 @@ class Converter:
         try:
             body, exact = number_rule(self.rules, spec)
         except Unsatisfiable as e:
-            raise refuse(self.param, where, f"{e}.") from None
+            raise refuse(self.tool, where, f"{e}.") from None
         if not exact:
             self._hold(where, "multipleOf")
         return self.rules.add("integer" if integer else "number", body)
@@ -381,7 +239,7 @@ class Converter:
     def _array(self, node: dict[str, Any], where: str, hint: str) -> str:
         lo, hi = node.get("minItems", 0), node.get("maxItems")
         if hi is not None and hi < lo:
-            raise refuse(self.param, where, "'maxItems' is less than 'minItems'.")
+            raise refuse(self.tool, where, "'maxItems' is less than 'minItems'.")
         prefix = node.get("prefixItems", [])
         heads = [self.rules.add(f"{hint}-item{i}", self.visit(p, f"{where}/prefixItems/{i}", f"{hint}-item{i}"))
                  for i, p in enumerate(prefix)]
@@ -389,7 +247,7 @@ class Converter:
         tail = None if items is False else self.rules.add(
             f"{hint}-item", self.visit(items, f"{where}/items", f"{hint}-item"))
         if tail is None and lo > len(prefix):
-            raise refuse(self.param, where, "'minItems' asks for more items than the array may hold.")
+            raise refuse(self.tool, where, "'minItems' asks for more items than the array may hold.")
         sep = f'"," {WS}'
 
         def elements(i: int) -> str:
@@ -421,7 +279,7 @@ class Converter:
         for name in required:
             if name not in properties:
                 if extra is False:
-                    raise refuse(self.param, f"{where}/required", f"'{name}' is required but not allowed.")
+                    raise refuse(self.tool, f"{where}/required", f"'{name}' is required but not allowed.")
                 properties[name] = extra if isinstance(extra, dict) else {}
         if not properties:
             if extra is False:
@@ -433,7 +291,7 @@ class Converter:
             return f'"{{" {WS} ( {pair} ( "," {WS} {pair} )* )? {WS} "}}"'
         pairs = []
         for name, sub in properties.items():
-            at = f"{where}/properties/{_escape(name)}"
+            at = f"{where}/properties/{escape(name)}"
             value = self.rules.add(f"{hint}-{name}", self.visit(sub, at, f"{hint}-{name}"))
             pairs.append((name in required, f'{literal(json.dumps(name, ensure_ascii=False))} {WS} ":" {WS} {value}'))
         memo: dict[tuple[int, bool], str] = {}
@@ -495,7 +353,7 @@ def _implied(node: dict[str, Any]) -> set[str]:
         return {"array"}
     if any(k in node for k in ("pattern", "format", "minLength", "maxLength")):
         return {"string"}
-    if any(k in node for k in _NUMERIC):
+    if any(k in node for k in NUMERIC):
         return {"number"}
     return set()
 

@@ -19,10 +19,11 @@ from gbnf_matcher import Grammar
 from openai import OpenAI
 from pydantic import BaseModel, Field, conint
 
+from backends.errors import BadSchema
 from backends.grammars import json_grammar, tool_call_grammar
 from backends.output_check import FORMAT_CHECKER, parse_strict
 from backends.types import ToolSpec
-from compat.errors import InvalidRequest
+from gateway.errors import from_domain
 
 ZOD_INT = 9007199254740991  # Number.MAX_SAFE_INTEGER: z.number().int() emits it as both bounds
 
@@ -127,9 +128,10 @@ def test_a_multiple_too_large_for_the_automaton_is_listed_or_left_to_the_check()
 
 
 def test_empty_ranges_are_a_400() -> None:
-    with pytest.raises(InvalidRequest) as caught:
+    with pytest.raises(BadSchema) as caught:
         json_grammar({"type": "object", "properties": {"n": {"type": "integer", "minimum": 5, "maximum": 3}}})
-    assert caught.value.param == "response_format" and "/properties/n" in caught.value.message
+    wire = from_domain(caught.value)
+    assert wire.param == "response_format" and "/properties/n" in wire.message
 
 
 def test_strings_never_hold_raw_control_characters() -> None:
@@ -272,10 +274,11 @@ def test_llama_cpp_reads_every_grammar(vocab: Any) -> None:
     ({"$ref": "https://example.com/s.json"}, "/$ref"),
 ])
 def test_keywords_openai_refuses_stay_a_400_naming_their_place(schema: dict[str, Any], pointer: str) -> None:
-    with pytest.raises(InvalidRequest) as caught:
-        json_grammar(schema, "tools[2].function.parameters")
-    assert caught.value.param == "tools[2].function.parameters"
-    assert f"'{pointer}'" in caught.value.message
+    with pytest.raises(BadSchema) as caught:
+        json_grammar(schema, tool=2)
+    wire = from_domain(caught.value)
+    assert wire.param == "tools[2].function.parameters"
+    assert f"'{pointer}'" in wire.message
 
 
 def test_the_check_reads_json_strictly_and_numbers_exactly() -> None:
