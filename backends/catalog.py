@@ -41,7 +41,7 @@ class BackendEntry:
 
 
 _ENTRIES = (
-    BackendEntry("llama_cpp", ModelType.LLM, "backends.llama_cpp"),
+    BackendEntry("llama_cpp", ModelType.LLM, "backends.llama"),
     BackendEntry("sentence_transformers", ModelType.EMBEDDINGS, "backends.sentence_transformers"),
     BackendEntry("onnx", ModelType.EMBEDDINGS, "backends.onnx_embeddings"),
     BackendEntry("faster_whisper", ModelType.STT, "backends.faster_whisper"),

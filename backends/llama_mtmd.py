@@ -5,8 +5,9 @@ here is a llama.cpp call and must happen on that thread. The projector only ever
 bytes the gateway has already fetched and checked: nothing here opens a file or a URL a client named.
 
 Images are decoded by :func:`backends.images.decode_rgb` (mtmd's own decoder knows no webp), and
-their place in the prompt is marked by :data:`backends.types.IMAGE_MARKER`, which the compat layer
-strips from every caller's text, so a caller can never add or move an image by typing a marker.
+their place in the prompt is marked by :data:`backends.types.IMAGE_MARKER`, which is stripped from
+every caller's text before it reaches a backend, so a caller can never add or move an image by typing a
+marker.
 """
 
 from __future__ import annotations
@@ -18,10 +19,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from backends.errors import EngineFailure, LoadFailed
+from backends.errors import BadImage, EngineFailure, ImageProblem, LoadFailed, Rejected
 from backends.images import decode_rgb
 from backends.types import IMAGE_MARKER, ImageInput
-from compat.errors import InvalidRequest  # until the domain errors reach here
 
 __all__ = ["MediaPrompt", "Projector"]
 
@@ -58,8 +58,8 @@ class MediaPrompt:
         self._chunks: Any = chunks
         self._release = weakref.finalize(self, mtmd_cpp.mtmd_input_chunks_free, chunks)
         self.n_tokens: int = int(mtmd_cpp.mtmd_helper_get_n_tokens(chunks))
-        """Every prompt token, image tokens included: what ``usage.prompt_tokens`` reports and the KV
-        cells the prompt takes."""
+        """Every prompt token, image tokens included: the prompt tokens a reply is billed for, and the
+        KV cells the prompt takes."""
         self.n_pos: int = int(mtmd_cpp.mtmd_helper_get_n_pos(chunks))
         """Positions the prompt takes; differs from :attr:`n_tokens` only for M-RoPE models."""
         self.n_chunks: int = int(mtmd_cpp.mtmd_input_chunks_size(chunks))
@@ -95,7 +95,7 @@ class MediaPrompt:
         rc = mtmd_cpp.mtmd_helper_eval_chunks(self._projector.handle, ctx, chunks, n_past, seq_id, n_batch, True,
                                               ctypes.byref(new_n_past))
         if rc != 0:
-            raise EngineFailure(f"llama.cpp failed to evaluate the prompt with its images (status {rc}).")
+            raise EngineFailure(f"llama.cpp failed to evaluate the prompt with its images (returned {rc}).")
         return int(new_n_past.value)
 
     def steps(self, ctx: Any, seq_id: int, n_past: int, n_batch: int) -> Iterator[int]:
@@ -115,7 +115,7 @@ class MediaPrompt:
             rc = mtmd_cpp.mtmd_helper_eval_chunk_single(self._projector.handle, ctx, chunk, n_past, seq_id, n_batch,
                                                         i == self.n_chunks - 1, ctypes.byref(new_n_past))
             if rc != 0:
-                raise EngineFailure(f"llama.cpp failed to evaluate the prompt with its images (status {rc}).")
+                raise EngineFailure(f"llama.cpp failed to evaluate the prompt with its images (returned {rc}).")
             n_past = int(new_n_past.value)
             yield n_past
 
@@ -169,9 +169,10 @@ class Projector:
         where = image.where if isinstance(image, ImageInput) else None
         try:
             rgb = decode_rgb(data, max_pixels=self.max_pixels)
-        except InvalidRequest as e:
-            named = f"'{where}'" if where else f"image {index + 1}"
-            raise InvalidRequest(f"{named}: {e.message}", param=where or "messages", code=e.code) from None
+        except BadImage as e:
+            if where:
+                raise BadImage(e.message, e.problem, place=where) from None
+            raise BadImage(f"image {index + 1}: {e.message}", e.problem) from None
         width, height = rgb.size
         pixels = rgb.tobytes()
         buffer = (ctypes.c_uint8 * len(pixels)).from_buffer_copy(pixels)
@@ -184,7 +185,8 @@ class Projector:
         """Tokenise ``text`` (special tokens parsed) with an image at each :attr:`marker`, in order.
 
         ``add_special`` adds the model's BOS token (as ``llama_tokenize`` does). Raises
-        :class:`InvalidRequest` if an image cannot be decoded or the markers do not match the images.
+        :class:`BadImage` if an image cannot be decoded or prepared, :class:`Rejected` if the markers do
+        not match the images (a chat template that repeats or drops a message's content).
         """
         from llama_cpp import mtmd_cpp
 
@@ -192,8 +194,7 @@ class Projector:
             raise EngineFailure("The vision projector is closed.")
         markers = text.count(self.marker)
         if markers != len(images):
-            raise InvalidRequest(f"The prompt has {markers} image places for {len(images)} images.",
-                                 param="messages")
+            raise Rejected(f"The prompt has {markers} image places for {len(images)} images.")
         bitmaps: list[Any] = []
         try:
             for i, image in enumerate(images):
@@ -209,9 +210,8 @@ class Projector:
             if rc != 0:
                 mtmd_cpp.mtmd_input_chunks_free(chunks)
                 if rc == 2:
-                    raise InvalidRequest("An image could not be prepared for this model.", param="messages",
-                                         code="invalid_image")
-                raise EngineFailure(f"llama.cpp could not tokenise the prompt with its images (status {rc}).")
+                    raise BadImage("An image could not be prepared for this model.", ImageProblem.UNREADABLE)
+                raise EngineFailure(f"llama.cpp could not tokenise the prompt with its images (returned {rc}).")
             prompt = MediaPrompt(self, chunks)
             log.debug("prompt of %d tokens, %s for images", prompt.n_tokens, prompt.image_tokens)
             return prompt

@@ -79,7 +79,8 @@ class ImageInput:
     """An image in a chat message. ``data`` is empty until the gateway has fetched and checked it."""
 
     where: str
-    """The part's place in the request (``messages[1].content[0]``), named by every error about it."""
+    """The part's place in the request, in the words of the request's own format: every error about it
+    names it so."""
     url: str
     """``data:`` or ``http(s):`` as sent (data URLs cut short), for errors and logs."""
     data: bytes = b""

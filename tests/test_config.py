@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import free_port
 
-from backends.llama_cpp import Options as LlamaOptions
+from backends.llama import Options as LlamaOptions
 from gateway.config import ConfigError, load_config, parse_config
 
 ROOT = Path(__file__).resolve().parent.parent

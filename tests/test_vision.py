@@ -31,9 +31,10 @@ from openai import OpenAI
 from PIL import Image, ImageDraw, ImageFont
 from vision_fixture import IMAGE_TOKENS, starter_llm_path, write_projector
 
+from backends.errors import BadImage
 from backends.images import decode_rgb, sniff
 from backends.types import IMAGE_MARKER, ChatMessage, ChatRequest, ModelType
-from compat.errors import GatewayError, InvalidRequest
+from compat.errors import GatewayError
 from compat.openai.content import ContentPart, split_content
 from compat.wire import ParamPolicy
 from gateway.config import Config, ConfigError, ModelConfig, RemoteFetchConfig, Source, parse_config
@@ -128,11 +129,11 @@ def test_each_type_is_known_by_its_bytes_and_decodes(fmt: str) -> None:
 
 def test_not_images_are_refused() -> None:
     assert sniff(b"<html></html>") is None and sniff(b"") is None
-    with pytest.raises(InvalidRequest, match="not a png"):
+    with pytest.raises(BadImage, match="not a png"):
         decode_rgb(b"%PDF-1.7 ...")
-    with pytest.raises(InvalidRequest, match="cannot be decoded"):
+    with pytest.raises(BadImage, match="cannot be decoded"):
         decode_rgb(b"\x89PNG\r\n\x1a\n" + b"\0" * 64)
-    with pytest.raises(InvalidRequest, match="pixels"):
+    with pytest.raises(BadImage, match="pixels"):
         decode_rgb(render(TEXT), max_pixels=1000)
 
 
@@ -367,7 +368,7 @@ from pathlib import Path
 sys.path[:0] = [sys.argv[1], sys.argv[1] + "/tests"]
 import llama_cpp as lc
 from PIL import Image
-from compat.errors import InvalidRequest, ModelUnavailable
+from backends.errors import BadImage, LoadFailed, Rejected
 from backends.llama_mtmd import Projector
 from backends.types import IMAGE_MARKER, ImageInput
 from vision_fixture import starter_llm_path, write_projector
@@ -427,16 +428,16 @@ out["stepwise"] = last
 bad = ImageInput(where="messages[0].content[1]", url="data:", data=b"\\x89PNG\\r\\n\\x1a\\n" + b"\\0" * 40)
 try:
     projector.tokenize(IMAGE_MARKER, [bad])
-except InvalidRequest as e:
-    out["bad_image"] = [e.param, e.message]
+except BadImage as e:
+    out["bad_image"] = [e.place, e.message]
 try:
     projector.tokenize(IMAGE_MARKER + IMAGE_MARKER, [image("PNG")])
-except InvalidRequest as e:
+except Rejected as e:
     out["mismatch"] = e.message
 projector.close()
 try:
     Projector(model, write_projector(Path(sys.argv[2]) / "wide.gguf", n_embd=512), n_threads=2)
-except ModelUnavailable as e:
+except LoadFailed as e:
     out["wrong_width"] = e.message
 print("RESULT " + json.dumps(out))
 """

@@ -1,0 +1,121 @@
+"""The async face of a llama.cpp model: a :class:`~backends.base.ChatBackend` over its one thread.
+
+Everything the model does happens on that thread (:class:`~backends.llama.scheduler.Scheduler`);
+coroutines here hand it work through its call queue and read what comes back from an asyncio queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Future
+from pathlib import Path
+from typing import TypeVar
+
+from backends.llama.engine import Engine, find_gguf, projector_path
+from backends.llama.options import Options
+from backends.llama.prompts import ChatTemplate, PromptBuilder
+from backends.llama.scheduler import END, Group, Retry, Scheduler
+from backends.types import ChatRequest, CompletionRequest, GenerationChunk, Prompt
+
+__all__ = ["LlamaCppBackend"]
+
+T = TypeVar("T")
+
+
+class LlamaCppBackend:
+    """A :class:`backends.base.ChatBackend` over one GGUF model."""
+
+    def __init__(self, files: Path, options: Options) -> None:
+        path = find_gguf(files)
+        mmproj = projector_path(files, options.mmproj) if options.mmproj else None
+        ready: Future[tuple[Engine, Scheduler, PromptBuilder]] = Future()
+        self._thread = threading.Thread(target=self._main, args=(path, options, mmproj, ready),
+                                        name=f"llama:{path.stem}", daemon=True)
+        self._thread.start()
+        self._engine, self._scheduler, self._prompts = ready.result()
+
+    @staticmethod
+    def _main(path: Path, options: Options, mmproj: Path | None,
+              ready: Future[tuple[Engine, Scheduler, PromptBuilder]]) -> None:
+        """The engine's thread: load, then serve until closed."""
+        try:
+            engine = Engine(path, options, mmproj)
+            try:
+                template = (ChatTemplate.jinja(engine.template, bos_text=engine.bos_text, eos_text=engine.eos_text)
+                            if engine.template else None)
+            except BaseException:
+                engine.free()
+                raise
+            prompts = PromptBuilder(engine, template, engine.projector)
+            scheduler = Scheduler(engine)
+        except BaseException as e:
+            ready.set_exception(e)
+            return
+        ready.set_result((engine, scheduler, prompts))
+        scheduler.run()
+
+    @property
+    def context_length(self) -> int:
+        return self._engine.n_ctx_seq
+
+    async def _call(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` on the engine thread, between two decode steps."""
+        future: Future[T] = Future()
+
+        def run() -> None:
+            try:
+                future.set_result(fn())
+            except BaseException as e:
+                future.set_exception(e)
+
+        self._scheduler.calls.put(run)
+        return await asyncio.wrap_future(future)
+
+    async def prepare_chat(self, request: ChatRequest) -> Prompt:
+        return await self._call(lambda: self._prompts.chat(request))
+
+    async def prepare_completion(self, request: CompletionRequest) -> Prompt:
+        return await self._call(lambda: self._prompts.completion(request))
+
+    async def generate(self, prompt: Prompt) -> AsyncIterator[GenerationChunk]:
+        scheduler = self._scheduler
+        group = Group(loop=asyncio.get_running_loop(), out=asyncio.Queue(), remaining=prompt.sampling.n,
+                      outbox=scheduler.outbox)
+        scheduler.calls.put(lambda: scheduler.enqueue(prompt, group))
+        # Choices whose check holds keywords the grammar cannot: sent only once checked.
+        holding = prompt.check is not None and bool(prompt.check.held_at)
+        held: dict[int, list[GenerationChunk]] = {}
+        try:
+            while True:
+                item = await group.out.get()
+                if item is END:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                if isinstance(item, Retry):
+                    held.pop(item.index, None)
+                    continue
+                if holding:
+                    held.setdefault(item.index, []).append(item)
+                    if item.finish_reason is None:
+                        continue
+                    for chunk in held.pop(item.index):
+                        yield chunk
+                    continue
+                yield item
+        finally:
+            group.cancelled.set()
+            scheduler.calls.put(lambda: None)  # wake the loop so it frees the slots now
+
+    def close(self) -> None:
+        scheduler = self._scheduler
+
+        def stop() -> None:
+            scheduler.stopping = True
+
+        scheduler.calls.put(stop)
+        with contextlib.suppress(RuntimeError):
+            self._thread.join(timeout=30)

@@ -1,0 +1,51 @@
+"""What ``options:`` a llama.cpp model takes in ``syn4pse.yaml``, and the loader the catalog calls.
+
+Importing this module imports no engine: the configuration is checked before any model loads.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import msgspec
+
+if TYPE_CHECKING:
+    from backends.llama.backend import LlamaCppBackend
+
+__all__ = ["Options", "load"]
+
+
+class Options(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    n_ctx: Annotated[int, msgspec.Meta(ge=64)] = 4096
+    """Context length of each sequence (prompt + completion)."""
+    parallel: Annotated[int, msgspec.Meta(ge=1, le=256)] = 4
+    """Sequences decoded together (each with its own ``n_ctx``); further requests wait in the model's
+    queue. Also the model's ``concurrency`` unless that is set."""
+    n_batch: Annotated[int, msgspec.Meta(ge=16)] = 512
+    """Most tokens in one decode step; long prompts are read in chunks of this size."""
+    n_threads: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    n_threads_batch: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    n_gpu_layers: int = 0
+    """Layers to offload to a GPU (-1: all) on a GPU build."""
+    flash_attn: bool | None = None
+    """None lets llama.cpp decide."""
+    chat_template: str | None = None
+    """A Jinja chat template overriding the one in the GGUF file."""
+    mmproj: str | None = None
+    """The vision projector (GGUF) that lets the model see images; a path relative to the model's files."""
+    cache_prompt: bool = True
+    """Keep each slot's KV cells after a request, to skip the shared prefix of the next prompt. Results
+    can differ in the last bits from a run without the cache (llama.cpp's sums depend on batch shape)."""
+    stream_interval_ms: Annotated[float, msgspec.Meta(ge=0, le=1000)] = 20
+    """Hold a stream's tokens up to this long and send them as one chunk (0: every token at once). Each
+    chunk wakes the server and the client, which share the cores with the engine on a small machine
+    (at 150 tokens/s, per-token chunks cost a single stream 5-10 % of its speed on two cores); a stream's
+    first text and its end are never held, and 20 ms is below what a reader or a speech pipeline notices."""
+
+
+def load(files: Path, options: Options) -> LlamaCppBackend:
+    """Load the model in ``files`` (a GGUF file, or a folder holding one). Blocking."""
+    from backends.llama.backend import LlamaCppBackend
+
+    return LlamaCppBackend(files, options)
