@@ -194,7 +194,7 @@ def test_queue_timeout_is_429(start: object) -> None:
     assert _chat(gw).status_code == 200
     long = threading.Thread(target=_chat, args=(gw, "gpt-4o-mini", 600))  # several seconds: all end tokens banned
     long.start()
-    time.sleep(0.5)
+    assert _wait_for(lambda: _states(gw)["smollm2"]["active"] == 1)  # the long one holds the only turn
     r = _chat(gw)
     long.join()
     assert r.status_code == 429
