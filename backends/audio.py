@@ -22,9 +22,10 @@ import av
 import numpy as np
 import numpy.typing as npt
 
-from backends.errors import BadAudio, BadOutputFormat
+from backends.errors import BadAudio, BadOutputFormat, Part
 
-__all__ = ["ENCODINGS", "FORMATS", "StreamEncoder", "decode", "decode_raw", "duration", "frame_bytes", "raw_to_mono"]
+__all__ = ["ENCODINGS", "FORMATS", "StreamEncoder", "decode", "decode_channels", "decode_raw", "duration",
+           "frame_bytes", "raw_to_mono"]
 
 Samples = npt.NDArray[np.float32]
 
@@ -39,6 +40,8 @@ _AV_ERRORS = (av.FFmpegError, ValueError)
 # Headerless encodings (Deepgram's names): the numpy dtype of one sample.
 _RAW_DTYPES = {"linear16": "<i2", "linear32": "<i4", "mulaw": "u1", "alaw": "u1"}
 ENCODINGS: tuple[str, ...] = tuple(_RAW_DTYPES)
+# First bytes of the containers that say what they are.
+_MAGIC = (b"RIFF", b"RF64", b"OggS", b"fLaC", b"ID3", b"\x1a\x45\xdf\xa3", b"FORM", b"#!AMR")
 
 
 def decode(data: bytes, *, sample_rate: int = 16000, mono: bool = True,
@@ -75,6 +78,40 @@ def decode_raw(data: bytes, *, encoding: str, sample_rate: int, channels: int = 
         raise BadAudio(f"Raw {encoding} audio with {channels} channel(s) must be a non-empty whole number "
                            f"of {frame_bytes}-byte frames; got {len(data)} bytes.")
     return _resample([_frame(raw_to_mono(data, encoding, channels), sample_rate)], rate=out_rate, mono=True)
+
+
+def decode_channels(data: bytes, *, encoding: str | None = None, sample_rate: int | None = None, channels: int = 1,
+                    split: bool = False, rate: int = 16000, max_seconds: float | None = None) -> list[Samples]:
+    """The audio as mono tracks at ``rate``: one per channel with ``split``, else one downmix.
+
+    With an ``encoding`` the bytes are headerless samples at ``sample_rate``, ``channels`` interleaved;
+    bytes that open with a container's signature are read as the file they are all the same (a WAV sent
+    as ``linear16``).
+    """
+    if encoding is None or _has_container(data):
+        samples = decode(data, sample_rate=rate, mono=not split, max_seconds=max_seconds)
+        return [samples] if samples.ndim == 1 else [np.ascontiguousarray(row) for row in samples]
+    if encoding not in _RAW_DTYPES:
+        raise BadAudio(f"Unsupported encoding '{encoding}'; expected one of: {', '.join(ENCODINGS)}.",
+                       part=Part.AUDIO_ENCODING)
+    if sample_rate is None:
+        raise BadAudio(f"Raw {encoding} audio needs its sample rate.", part=Part.SAMPLE_RATE)
+    width = frame_bytes(encoding, 1)
+    if max_seconds is not None and len(data) / (width * channels * sample_rate) > max_seconds:
+        raise BadAudio(f"The audio is longer than the {max_seconds:g} seconds allowed.")
+    if not split or channels == 1:
+        return [decode_raw(data, encoding=encoding, sample_rate=sample_rate, channels=channels, out_rate=rate)]
+    frame = width * channels
+    if not data or len(data) % frame:
+        raise BadAudio(f"{len(data)} bytes is not a whole number of {frame}-byte frames.")
+    interleaved = np.frombuffer(data, dtype=np.uint8).reshape(-1, channels, width)
+    return [decode_raw(interleaved[:, c, :].tobytes(), encoding=encoding, sample_rate=sample_rate, out_rate=rate)
+            for c in range(channels)]
+
+
+def _has_container(data: bytes) -> bool:
+    """Whether the bytes open with the signature of a container (WAV, Ogg, FLAC, MP3, Matroska, MP4, …)."""
+    return data.startswith(_MAGIC) or data[4:8] == b"ftyp"
 
 
 def raw_to_mono(data: bytes, encoding: str, channels: int) -> Samples:
@@ -159,13 +196,14 @@ class _Format:
     codecs: tuple[str, ...]  # encoder names to try, best first: wheels are built with different libraries
     options: tuple[tuple[str, str], ...] = ()
     bitrate: int | None = None  # when the codec's own default is poor for speech
+    max_bitrate: int | None = None  # beyond what the codec takes for mono, a request gets this
 
 
 # Raw formats go through FFmpeg's raw muxers too, so every format has the one code path.
 _FORMATS = {
     "mp3": _Format("audio/mpeg", "mp3", ("libmp3lame", "mp3"), bitrate=64000),  # LAME picks 32 kb/s at 24 kHz
     # Ogg pages of 100 ms instead of the muxer's 1 s, so opus reaches the client without a second's wait.
-    "opus": _Format("audio/ogg", "ogg", ("libopus", "opus"), (("page_duration", "100000"),)),
+    "opus": _Format("audio/ogg", "ogg", ("libopus", "opus"), (("page_duration", "100000"),), max_bitrate=256_000),
     "aac": _Format("audio/aac", "adts", ("aac", "libfdk_aac")),
     # No 8 KiB of padding after the header: it is there to be rewritten, and a stream is never rewritten.
     "flac": _Format("audio/flac", "flac", ("flac",), (("metadata_header_padding", "0"),)),
@@ -226,7 +264,7 @@ class StreamEncoder:
         assert isinstance(stream, av.AudioStream)
         stream.layout = "mono"
         if bitrate := bitrate or spec.bitrate:
-            stream.bit_rate = bitrate
+            stream.bit_rate = bitrate if spec.max_bitrate is None else min(bitrate, spec.max_bitrate)
         self._stream = stream
         self._container.start_encoding()  # headers out now, and a valid (empty) stream if nothing is fed
         # To the codec's own sample format, rate and frame size (aac 1024, opus 20 ms, mp3 576 or 1152).

@@ -145,7 +145,7 @@ class ContainerStreamDecoder:
         except BadAudio as e:
             self._on_error(e)
         except (av.FFmpegError, EOFError, ValueError, OSError):
-            self._on_error(BadAudio("failed to process audio: corrupt or unsupported data"))
+            self._on_error(BadAudio("The stream is not audio in a supported format, or it is corrupt."))
 
     def feed(self, data: bytes) -> Samples:
         self._pipe.write(data)

@@ -93,6 +93,11 @@ class SpeechBackend(Backend, Protocol):
         """The voice names requests may use."""
         ...
 
+    @property
+    def default_voice(self) -> str:
+        """The model's own voice (one of :attr:`voices`), for requests that name none."""
+        ...
+
     def synthesize(self, request: SpeechRequest) -> AsyncIterator[npt.NDArray[np.float32]]:
         """Stream mono float32 audio at :attr:`sample_rate`, a sentence at a time."""
         ...
@@ -108,8 +113,9 @@ class VadStream(Protocol):
 class VadBackend(Backend, Protocol):
     frame_samples: int
     """Samples per scored frame."""
-    threshold: float
-    """Probability at and above which a frame is speech."""
+    thresholds: tuple[float, float]
+    """Hysteresis, as the engine applies it to its own clips: speech starts at a frame scored at or above
+    the first, and ends when frames score below the second."""
 
     async def speech(self, audio: npt.NDArray[np.float32]) -> list[SpeechSpan]:
         """Where the 16 kHz mono clip holds speech."""

@@ -39,6 +39,12 @@ class BackendEntry:
         """Build the backend from its model files. Blocking: call it off the event loop."""
         return cast("Backend", self._module().load(files, options))
 
+    def configured_voices(self, options: msgspec.Struct, model_file: str | None) -> list[str]:
+        """A speech model's voices, from its configuration alone (nothing loaded or fetched); a loaded
+        one's are ``SpeechBackend.voices``. Empty for a backend that cannot tell."""
+        voices = getattr(self._module(), "configured_voices", None)
+        return [] if voices is None else cast("list[str]", voices(options, model_file))
+
 
 _ENTRIES = (
     BackendEntry("llama_cpp", ModelType.LLM, "backends.llama"),

@@ -31,7 +31,7 @@ from backends.errors import LoadFailed, UnknownVoice
 from backends.threads import EngineLoad, Occupancy, iterate_in_thread, share_cores
 from backends.types import SpeechRequest
 
-__all__ = ["Options", "PiperBackend", "VoiceOptions", "load"]
+__all__ = ["Options", "PiperBackend", "VoiceOptions", "configured_voices", "load"]
 
 MOST_DEFAULT_INSTANCES = 2
 """Copies of the voice when ``instances`` is not set (fewer on a one-core machine): two requests
@@ -60,6 +60,13 @@ class Options(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 def load(files: Path, options: Options) -> PiperBackend:
     return PiperBackend(files, options)
+
+
+def configured_voices(options: Options, model_file: str | None) -> list[str]:
+    """The voices of a configured model, without loading it: ``options.voices``, then the model's own
+    voice when its ``.onnx`` file is named (else it is known only once the files are there)."""
+    own = [Path(model_file).stem] if model_file else []
+    return [*options.voices, *own]
 
 
 def _find_onnx(files: Path) -> Path:
@@ -109,6 +116,7 @@ class PiperBackend:
         for copy in copies:
             self._free.put(copy)
         speakers: dict[str, int] = dict(self._voice.config.speaker_id_map or {})
+        self._own_voice = model.stem
         self._speakers: dict[str, tuple[int | None, VoiceOptions]] = {model.stem: (None, VoiceOptions())}
         for name, voice in options.voices.items():
             speaker = voice.speaker
@@ -133,6 +141,11 @@ class PiperBackend:
     @property
     def voices(self) -> list[str]:
         return list(self._speakers)
+
+    @property
+    def default_voice(self) -> str:
+        """The voice named after the model's file, its default speaker at its own pace."""
+        return self._own_voice
 
     def _run(self, request: SpeechRequest) -> Iterator[npt.NDArray[np.float32]]:
         from piper import SynthesisConfig

@@ -20,7 +20,7 @@ import numpy.typing as npt
 from backends.errors import LoadFailed
 from backends.types import SpeechSpan
 
-__all__ = ["FRAME", "Options", "SileroVad", "VadStream", "load"]
+__all__ = ["FRAME", "Options", "SileroVad", "VadStream", "hysteresis", "load"]
 
 SAMPLE_RATE = 16000
 FRAME = 512
@@ -64,9 +64,14 @@ class VadStream:
         return np.asarray(probs, dtype=np.float32).reshape(-1)
 
 
+def hysteresis(threshold: float) -> tuple[float, float]:
+    """The scores at which speech starts (``threshold``) and below which it ends (0.15 lower)."""
+    return threshold, max(threshold - 0.15, 0.01)
+
+
 def spans(probs: npt.NDArray[np.float32], options: Options, total_samples: int) -> list[SpeechSpan]:
     """Speech stretches (seconds) from frame scores, with hysteresis, minimum lengths and padding."""
-    on, off = options.threshold, max(options.threshold - 0.15, 0.01)
+    on, off = hysteresis(options.threshold)
     min_silence = options.min_silence_ms * SAMPLE_RATE // 1000
     min_speech = options.min_speech_ms * SAMPLE_RATE // 1000
     pad = options.speech_pad_ms * SAMPLE_RATE // 1000
@@ -119,7 +124,7 @@ class SileroVad:
             raise LoadFailed(f"ONNX Runtime could not load the VAD model ({type(e).__name__})") from None
         self.options = options
         self.frame_samples = FRAME
-        self.threshold = options.threshold
+        self.thresholds = hysteresis(options.threshold)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="silero-vad")
 
     def stream(self) -> VadStream:

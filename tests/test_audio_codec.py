@@ -20,6 +20,7 @@ import pytest
 from backends import audio
 from backends.audio import ENCODINGS, FORMATS, StreamEncoder, decode, decode_raw, duration
 from backends.errors import BadAudio as InvalidAudio
+from backends.errors import BadOutputFormat
 from compat.errors import InvalidRequest
 from gateway.errors import DEEPGRAM_FIELDS, Fields, from_domain
 
@@ -336,7 +337,7 @@ def test_encoder_names_fall_back_to_what_the_wheel_has() -> None:
 
 
 def test_stream_encoder_misuse() -> None:
-    with pytest.raises(InvalidRequest, match="Unsupported audio format"):
+    with pytest.raises(BadOutputFormat, match="Unsupported audio format"):
         StreamEncoder("ogg", input_rate=22050)
     encoder = StreamEncoder("mp3", input_rate=22050)
     with pytest.raises(ValueError, match="mono"):
