@@ -1,4 +1,5 @@
-"""What every Deepgram route shares: errors, request ids, model identity, query-string booleans."""
+"""What every Deepgram route shares: errors, request ids, model identity, words, query-string booleans,
+the WebSocket auth subprotocol."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from compat.errors import GatewayError, InvalidRequest
 __all__ = [
     "DeepgramError",
     "ModelInfo",
+    "Word",
+    "auth_subprotocol",
     "error_body",
     "flag",
     "iso_now",
@@ -42,6 +45,16 @@ def error_body(error: GatewayError, request_id: str) -> DeepgramError:
     return DeepgramError(err_code=code, err_msg=message, request_id=request_id)
 
 
+def auth_subprotocol(offered: Sequence[str]) -> str | None:
+    """The subprotocol to accept a WebSocket with: ``token``/``bearer`` exactly as the client spelled it,
+    if it offered one.
+
+    Browser clients authenticate with ``Sec-WebSocket-Protocol: token, <key>`` and abort the connection
+    unless one offered protocol is echoed back as they sent it.
+    """
+    return next((p for p in offered if p.strip().lower() in ("token", "bearer")), None)
+
+
 def new_request_id() -> str:
     return str(uuid.uuid4())
 
@@ -49,6 +62,17 @@ def new_request_id() -> str:
 def model_uuid(canonical: str) -> str:
     """A stable uuid per served model, for ``metadata.models`` and ``dg-model-uuid``."""
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"syn4pse:model:{canonical}"))
+
+
+class Word(msgspec.Struct, omit_defaults=True):
+    """A word as Deepgram's results carry it (pre-recorded and live alike)."""
+
+    word: str
+    start: float
+    end: float
+    confidence: float
+    punctuated_word: str | None = None
+    language: str | None = None
 
 
 class ModelInfo(msgspec.Struct):

@@ -23,14 +23,10 @@ from __future__ import annotations
 import copy
 import re
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
 
 import msgspec
 
-from compat.deepgram.common import flag
-
-if TYPE_CHECKING:
-    from compat.deepgram.listen import Word
+from compat.deepgram.common import Word, flag
 
 __all__ = ["FORMATTING_FLAGS", "Formatting", "apply_formatting", "formatting_of", "to_numerals", "written_form"]
 

@@ -15,13 +15,13 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 import msgspec
 
 from backends.audio import ENCODINGS
-from backends.types import TranscriptionInfo, TranscriptWord
-from compat.deepgram.common import ModelInfo, flag, model_uuid, number, one
+from backends.audio_answers import ChannelTranscript
+from backends.types import TranscriptWord
+from compat.deepgram.common import ModelInfo, Word, flag, model_uuid, number, one
 from compat.deepgram.formatting import Formatting, apply_formatting, formatting_of, written_form
 from compat.errors import InvalidRequest
 from compat.wire import ParamPolicy
@@ -64,15 +64,6 @@ PARAGRAPH_WORDS = 50
 
 # -- wire structs ----------------------------------------------------------------------------------
 # omit_defaults: optional members (None) are left out, as Deepgram leaves out features not asked for.
-
-
-class Word(msgspec.Struct, omit_defaults=True):
-    word: str
-    start: float
-    end: float
-    confidence: float
-    punctuated_word: str | None = None
-    language: str | None = None
 
 
 class Sentence(msgspec.Struct):
@@ -437,14 +428,6 @@ def model_info(requested: str, canonical: str, arch: str) -> ModelInfo:
     """``model_info`` of a served model: the name the client asked for, the local model as the version,
     the engine as the architecture."""
     return ModelInfo(name=requested, version=canonical, arch=arch)
-
-
-@dataclass(frozen=True, slots=True)
-class ChannelTranscript:
-    """What the engine made of one audio channel."""
-
-    info: TranscriptionInfo
-    words: Sequence[TranscriptWord]
 
 
 def listen_response(channels: Sequence[ChannelTranscript], options: ListenOptions, *, request_id: str, sha256: str,

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from backends import audio_answers as live
 from backends.types import TranscriptWord
 from compat.deepgram.common import ModelInfo, flag, number, one
 from compat.deepgram.formatting import FORMATTING_FLAGS, Formatting, formatting_of
@@ -28,6 +29,7 @@ from compat.wire import ParamPolicy
 __all__ = [
     "ClientMessage",
     "LiveParams",
+    "live_message",
     "metadata_message",
     "parse_client_message",
     "parse_live_query",
@@ -192,6 +194,19 @@ class UtteranceEnd(msgspec.Struct):
 
 def utterance_end_message(last_word_end: float) -> UtteranceEnd:
     return UtteranceEnd(channel=[0, 1], last_word_end=round(last_word_end, 3))
+
+
+def live_message(event: live.LiveEvent, params: LiveParams, *, request_id: str, model_uuid: str,
+                 model_info: ModelInfo) -> Results | SpeechStarted | UtteranceEnd:
+    """A live transcription's event as the message Deepgram sends for it."""
+    if isinstance(event, live.SpeechStarted):
+        return speech_started_message(event.timestamp)
+    if isinstance(event, live.UtteranceEnd):
+        return utterance_end_message(event.last_word_end)
+    return results_message(words=event.words, start=event.start, end=event.end, is_final=event.is_final,
+                           speech_final=event.speech_final, from_finalize=event.from_finalize,
+                           punctuate=params.punctuate, request_id=request_id, model_uuid=model_uuid,
+                           model_info=model_info, formatting=params.formatting)
 
 
 class Metadata(ListenMetadata, kw_only=True):

@@ -13,12 +13,13 @@ Both speak the model's words at ``speed`` times its pace, within Deepgram's own 
 from __future__ import annotations
 
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import msgspec
 
-from compat.deepgram.common import number, one
+from backends.audio_answers import SpeechAudio, SpeechEvent
+from compat.deepgram.common import model_uuid, number, one
 from compat.errors import InvalidRequest, UnsupportedParameter
 from compat.wire import decode_object
 
@@ -38,13 +39,15 @@ __all__ = [
     "SpeakSettings",
     "SpeakWarning",
     "StreamSettings",
-    "auth_subprotocol",
     "encode_message",
     "g711_wav_header",
     "parse_client_message",
     "parse_speak_body",
     "parse_speak_query",
     "parse_stream_query",
+    "speak_audio",
+    "speak_content_type",
+    "speak_headers",
 ]
 
 SPEED_RANGE = (0.7, 1.5)
@@ -164,6 +167,31 @@ def g711_wav_header(encoding: str, sample_rate: int) -> bytes:
                        sample_rate, 1, 8, 0, b"data", 0xFFFFFFFF)
 
 
+def speak_headers(settings: SpeakSettings, *, request_id: str, requested: str, canonical: str,
+                  text: str) -> dict[str, str]:
+    """The ``dg-*`` headers of a REST answer (Deepgram's Python SDK v3 reads them)."""
+    headers = {"dg-request-id": request_id, "dg-model-name": requested, "dg-model-uuid": model_uuid(canonical),
+               "dg-char-count": str(len(text))}
+    if settings.speed is not None:
+        headers["dg-speed-used"] = f"{settings.speed:g}"
+    return headers
+
+
+def speak_content_type(settings: SpeakSettings, encoded: str) -> str:
+    """The answer's content type: WAV for the wav container, else that of the encoded stream."""
+    return "audio/wav" if settings.container == "wav" else encoded
+
+
+async def speak_audio(events: AsyncIterator[SpeechEvent], settings: SpeakSettings,
+                      sample_rate: int) -> AsyncIterator[bytes]:
+    """The REST answer's body: the audio (after :func:`g711_wav_header` when it needs one)."""
+    if settings.g711_wav:
+        yield g711_wav_header(settings.encoding, sample_rate)
+    async for event in events:
+        if isinstance(event, SpeechAudio):
+            yield event.data
+
+
 # --------------------------------------------------------------------------------------------------
 # WebSocket
 
@@ -261,15 +289,6 @@ def parse_client_message(data: str | bytes) -> ClientMessage | SpeakWarning:
 def encode_message(message: ServerMessage) -> str:
     """A server message as the JSON of one text frame."""
     return _encoder.encode(message).decode()
-
-
-def auth_subprotocol(offered: Sequence[str]) -> str | None:
-    """The subprotocol to accept with: ``token``/``bearer`` as the client spelled it, if it offered one.
-
-    Browser clients authenticate with ``Sec-WebSocket-Protocol: token, <key>`` and abort the
-    connection unless one offered protocol is echoed back.
-    """
-    return next((p for p in offered if p.strip().lower() in ("token", "bearer")), None)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -6,18 +6,21 @@ from __future__ import annotations
 
 import base64
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Annotated, Any, Literal
 
 import msgspec
 
+from backends.audio_answers import SpeechAudio, SpeechEvent, Transcribed, TranscriptDelta, TranscriptEvent
 from backends.types import TranscriptionInfo, TranscriptSegment
 from compat.errors import InvalidRequest
+from compat.openai.dialect import OpenAI
 from compat.openai.languages import language_name
 from compat.wire import ParamPolicy, to_struct
 
 __all__ = [
     "SPEECH_FORMATS",
+    "SPEECH_RATE",
     "ParsedSpeech",
     "ParsedTranscription",
     "Transcript",
@@ -26,13 +29,19 @@ __all__ = [
     "render_transcript",
     "speech_delta_event",
     "speech_done_event",
+    "speech_events",
+    "transcript_body",
     "transcript_delta_event",
     "transcript_done_event",
+    "transcript_events",
+    "voice_list",
 ]
 
 TRANSCRIPT_FORMATS = ("json", "text", "srt", "verbose_json", "vtt")
 SPEECH_FORMATS = ("mp3", "opus", "aac", "flac", "wav", "pcm")
 MAX_SPEECH_INPUT = 4096  # characters, OpenAI's limit
+SPEECH_RATE = 24000
+"""OpenAI's speech output rate, for every format."""
 
 # Multipart fields of /audio/transcriptions as the SDK sends them; translations take a subset.
 _TRANSCRIBE_FIELDS = frozenset({
@@ -243,6 +252,14 @@ def render_transcript(t: Transcript, fmt: str, *, words: bool = False, segments:
     return _json.encode(_Json(text=t.text, usage=_usage(t.info))), "application/json"
 
 
+def transcript_body(answer: Transcribed, parsed: ParsedTranscription, dialect: OpenAI) -> tuple[bytes, str]:
+    """The body and content type of a finished transcription, as the request asked, in the dialect."""
+    body, content_type = render_transcript(Transcript(info=answer.info, segments=list(answer.segments),
+                                                      task=parsed.task),
+                                           parsed.response_format, words=parsed.words, segments=parsed.segments)
+    return dialect.transcript(body, content_type), content_type
+
+
 class _TextDelta(msgspec.Struct):
     delta: str
     type: str = "transcript.text.delta"
@@ -260,6 +277,15 @@ def transcript_delta_event(delta: str) -> _TextDelta:
 
 def transcript_done_event(text: str, info: TranscriptionInfo) -> _TextDone:
     return _TextDone(text=text, usage=_usage(info))
+
+
+async def transcript_events(events: AsyncIterator[TranscriptEvent]) -> AsyncIterator[_TextDelta | _TextDone]:
+    """A streamed transcription as OpenAI's ``transcript.text.*`` events."""
+    async for event in events:
+        if isinstance(event, TranscriptDelta):
+            yield transcript_delta_event(event.text)
+        else:
+            yield transcript_done_event(event.text, event.info)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -328,3 +354,17 @@ def speech_done_event(characters: int, seconds: float) -> _AudioDone:
     """Usage of a local voice: characters read in, and audio out at 50 units a second."""
     out = round(seconds * 50)
     return _AudioDone(usage=_SpeechUsage(input_tokens=characters, output_tokens=out, total_tokens=characters + out))
+
+
+async def speech_events(events: AsyncIterator[SpeechEvent], characters: int) -> AsyncIterator[_AudioDelta | _AudioDone]:
+    """Streamed speech as OpenAI's ``speech.audio.*`` events (``stream_format: sse``)."""
+    async for event in events:
+        if isinstance(event, SpeechAudio):
+            yield speech_delta_event(event.data)
+        else:
+            yield speech_done_event(characters, event.seconds)
+
+
+def voice_list(voices: Sequence[tuple[str, str]]) -> dict[str, Any]:
+    """``GET /audio/voices``: each ``(voice, model)``."""
+    return {"object": "list", "data": [{"id": voice, "object": "voice", "model": model} for voice, model in voices]}

@@ -9,17 +9,13 @@ from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 import msgspec
-import numpy as np
-import numpy.typing as npt
 from litestar import Request, Response
 
-from backends.base import VadBackend
-from backends.types import SpeechSpan
 from compat.groq import Groq
 from compat.openai.dialect import OpenAI
 from compat.wire import ParamPolicy, decode_object
 from gateway.config import Config
-from gateway.registry import VAD, Registry
+from gateway.registry import Registry
 
 __all__ = [
     "DROPPED_HEADER",
@@ -31,7 +27,6 @@ __all__ = [
     "json_response",
     "read_object",
     "registry_of",
-    "speech_spans",
     "unless_disconnected",
 ]
 
@@ -113,14 +108,3 @@ async def unless_disconnected(request: Request[Any, Any, Any], work: Awaitable[T
     # A cancelled gather() ends with CancelledError as its exception: take it, or asyncio logs it as an error.
     job.add_done_callback(lambda f: f.cancelled() or f.exception())
     raise ClientGone
-
-
-async def speech_spans(registry: Registry, stt_model: str,
-                       audio: npt.NDArray[np.float32]) -> tuple[SpeechSpan, ...] | None:
-    """Where the model's VAD (if it names one) hears speech: whisper invents words in silence."""
-    vad_name = registry.model_config(stt_model).vad
-    if vad_name is None:
-        return None
-    async with registry.lease(vad_name, VAD) as held:
-        vad: VadBackend = held.backend
-        return tuple(await vad.speech(audio))

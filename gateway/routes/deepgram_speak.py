@@ -2,9 +2,9 @@
 
 The ``model`` (``aura-asteria-en``, ``aura-2-thalia-en``, …) is a name or alias in the registry, and
 ``services.deepgram.speak_model`` when the request names none. Deepgram's model names are voices, so
-each speaks with the model's own voice: the one named after its file (``en_US-joe-medium``), which is
-the voice no configured OpenAI-style voice name (``alloy``, ``nova``, …) claims. One model, one voice,
-whatever alias reached it.
+each speaks with the model's own voice (``SpeechBackend.default_voice``: for piper, the one named after
+its file, ``en_US-joe-medium``), never a configured OpenAI-style voice (``alloy``, ``nova``, …). One
+model, one voice, whatever alias reached it.
 
 REST streams as the engine speaks, a sentence at a time, chunked (Deepgram's Python SDK v3 needs the
 ``transfer-encoding`` header and the ``dg-*`` ones). The first sentence is synthesised before the
@@ -22,24 +22,17 @@ handshake reaches browsers as a bare failure); a disconnect cancels the synthesi
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
 from litestar import Request, WebSocket, post, websocket
-from litestar.connection import ASGIConnection
 from litestar.exceptions import WebSocketDisconnect
 from litestar.response import Stream
 
-from backends.audio import StreamEncoder
-from backends.base import SpeechBackend
-from backends.types import ModelType, SpeechRequest
-from compat.deepgram.common import error_body, model_uuid, new_request_id
+from backends.audio_answers import SpeechAudio, SpeechDone
+from backends.errors import DomainError
+from compat.deepgram.common import model_uuid
 from compat.deepgram.speak import (
     Clear,
     Cleared,
@@ -49,63 +42,35 @@ from compat.deepgram.speak import (
     Metadata,
     ServerMessage,
     Speak,
-    SpeakSettings,
     SpeakWarning,
-    StreamSettings,
-    auth_subprotocol,
     encode_message,
-    g711_wav_header,
     parse_client_message,
     parse_speak_body,
     parse_speak_query,
     parse_stream_query,
+    speak_audio,
+    speak_content_type,
+    speak_headers,
 )
-from compat.errors import GatewayError, ModelUnavailable
-from gateway.config import Config, ModelConfig
-from gateway.registry import Lease, Registry
-from gateway.routes.common import backend_as, config_of, registry_of
-from gateway.routes.deepgram import query_of, request_id_of
+from compat.errors import GatewayError
+from gateway.ownership import own
+from gateway.routes.deepgram_request import close_with, offered_subprotocol, query_of, request_id_of, wire_error
+from gateway.serving import serving_of
+from gateway.serving.speech import AudioOutput, Voice
+from gateway.sockets import close_quietly
 
 __all__ = ["HANDLERS"]
 
 log = logging.getLogger("syn4pse.deepgram.speak")
 
-OPUS_MAX_BIT_RATE = 256_000
-"""libopus refuses more than this for mono; Deepgram accepts up to 650000, so higher asks get this."""
 FRAME_BYTES = 16_384
 """Largest binary WebSocket frame: a long sentence at 48 kHz would pass the 1 MiB clients accept."""
 MAX_BUFFERED_CHARS = 100_000
 """Unflushed text one socket may hold; Speak beyond it is refused with a Warning."""
-_CLOSE_REASON_BYTES = 123  # the most a WebSocket close frame carries
-
-
-def _native_voice(backend: SpeechBackend, config: ModelConfig) -> str:
-    """The model's own voice: the one named after its file, else the first no configured name claims."""
-    voices = backend.voices
-    if not voices:
-        raise ModelUnavailable("The speech model has no voice.")
-    own = Path(config.source.file).stem if config.source.file else None
-    if own in voices:
-        return own
-    configured = config.options.get("voices") or {}
-    return next((v for v in voices if v not in configured), voices[0])
-
-
-async def _close_iterator(chunks: AsyncIterator[Any]) -> None:
-    """Close a synthesis stream now, so the engine stops after its current sentence, not at GC."""
-    close = getattr(chunks, "aclose", None)
-    if close is not None:
-        await close()
 
 
 # --------------------------------------------------------------------------------------------------
 # REST
-
-
-def _encoder_bit_rate(settings: SpeakSettings) -> int | None:
-    if settings.bit_rate is not None and settings.encoding == "opus":
-        return min(settings.bit_rate, OPUS_MAX_BIT_RATE)
-    return settings.bit_rate
 
 
 @post("/speak", status_code=200)
@@ -113,66 +78,43 @@ async def speak(request: Request[Any, Any, Any]) -> Stream:
     """Synthesise the body's text and stream it back in the requested encoding and container."""
     settings = parse_speak_query(query_of(request))
     text = parse_speak_body(await request.body())
-    requested = settings.model or config_of(request).services.deepgram.speak_model
-    registry = registry_of(request)
-    lease = await registry.acquire(requested, ModelType.TTS)
-    try:
-        backend: SpeechBackend = backend_as(lease, SpeechBackend)
-        voice = _native_voice(backend, registry.model_config(lease.name))
-        encoder = StreamEncoder(settings.stream_format, input_rate=backend.sample_rate,
-                                output_rate=settings.sample_rate, bitrate=_encoder_bit_rate(settings))
-        chunks = backend.synthesize(SpeechRequest(text=text, voice=voice, speed=settings.speed or 1.0))
-        try:
-            first = await anext(chunks, None)
-        except BaseException:
-            await _close_iterator(chunks)
-            raise
-    except BaseException:
-        lease.release()
-        raise
-
-    async def audio() -> AsyncIterator[bytes]:
-        seconds, sentences = 0.0, 0
-        try:
-            if settings.g711_wav:
-                yield g711_wav_header(settings.encoding, encoder.sample_rate)
-            samples = first
-            while samples is not None:
-                seconds += len(samples) / backend.sample_rate
-                sentences += 1
-                if data := encoder.encode(samples):
-                    yield data
-                samples = await anext(chunks, None)
-            if tail := encoder.finish():
-                yield tail
-            log.info("speech synthesis finished: %d sentences, %.2fs of audio (%s, %s)", sentences, seconds,
-                     lease.name, settings.encoding)
-        finally:
-            await _close_iterator(chunks)
-            lease.release()
-
-    headers = {"dg-request-id": request_id_of(request), "dg-model-name": requested,
-               "dg-model-uuid": model_uuid(lease.name), "dg-char-count": str(len(text))}
-    if settings.speed is not None:
-        headers["dg-speed-used"] = f"{settings.speed:g}"
-    content_type = "audio/wav" if settings.container == "wav" else encoder.content_type
-    return Stream(audio(), media_type=content_type, headers=headers)
+    serving = serving_of(request)
+    requested = settings.model or serving.config.services.deepgram.speak_model
+    output = AudioOutput(settings.stream_format, settings.sample_rate, settings.bit_rate)
+    spoken = await serving.speech.speak(requested, text, output, speed=settings.speed or 1.0)
+    events = own(request, spoken.events)
+    headers = speak_headers(settings, request_id=request_id_of(request), requested=requested,
+                            canonical=spoken.model, text=text)
+    return Stream(speak_audio(events, settings, spoken.sample_rate),
+                  media_type=speak_content_type(settings, spoken.content_type), headers=headers)
 
 
 # --------------------------------------------------------------------------------------------------
 # WebSocket
 
 
-def _query(connection: ASGIConnection[Any, Any, Any, Any]) -> dict[str, list[str]]:
-    query: dict[str, list[str]] = {}
-    for key, value in connection.query_params.multi_items():
-        query.setdefault(key, []).append(value)
-    return query
-
-
-def _reason(message: str) -> str:
-    """``message`` cut to fit a close frame, on a character boundary."""
-    return message.encode()[:_CLOSE_REASON_BYTES].decode(errors="ignore")
+@websocket("/speak")
+async def speak_stream(socket: WebSocket[Any, Any, Any]) -> None:
+    """Streaming text to speech: see the module docstring for the protocol."""
+    request_id = request_id_of(socket)
+    await socket.accept(subprotocols=offered_subprotocol(socket), headers={"dg-request-id": request_id})
+    serving = serving_of(socket)
+    try:
+        settings = parse_stream_query(query_of(socket))
+        requested = settings.model or serving.config.services.deepgram.speak_model
+        voice = own(socket, await serving.speech.voice(
+            requested, AudioOutput(settings.stream_format, settings.sample_rate), speed=settings.speed or 1.0))
+    except (GatewayError, DomainError) as e:
+        log.info("speak stream refused: %s", wire_error(e).message)
+        await close_with(socket, e, enveloped=True)
+        return
+    session = _SpeakSession(socket, voice)
+    try:
+        await session.run(Metadata(request_id=request_id, model_name=requested, model_version=voice.model,
+                                   model_uuid=model_uuid(voice.model)))
+    finally:
+        await voice.aclose()
+        log.info("speak stream closed: %.2fs of audio sent (%s, %s)", session.seconds, voice.model, settings.encoding)
 
 
 class _Gone(Exception):
@@ -188,12 +130,9 @@ class _Job:
 class _SpeakSession:
     """One socket's text buffer and the synthesis of its flushes, in order, on a worker task."""
 
-    def __init__(self, socket: WebSocket[Any, Any, Any], backend: SpeechBackend, voice: str,
-                 settings: StreamSettings) -> None:
+    def __init__(self, socket: WebSocket[Any, Any, Any], voice: Voice) -> None:
         self._socket = socket
-        self._backend = backend
         self._voice = voice
-        self._settings = settings
         self._buffer: list[str] = []
         self._buffered = 0
         self._jobs: asyncio.Queue[_Job] = asyncio.Queue()
@@ -202,7 +141,7 @@ class _SpeakSession:
         self._clears = 0
         self._closed = False
         self.seconds = 0.0
-        """Audio sent so far, for the log."""
+        """Audio spoken so far, for the log."""
 
     async def run(self, metadata: Metadata) -> None:
         """Serve the socket until the client closes it, sends Close, or synthesis fails."""
@@ -295,26 +234,26 @@ class _SpeakSession:
                     self._jobs.task_done()
         except _Gone:
             pass  # the reader sees the disconnect too, and ends the session
-        except GatewayError as e:
-            log.warning("speak stream: synthesis failed: %s", e.message)
-            await self._close(1011, e.message)
+        except (GatewayError, DomainError) as e:
+            error = wire_error(e)
+            log.warning("speak stream: synthesis failed: %s", error.message)
+            await self._close(1011, error.message)
         except Exception:
             log.exception("speak stream: synthesis failed")
             await self._close(1011, "Internal Server Error: the server had an error processing your request.")
 
     async def _speak(self, text: str) -> None:
-        encoder = StreamEncoder(self._settings.stream_format, input_rate=self._backend.sample_rate,
-                                output_rate=self._settings.sample_rate)
-        chunks = self._backend.synthesize(SpeechRequest(text=text, voice=self._voice,
-                                                        speed=self._settings.speed or 1.0))
+        events = self._voice.speak(text)
         try:
-            async for samples in chunks:
-                await self._send_audio(encoder.encode(samples), samples)
-            await self._send_audio(encoder.finish())
+            async for event in events:
+                if isinstance(event, SpeechAudio):
+                    await self._send_audio(event.data)
+                elif isinstance(event, SpeechDone):
+                    self.seconds += event.seconds
         finally:
-            await _close_iterator(chunks)
+            await events.aclose()
 
-    async def _send_audio(self, data: bytes, samples: npt.NDArray[np.float32] | None = None) -> None:
+    async def _send_audio(self, data: bytes) -> None:
         for start in range(0, len(data), FRAME_BYTES):
             if self._closed:
                 return
@@ -322,8 +261,6 @@ class _SpeakSession:
                 await self._socket.send_bytes(data[start:start + FRAME_BYTES])
             except (WebSocketDisconnect, OSError) as e:
                 raise _Gone from e
-        if samples is not None:
-            self.seconds += len(samples) / self._backend.sample_rate
 
     async def _send(self, message: ServerMessage) -> None:
         if not self._closed:
@@ -335,50 +272,7 @@ class _SpeakSession:
     async def _close(self, code: int, reason: str) -> None:
         if not self._closed:
             self._closed = True
-            with contextlib.suppress(WebSocketDisconnect, OSError, RuntimeError):
-                await self._socket.close(code=code, reason=_reason(reason))
-
-
-def _state(connection: ASGIConnection[Any, Any, Any, Any]) -> tuple[Config, Registry]:
-    config: Config = connection.app.state.config
-    registry: Registry = connection.app.state.registry
-    return config, registry
-
-
-@websocket("/speak")
-async def speak_stream(socket: WebSocket[Any, Any, Any]) -> None:
-    """Streaming text to speech: see the module docstring for the protocol."""
-    request_id = new_request_id()
-    offered: Sequence[str] = socket.scope.get("subprotocols") or ()
-    await socket.accept(subprotocols=auth_subprotocol(offered), headers={"dg-request-id": request_id})
-    config, registry = _state(socket)
-    lease: Lease | None = None
-    try:
-        settings = parse_stream_query(_query(socket))
-        requested = settings.model or config.services.deepgram.speak_model
-        lease = await registry.acquire(requested, ModelType.TTS)
-        backend: SpeechBackend = backend_as(lease, SpeechBackend)
-        voice = _native_voice(backend, registry.model_config(lease.name))
-    except GatewayError as e:
-        if lease is not None:
-            lease.release()
-        log.info("speak stream refused: %s", e.message)
-        with contextlib.suppress(WebSocketDisconnect, OSError, RuntimeError):
-            await socket.close(code=1008 if e.status < 500 else 1011,
-                               reason=_reason(error_body(e, request_id).err_msg))
-        return
-    except BaseException:
-        if lease is not None:
-            lease.release()
-        raise
-
-    session = _SpeakSession(socket, backend, voice, settings)
-    try:
-        await session.run(Metadata(request_id=request_id, model_name=requested, model_version=lease.name,
-                                   model_uuid=model_uuid(lease.name)))
-    finally:
-        lease.release()
-        log.info("speak stream closed: %.2fs of audio sent (%s, %s)", session.seconds, lease.name, settings.encoding)
+            await close_quietly(self._socket, code, reason)
 
 
 HANDLERS: list[Any] = [speak, speak_stream]

@@ -1,31 +1,32 @@
-"""Live transcription: audio in as it arrives, results out as speech is found and understood.
+"""Live transcription's window: audio in as it arrives, results out as speech is found and understood.
 
 The open window (the audio since the last final result) grows as audio arrives. A VAD scores each
 32 ms frame: speech onset can be reported at once (``SpeechStarted``); a pause of ``endpointing`` ms
 closes the window as a final result with ``speech_final``; a window that grows too long is finalised
 without it. While speech goes on, the window is re-transcribed about once a second as an interim
 result. Finals are transcribed once and never change. ``UtteranceEnd`` follows the last final word
-when no new word comes for ``utterance_end_ms``.
+when no new word comes for ``utterance_end_ms``. Speech starts and ends with the hysteresis the VAD
+applies to its own clips (``VadBackend.thresholds``).
 
 Transcriptions run one at a time on a worker task, in order, so receiving audio never waits on them.
-The engine-side types are the domain's; the wire is the caller's (see ``emit``).
+Events go to ``emit`` as they happen; a failure of the engine goes to ``fail``, and ends the work.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
+from backends.audio_answers import LiveEvent, LiveTranscript, SpeechStarted, UtteranceEnd
 from backends.base import TranscriptionBackend, VadBackend
 from backends.types import TranscriptionRequest, TranscriptSegment, TranscriptWord
 
-__all__ = ["LiveOptions", "LiveTranscriber", "SpeechStarted", "Transcript", "UtteranceEnd"]
+__all__ = ["RATE", "LiveOptions", "LiveTranscriber"]
 
 log = logging.getLogger("syn4pse.live")
 
@@ -40,35 +41,21 @@ INTERIM_EVERY = 1 * RATE
 
 @dataclass(frozen=True, slots=True)
 class LiveOptions:
+    """What a live stream asks for: which results, when speech ends, and what the audio is."""
+
     interim_results: bool = False
     endpointing_ms: int | None = 200
+    """Silence that ends speech (a final with ``speech_final``); None: only a long window or the client
+    ends one."""
     utterance_end_ms: int | None = None
     vad_events: bool = False
     language: str | None = None
     prompt: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class SpeechStarted:
-    timestamp: float
-
-
-@dataclass(frozen=True, slots=True)
-class Transcript:
-    words: tuple[TranscriptWord, ...]
-    start: float
-    end: float
-    is_final: bool
-    speech_final: bool = False
-    from_finalize: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class UtteranceEnd:
-    last_word_end: float
-
-
-Event = SpeechStarted | Transcript | UtteranceEnd
+    encoding: str | None = None
+    """Headerless samples in this encoding (``backends.audio.ENCODINGS``); None: a container (WebM, Ogg,
+    WAV, …) demuxed as its bytes come."""
+    sample_rate: int = 16000
+    channels: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,14 +72,14 @@ class _Job:
 
 class LiveTranscriber:
     def __init__(self, stt: TranscriptionBackend, vad: VadBackend, options: LiveOptions,
-                 emit: Callable[[Event], Awaitable[None]]) -> None:
+                 emit: Callable[[LiveEvent], None], fail: Callable[[Exception], None]) -> None:
         self._stt = stt
         self._vad = vad.stream()
-        self._on = vad.threshold
-        self._off = max(vad.threshold - 0.15, 0.01)
+        self._on, self._off = vad.thresholds
         self._frame = vad.frame_samples
         self._options = options
         self._emit = emit
+        self._fail = fail
         self._window = np.zeros(0, dtype=np.float32)
         self._window_start = 0
         self._scored = 0
@@ -106,7 +93,6 @@ class LiveTranscriber:
         self._utterance_open = False
         self._jobs: asyncio.Queue[_Job | None] = asyncio.Queue()
         self._worker = asyncio.create_task(self._work())
-        self.failure: BaseException | None = None
 
     @property
     def duration(self) -> float:
@@ -143,7 +129,7 @@ class LiveTranscriber:
                 self._silence = 0
                 self._utterance_open = False
                 if self._options.vad_events:
-                    await self._emit(SpeechStarted(timestamp=at / RATE))
+                    self._emit(SpeechStarted(timestamp=at / RATE))
             return
         self._silence = self._silence + self._frame if p < self._off else 0
         endpointing = self._options.endpointing_ms
@@ -172,7 +158,7 @@ class LiveTranscriber:
             return
         if (self.duration - self._last_word_end) * 1000 >= limit:
             self._utterance_open = False
-            await self._emit(UtteranceEnd(last_word_end=self._last_word_end))
+            self._emit(UtteranceEnd(last_word_end=self._last_word_end))
 
     # -- client requests ----------------------------------------------------------------------------
 
@@ -182,10 +168,10 @@ class LiveTranscriber:
             self._close_window(speech_final=False, from_finalize=True)
 
     async def close(self) -> None:
-        """Finalise, then wait until every result has been sent (``CloseStream``)."""
+        """Finalise, then wait until every result has been emitted (or the work has failed)."""
         await self.finalize()
         self._jobs.put_nowait(None)
-        await self._worker
+        await asyncio.wait({self._worker})
 
     def abort(self) -> None:
         """Stop at once: the client went away."""
@@ -216,21 +202,18 @@ class LiveTranscriber:
                 end = (job.start + len(job.audio)) / RATE
                 if not job.is_final:
                     self._interim_pending = False
-                await self._emit(Transcript(words=words, start=job.start / RATE, end=end, is_final=job.is_final,
-                                            speech_final=job.speech_final, from_finalize=job.from_finalize))
+                self._emit(LiveTranscript(words=words, start=job.start / RATE, end=end, is_final=job.is_final,
+                                          speech_final=job.speech_final, from_finalize=job.from_finalize))
                 if job.is_final and words:
                     self._last_word_end = words[-1].end
                     # Speech that began while this was transcribed owns the gap: no UtteranceEnd for it.
                     self._utterance_open = not self._in_speech
                     await self._check_utterance_end()
-        except asyncio.CancelledError:
-            raise
-        except Exception as e:  # reported by the caller, which closes the stream
+        except Exception as e:  # the caller reports it, and ends the stream
             log.exception("live transcription failed")
-            self.failure = e
-            raise
+            self._fail(e)
 
     async def aclose(self) -> None:
+        """Stop the work and wait until it has stopped."""
         self.abort()
-        with contextlib.suppress(BaseException):
-            await self._worker
+        await asyncio.wait({self._worker})

@@ -1,0 +1,159 @@
+"""Live transcription: a session that takes audio bytes as they arrive and gives events as they happen.
+
+A session holds two models for its whole life, the speech-to-text model and a VAD (the STT model's
+own, or the first one configured), and owns both leases: :meth:`LiveSession.aclose` releases them
+whoever calls it and however the stream ended (hand the session to ``gateway.ownership.own``). Audio
+comes headerless in a named encoding, decoded as each whole frame arrives, or in a container demuxed
+on a thread as its bytes come (:mod:`backends.audio_stream`). Iterating the session gives its events;
+an unreadable stream (``BadAudio``) or a failed engine ends them with that error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from backends.audio_answers import LiveEvent
+from backends.audio_stream import ContainerStreamDecoder, RawStreamDecoder, StreamDecoder
+from backends.base import TranscriptionBackend, VadBackend
+from backends.errors import BadAudio
+from backends.types import ModelType
+from gateway.config import Config
+from gateway.errors import InvalidRequest
+from gateway.registry import TRANSCRIPTION, VAD, Lease, Registry
+from gateway.serving.live_transcriber import LiveOptions, LiveTranscriber
+
+__all__ = ["LiveOptions", "LiveSession", "LiveTranscription"]
+
+Samples = npt.NDArray[np.float32]
+_END = object()
+
+
+class LiveTranscription:
+    def __init__(self, registry: Registry, config: Config) -> None:
+        self._registry = registry
+        self._config = config
+
+    async def open(self, model: str, options: LiveOptions) -> LiveSession:
+        """A session on ``model`` and its VAD, both loaded."""
+        stt = await self._registry.acquire(model, TRANSCRIPTION)
+        try:
+            vad = await self._registry.acquire(self._vad_for(stt.name), VAD)
+        except BaseException:
+            stt.release()
+            raise
+        try:
+            return LiveSession(stt, vad, options, engine=self._config.models[stt.name].backend)
+        except BaseException:
+            stt.release()
+            vad.release()
+            raise
+
+    def _vad_for(self, stt: str) -> str:
+        own = self._registry.model_config(stt).vad
+        if own is not None:
+            return own
+        for name, model in self._config.models.items():
+            if model.type == ModelType.VAD:
+                return name
+        raise InvalidRequest("Live transcription needs a vad model in syn4pse.yaml.", param="model")
+
+
+class LiveSession:
+    """One live stream: :meth:`feed` audio, iterate the events, :meth:`finish` or :meth:`aclose`."""
+
+    def __init__(self, stt: Lease[TranscriptionBackend], vad: Lease[VadBackend], options: LiveOptions, *,
+                 engine: str) -> None:
+        self.model = stt.name
+        """The model transcribing (its configured name)."""
+        self.engine = engine
+        """The backend it runs on."""
+        self._leases = (stt, vad)
+        self._events: asyncio.Queue[Any] = asyncio.Queue()
+        self._closed = False
+        self._decoder_open = True
+        self._pump: asyncio.Queue[Samples | BadAudio | None] | None = None
+        self._decoder: StreamDecoder
+        if options.encoding is not None:
+            self._decoder = RawStreamDecoder(options.encoding, options.sample_rate, options.channels)
+        else:
+            loop = asyncio.get_running_loop()
+            pump: asyncio.Queue[Samples | BadAudio | None] = asyncio.Queue()
+
+            def handoff(item: Samples | BadAudio) -> None:
+                loop.call_soon_threadsafe(pump.put_nowait, item)
+
+            self._pump = pump
+            self._decoder = ContainerStreamDecoder(handoff, handoff)
+        self._transcriber = LiveTranscriber(stt.backend, vad.backend, options, self._events.put_nowait,
+                                            self._events.put_nowait)
+        self._forwarder = asyncio.create_task(self._forward()) if self._pump is not None else None
+
+    @property
+    def duration(self) -> float:
+        """Seconds of audio received."""
+        return self._transcriber.duration
+
+    async def feed(self, data: bytes) -> None:
+        """More of the stream's bytes."""
+        await self._transcriber.add_audio(self._decoder.feed(data))
+
+    async def finalize(self) -> None:
+        """Finalise what has been heard so far."""
+        await self._transcriber.finalize()
+
+    async def finish(self) -> None:
+        """The stream is over: decode its last bytes, finalise, and end the events once every result is out."""
+        tail = await self._close_decoder()
+        if self._forwarder is not None and self._pump is not None:
+            self._pump.put_nowait(None)
+            await asyncio.wait({self._forwarder})
+        await self._transcriber.add_audio(tail)
+        await self._transcriber.close()
+        self._events.put_nowait(_END)
+
+    def __aiter__(self) -> LiveSession:
+        return self
+
+    async def __anext__(self) -> LiveEvent:
+        item = await self._events.get()
+        if item is _END:
+            self._events.put_nowait(_END)  # ended for good
+            raise StopAsyncIteration
+        if isinstance(item, Exception):
+            self._events.put_nowait(_END)
+            raise item
+        event: LiveEvent = item
+        return event
+
+    async def aclose(self) -> None:
+        """Stop the work and give both models back (once; later calls do nothing)."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self._transcriber.aclose()
+            if self._forwarder is not None:
+                self._forwarder.cancel()
+            await self._close_decoder()
+        finally:
+            for lease in self._leases:
+                lease.release()
+
+    async def _close_decoder(self) -> Samples:
+        if not self._decoder_open:
+            return np.zeros(0, dtype=np.float32)
+        self._decoder_open = False
+        return await asyncio.to_thread(self._decoder.close)
+
+    async def _forward(self) -> None:
+        """Samples decoded on the demuxer thread → the transcriber; a decoding failure ends the events."""
+        assert self._pump is not None
+        while (item := await self._pump.get()) is not None:
+            if isinstance(item, BadAudio):
+                self._events.put_nowait(item)
+                return
+            await self._transcriber.add_audio(item)
