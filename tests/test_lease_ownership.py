@@ -139,7 +139,6 @@ def test_cancelled_tasks_give_the_slot_back(tmp_path: Path, monkeypatch: pytest.
     """Cancelled while the model loads (the stream not yet open), and cancelled mid-stream."""
     import gateway.serving.owned as owned
 
-    monkeypatch.setattr(owned, "STREAM_LOAD_WAIT", 0.0)  # open the stream at once, while the model loads
     config = parse_config(CONFIG, environ={"SYN4PSE_MODELS_PATH": str(tmp_path)})
 
     async def scenario() -> None:
@@ -153,12 +152,14 @@ def test_cancelled_tasks_give_the_slot_back(tmp_path: Path, monkeypatch: pytest.
         monkeypatch.setattr(registry, "_load_blocking", slow_load)
         chat = Chat(registry)
         try:
+            monkeypatch.setattr(owned, "STREAM_LOAD_WAIT", 10.0)  # the stream waits for the load to open
             for _ in range(FAILURES):  # cancelled before the stream is returned
                 task = asyncio.ensure_future(chat.stream("smollm2", _request(40), _NoMeter()))
                 await asyncio.sleep(0.05)
                 task.cancel()
                 with pytest.raises(asyncio.CancelledError):
                     await task
+            monkeypatch.setattr(owned, "STREAM_LOAD_WAIT", 0.0)  # the stream opens at once, while the model loads
             for _ in range(FAILURES):  # cancelled while it waits for the load, then mid-generation
                 stream = await chat.stream("smollm2", _request(400), _NoMeter())
 
