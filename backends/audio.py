@@ -2,7 +2,7 @@
 
 Uploads arrive in whatever container the client had (wav, mp3, m4a, ogg, webm, flac...) and engines
 want float32 mono at one rate, so ``decode`` turns any of them into that; ``decode_raw`` does the same
-for headerless streams whose encoding the client names (Deepgram's ``encoding=``). Synthesised speech
+for headerless streams whose encoding the client names (``linear16``, ``mulaw``, …). Synthesised speech
 goes the other way through ``StreamEncoder``, which hands back encoded bytes as they become ready so a
 response can stream while the engine is still speaking.
 
@@ -37,7 +37,7 @@ _DEMUXERS = ",".join(("wav", "w64", "mp3", "aac", "flac", "ogg", "mov", "matrosk
 # no longer matches the resampler, undecodable metadata...).
 _AV_ERRORS = (av.FFmpegError, ValueError)
 
-# Headerless encodings (Deepgram's names): the numpy dtype of one sample.
+# Headerless encodings, by the names clients give them: the numpy dtype of one sample.
 _RAW_DTYPES = {"linear16": "<i2", "linear32": "<i4", "mulaw": "u1", "alaw": "u1"}
 ENCODINGS: tuple[str, ...] = tuple(_RAW_DTYPES)
 # First bytes of the containers that say what they are.
