@@ -4,7 +4,7 @@ One scheduler thread owns the model and the context: every llama call happens on
 thread-safe, and a build's thread pools are fastest when called from one thread). The package, one job
 per module:
 
-- :mod:`~backends.llama.options` — the ``options:`` struct and the loader the catalog calls;
+- :mod:`~backends.llama.options` — the ``options:`` struct (the package's ``load`` is what the catalog calls);
 - :mod:`~backends.llama.engine` — the model and context over ctypes: loading, tokens, pieces, the
   chat template the file carries;
 - :mod:`~backends.llama.prompts` — requests into prompts: chat templates, tools, grammars, the checks
@@ -17,6 +17,21 @@ per module:
 Importing the package imports no engine (see :mod:`backends.catalog`).
 """
 
-from backends.llama.options import Options, load
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from backends.llama.options import Options
+
+if TYPE_CHECKING:
+    from backends.llama.backend import LlamaCppBackend
 
 __all__ = ["Options", "load"]
+
+
+def load(files: Path, options: Options) -> LlamaCppBackend:
+    """Load the model in ``files`` (a GGUF file, or a folder holding one). Blocking."""
+    from backends.llama.backend import LlamaCppBackend
+
+    return LlamaCppBackend(files, options)

@@ -1,19 +1,15 @@
-"""What ``options:`` a llama.cpp model takes in ``syn4pse.yaml``, and the loader the catalog calls.
+"""What ``options:`` a llama.cpp model takes in ``syn4pse.yaml`` (the package's ``load`` builds the backend).
 
 Importing this module imports no engine: the configuration is checked before any model loads.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import msgspec
 
-if TYPE_CHECKING:
-    from backends.llama.backend import LlamaCppBackend
-
-__all__ = ["Options", "load"]
+__all__ = ["Options"]
 
 
 class Options(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -43,9 +39,3 @@ class Options(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     (at 150 tokens/s, per-token chunks cost a single stream 5-10 % of its speed on two cores); a stream's
     first text and its end are never held, and 20 ms is below what a reader or a speech pipeline notices."""
 
-
-def load(files: Path, options: Options) -> LlamaCppBackend:
-    """Load the model in ``files`` (a GGUF file, or a folder holding one). Blocking."""
-    from backends.llama.backend import LlamaCppBackend
-
-    return LlamaCppBackend(files, options)
