@@ -31,13 +31,14 @@ from openai import OpenAI
 from PIL import Image, ImageDraw, ImageFont
 from vision_fixture import IMAGE_TOKENS, starter_llm_path, write_projector
 
-from backends.errors import BadImage
+from backends.errors import BadImage, DomainError
 from backends.images import decode_rgb, sniff
 from backends.types import IMAGE_MARKER, ChatMessage, ChatRequest, ModelType
 from compat.errors import GatewayError
 from compat.openai.content import ContentPart, split_content
 from compat.wire import ParamPolicy
 from gateway.config import Config, ConfigError, ModelConfig, RemoteFetchConfig, Source, parse_config
+from gateway.errors import Fields, from_domain
 from gateway.registry import Registry
 from gateway.vision import ocr_part, resolve_chat_images
 
@@ -291,9 +292,13 @@ def test_remote_image_is_fetched_where_allowed(direct: Direct, image_server: str
 
 
 def _refusal(direct: Direct, model: str, content: list[dict[str, Any]], config: Config | None = None) -> GatewayError:
-    with pytest.raises(GatewayError) as caught:
+    with pytest.raises((GatewayError, DomainError)) as caught:
         direct.resolve(model, content, config=config)
-    return caught.value
+    error = caught.value
+    if isinstance(error, DomainError):  # reaches the client as the app's handlers map it
+        return from_domain(error, Fields(input="messages"))
+    assert isinstance(error, GatewayError)
+    return error
 
 
 def _assert_names_part(error: GatewayError, where: str = "messages[0].content[1]") -> None:
