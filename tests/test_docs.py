@@ -18,10 +18,6 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = sorted([ROOT / "README.md", *(ROOT / "docs").glob("*.md")])
 
-# Paths the docs already name for code that is being moved there; a missing one under these is not yet
-# an error. Empty this once they exist.
-PENDING = ("gateway/serving/", "backends/llama/")
-
 # What a repository path in backticks starts with.
 _ROOTS = ("backends/", "compat/", "gateway/", "tests/", "bench/", "docs/", ".ci/")
 _FILES = {"README.md", "syn4pse.yaml", "pyproject.toml", "Dockerfile"}
@@ -192,7 +188,7 @@ def test_named_paths_exist(page: Path) -> None:
     fenced = " ".join(f"`{t}`" for block in _FENCE.findall(text) for t in block.split() if _is_path(t))
     named = [*_named_paths(_FENCE.sub("", text)), *_CODE.findall(fenced)]
     assert page.name != "README.md" or len(named) > 50, "the README's map names few paths: is the check blind?"
-    missing = sorted({p for p in named if not _exists(p) and not p.startswith(PENDING)})
+    missing = sorted({p for p in named if not _exists(p)})
     assert missing == [], f"{page.name} names paths that do not exist"
 
 
