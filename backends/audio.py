@@ -24,8 +24,8 @@ import numpy.typing as npt
 
 from backends.errors import BadAudio, BadOutputFormat, Part
 
-__all__ = ["ENCODINGS", "FORMATS", "AudioTooLong", "StreamEncoder", "decode", "decode_channels", "decode_raw", "duration",
-           "frame_bytes", "raw_to_mono"]
+__all__ = ["ENCODINGS", "FORMATS", "AudioTooLong", "StreamEncoder", "decode", "decode_channels", "decode_raw",
+           "duration", "frame_bytes", "raw_to_mono"]
 
 Samples = npt.NDArray[np.float32]
 
