@@ -138,8 +138,9 @@ class AudioLimits(_Strict):
     """A speak socket with no client message and nothing left to speak for this long is closed (1000)."""
     max_socket_seconds: Annotated[float, msgspec.Meta(gt=0)] = 3600.0
     """Longest an audio socket stays open, however busy (closed with 1008)."""
-    speak_max_chars: Annotated[int, msgspec.Meta(ge=1)] = 2000
-    """Longest text ``POST /v1/speak`` speaks (Deepgram's limit; 413 above it)."""
+    speak_max_chars: Annotated[int, msgspec.Meta(ge=1)] = 100_000
+    """Longest text ``POST /v1/speak`` speaks (413 above it): as much as a speak socket may buffer.
+    Deepgram's own limit is 2000, for a server that should refuse what Deepgram refuses."""
     speak_flushes_per_minute: Annotated[int, msgspec.Meta(ge=1)] = 20
     """``Flush`` messages a speak socket may send in any 60 s (Deepgram's limit); more get a Warning
     and are not spoken."""
