@@ -24,8 +24,8 @@ import numpy.typing as npt
 
 from backends.errors import BadAudio, BadOutputFormat, Part
 
-__all__ = ["ENCODINGS", "FORMATS", "StreamEncoder", "decode", "decode_channels", "decode_raw", "duration",
-           "frame_bytes", "raw_to_mono"]
+__all__ = ["ENCODINGS", "FORMATS", "AudioTooLong", "StreamEncoder", "decode", "decode_channels", "decode_raw",
+           "duration", "frame_bytes", "raw_to_mono"]
 
 Samples = npt.NDArray[np.float32]
 
@@ -50,7 +50,8 @@ def decode(data: bytes, *, sample_rate: int = 16000, mono: bool = True,
 
     Mono gives shape ``(n,)``, downmixed; otherwise ``(channels, n)``. A file that breaks off part-way
     gives what decoded before the break: a cut-off recording is still worth transcribing.
-    ``max_seconds`` refuses decompression bombs (a few KB of FLAC silence can be hours long).
+    ``max_seconds`` refuses decompression bombs (a few KB of FLAC silence can be hours long): it counts
+    channels × seconds as frames are decoded, and decoding stops at the first frame past it.
     """
     if not data:
         raise BadAudio("The audio file is empty.")
@@ -97,8 +98,8 @@ def decode_channels(data: bytes, *, encoding: str | None = None, sample_rate: in
     if sample_rate is None:
         raise BadAudio(f"Raw {encoding} audio needs its sample rate.", part=Part.SAMPLE_RATE)
     width = frame_bytes(encoding, 1)
-    if max_seconds is not None and len(data) / (width * channels * sample_rate) > max_seconds:
-        raise BadAudio(f"The audio is longer than the {max_seconds:g} seconds allowed.")
+    if max_seconds is not None and len(data) / (width * sample_rate) > max_seconds:
+        raise _too_long(max_seconds)  # channels × seconds
     if not split or channels == 1:
         return [decode_raw(data, encoding=encoding, sample_rate=sample_rate, channels=channels, out_rate=rate)]
     frame = width * channels
@@ -167,26 +168,49 @@ def _resample(frames: Iterable[av.AudioFrame], *, rate: int, mono: bool, max_sec
     """
     resampler: av.AudioResampler | None = None
     parts: list[Samples] = []
-    count = 0
+    decoded = 0.0
+    """Seconds × channels decoded so far, counted before resampling: a bomb stops at its first frame past
+    the limit, whatever the downmix makes of it."""
     try:
         for frame in frames:
+            decoded += frame.samples * len(frame.layout.channels) / (frame.sample_rate or rate)
+            if max_seconds is not None and decoded > max_seconds:
+                raise _too_long(max_seconds)
             if resampler is None:
-                resampler = av.AudioResampler(format="fltp", layout="mono" if mono else frame.layout, rate=rate,
+                # Packed samples: PyAV's planes of an 8-channel planar frame run one past the last channel,
+                # and reading them crashes the process.
+                resampler = av.AudioResampler(format="flt", layout="mono" if mono else frame.layout, rate=rate,
                                               options={"rematrix_maxval": "1.0"})
-            for out in resampler.resample(frame):
-                parts.append(np.asarray(out.to_ndarray(), dtype=np.float32))
-                count += out.samples
-            if max_seconds is not None and count > max_seconds * rate:
-                raise BadAudio(f"The audio is longer than the {max_seconds:g} seconds allowed.")
+            parts += [_planes(out) for out in resampler.resample(frame)]
     except _AV_ERRORS:
         pass  # truncated or corrupt from here on: what decoded before stands, if anything did
     if resampler is not None:
         with contextlib.suppress(*_AV_ERRORS):
-            parts += [np.asarray(out.to_ndarray(), dtype=np.float32) for out in resampler.resample(None)]
+            parts += [_planes(out) for out in resampler.resample(None)]
     if not sum(part.shape[1] for part in parts):
         raise BadAudio("No audio could be decoded from the file; it may be truncated or corrupt.")
-    samples = np.clip(np.concatenate(parts, axis=1), -1.0, 1.0)
+    samples = np.concatenate(parts, axis=1)
+    parts.clear()  # one copy of the audio at a time, not two
+    np.clip(samples, -1.0, 1.0, out=samples)
     return samples[0] if mono else samples
+
+
+def _planes(frame: av.AudioFrame) -> Samples:
+    """A packed float frame as ``(channels, n)``."""
+    packed = np.asarray(frame.to_ndarray(), dtype=np.float32)
+    return packed.reshape(-1, len(frame.layout.channels)).T
+
+
+class AudioTooLong(BadAudio):
+    """Audio that decodes to more than it may (channels × seconds): well-formed, but too much of it."""
+
+    def __init__(self, max_seconds: float) -> None:
+        super().__init__(f"The audio is longer than the {max_seconds:g} seconds allowed (all channels counted).")
+        self.max_seconds = max_seconds
+
+
+def _too_long(max_seconds: float) -> AudioTooLong:
+    return AudioTooLong(max_seconds)
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from backends import catalog
 from backends.types import ModelType
 
 __all__ = [
+    "AudioLimits",
     "Config",
     "ConfigError",
     "HuggingFaceSource",
@@ -107,6 +108,46 @@ class RemoteFetchConfig(_Strict):
     max_redirects: Annotated[int, msgspec.Meta(ge=0, le=10)] = 3
 
 
+class AudioLimits(_Strict):
+    """What one audio client may cost: decoded audio, CPU work at once, and how long a socket lives."""
+
+    max_decoded_seconds: Annotated[float, msgspec.Meta(gt=0)] = 4 * 3600
+    """Most audio an upload may decode to, counted as channels × seconds (8 channels of 30 minutes
+    count 4 hours): a few MB of FLAC can hold hours of samples. Decoding stops as soon as it is passed
+    (400)."""
+    workers: Annotated[int, msgspec.Meta(ge=1)] = 2
+    """Audio decoding, resampling and VAD scoring jobs run at once, on threads of their own (never the
+    event loop); more wait their turn."""
+    max_frame_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 1024 * 1024
+    """Largest WebSocket message an audio socket takes (closed with 1009 above it)."""
+    live_burst_seconds: Annotated[float, msgspec.Meta(gt=0)] = 60.0
+    """Audio a live client may send ahead of real time before it is slowed down; one message holding
+    more is refused (1008)."""
+    live_rate: Annotated[float, msgspec.Meta(ge=1)] = 4.0
+    """Past the burst, live audio is read at most this many times faster than real time: the server
+    stops reading the socket until the audio is due."""
+    max_live_sessions: Annotated[int, msgspec.Meta(ge=1)] = 8
+    """Live transcription sockets open at once; each holds its speech-to-text model for its whole life,
+    so they must leave the model's other slots to REST requests. More are closed with 1008."""
+    max_speak_sessions: Annotated[int, msgspec.Meta(ge=1)] = 8
+    """Speak sockets open at once, each holding its voice; more are closed with 1008."""
+    listen_idle_seconds: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+    """A live socket with neither audio nor ``KeepAlive`` for this long is closed (1011, ``NET-0001``),
+    as Deepgram does."""
+    speak_idle_seconds: Annotated[float, msgspec.Meta(gt=0)] = 60.0
+    """A speak socket with no client message and nothing left to speak for this long is closed (1000)."""
+    max_socket_seconds: Annotated[float, msgspec.Meta(gt=0)] = 3600.0
+    """Longest an audio socket stays open, however busy (closed with 1008)."""
+    speak_max_chars: Annotated[int, msgspec.Meta(ge=1)] = 100_000
+    """Longest text ``POST /v1/speak`` speaks (413 above it): as much as a speak socket may buffer.
+    Deepgram's own limit is 2000, for a server that should refuse what Deepgram refuses."""
+    speak_flushes_per_minute: Annotated[int, msgspec.Meta(ge=1)] = 20
+    """``Flush`` messages a speak socket may send in any 60 s (Deepgram's limit); more get a Warning
+    and are not spoken."""
+    speak_pending_flushes: Annotated[int, msgspec.Meta(ge=1)] = 8
+    """Flushes a speak socket may have waiting to be spoken; more get a Warning and are not spoken."""
+
+
 class ServerConfig(_Strict):
     host: str = "127.0.0.1"
     http_port: Port = 8000
@@ -147,6 +188,8 @@ class ServerConfig(_Strict):
     """Seconds a request waits for its turn before a 429."""
     shutdown_timeout: Annotated[int, msgspec.Meta(ge=0)] = 10
     """Seconds running requests get to finish when the server stops."""
+    audio: AudioLimits = msgspec.field(default_factory=AudioLimits)
+    """Limits on audio decoding and on the audio WebSockets (``/v1/listen``, ``/v1/speak``)."""
 
 
 class ServiceConfig(_Strict):

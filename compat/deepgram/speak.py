@@ -20,7 +20,7 @@ import msgspec
 
 from backends.audio_answers import SpeechAudio, SpeechEvent
 from compat.deepgram.common import model_uuid, number, one
-from compat.errors import InvalidRequest, UnsupportedParameter
+from compat.errors import InvalidRequest, PayloadTooLarge, UnsupportedParameter
 from compat.wire import decode_object
 
 __all__ = [
@@ -141,8 +141,11 @@ def parse_speak_query(query: Mapping[str, Sequence[str]]) -> SpeakSettings:
                          bit_rate=_bit_rate(query, encoding, combo), speed=_speed(query))
 
 
-def parse_speak_body(body: bytes) -> str:
-    """The text of ``{"text": "…"}``; whatever the Content-Type said, as long as the body is that JSON."""
+def parse_speak_body(body: bytes, max_chars: int | None = None) -> str:
+    """The text of ``{"text": "…"}``; whatever the Content-Type said, as long as the body is that JSON.
+
+    Text over ``max_chars`` (Deepgram's limit is 2000) is a 413, as Deepgram answers it.
+    """
     raw = decode_object(body)
     text = raw.get("text")
     if text is None:
@@ -153,6 +156,9 @@ def parse_speak_body(body: bytes) -> str:
         raise InvalidRequest("'text' must not be empty.", param="text")
     if "\x00" in text:  # the phonemizer reads C strings
         raise InvalidRequest("'text' must not contain NUL characters.", param="text")
+    if max_chars is not None and len(text) > max_chars:
+        raise PayloadTooLarge(f"Input text of {len(text)} characters exceeds the maximum of {max_chars} characters.",
+                              param="text")
     return text
 
 

@@ -3,9 +3,12 @@
 Auth may come as a ``token``/``bearer`` subprotocol; the one the client offered is echoed in the
 handshake, or browsers abort. Client messages: audio (binary), ``KeepAlive``, ``Finalize``,
 ``CloseStream`` (flush, final results, one ``Metadata``, close 1000). With neither audio nor
-``KeepAlive`` for 10 s the socket is closed as Deepgram does (1011, NET-0001). A bad query string or
-model is accepted, then closed with 1008 and the reason; audio that cannot be read closes it with
-1008 and ``DATA-0000``.
+``KeepAlive`` for ``server.audio.listen_idle_seconds`` (10 s) the socket is closed as Deepgram does
+(1011, NET-0001). A bad query string or model is accepted, then closed with 1008 and the reason; audio
+that cannot be read closes it with 1008 and ``DATA-0000``. What a client may cost (``server.audio``):
+a message over ``max_frame_bytes`` closes it with 1009, audio far ahead of real time is slowed down
+(one message too long to pace is 1008), ``max_socket_seconds`` ends any socket (1008), and past
+``max_live_sessions`` open sockets a new one is closed with 1008.
 """
 
 from __future__ import annotations
@@ -39,7 +42,6 @@ from gateway.sockets import close_quietly
 
 __all__ = ["HANDLERS"]
 
-IDLE_TIMEOUT = 10.0
 _encoder = msgspec.json.Encoder()
 
 
@@ -87,26 +89,35 @@ class _LiveSocket:
         self._sha = hashlib.sha256()
         self._lock = asyncio.Lock()
         self._closed = False
+        self._limits = serving_of(socket).config.server.audio
 
     async def serve(self) -> None:
         sender = asyncio.create_task(self._send_events())
+        limit = self._limits.max_socket_seconds
         try:
-            await self._receive(sender)
+            async with asyncio.timeout(limit):
+                await self._receive(sender)
+        except TimeoutError:
+            await self._close(1008, f"The socket was open for the {limit:g} seconds one socket may last.")
         finally:
             sender.cancel()
             await asyncio.wait({sender})
 
     async def _receive(self, sender: asyncio.Task[None]) -> None:
+        idle, most = self._limits.listen_idle_seconds, self._limits.max_frame_bytes
         while not self._closed:
             try:
-                message = await asyncio.wait_for(self._socket.receive(), timeout=IDLE_TIMEOUT)
+                message = await asyncio.wait_for(self._socket.receive(), timeout=idle)
             except TimeoutError:
-                await self._close(1011, "NET-0001: no audio or KeepAlive received for 10 seconds")
+                await self._close(1011, f"NET-0001: no audio or KeepAlive received for {idle:g} seconds")
                 return
             if message["type"] == "websocket.disconnect":
                 raise WebSocketDisconnect(detail="client went away", code=message.get("code", 1000))
             data: bytes | None = message.get("bytes")  # type: ignore[assignment]
             text: str | None = message.get("text")  # type: ignore[assignment]
+            if len(data or text or "") > most:
+                await self._close(1009, f"BIG-0000: a message of {len(data or text or '')} bytes; at most {most}.")
+                return
             if data is not None:
                 if not data:  # the legacy end-of-stream signal
                     await self._close_stream(sender)

@@ -17,12 +17,20 @@ goes out in binary frames as sentences finish, then ``Flushed`` (``sequence_id``
 Flush), then closes with 1000. Synthesis runs in its own task, so Clear is read while the engine is
 busy. A bad query string or model is accepted, then closed with 1008 and the reason (a refused
 handshake reaches browsers as a bare failure); a disconnect cancels the synthesis and frees the model.
+
+Limits (``server.audio``): REST text over ``speak_max_chars`` is a 413; on the socket, a Flush beyond
+``speak_flushes_per_minute`` in any 60 s, or while ``speak_pending_flushes`` wait to be spoken, gets a
+``Warning`` (``FLUSH_LIMIT``, ``QUEUE_FULL``) and its text is dropped; a message over
+``max_frame_bytes`` closes the socket (1009); with no message and nothing to speak for
+``speak_idle_seconds`` it is closed (1000), and after ``max_socket_seconds`` in any case (1008).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,6 +61,7 @@ from compat.deepgram.speak import (
     speak_headers,
 )
 from compat.errors import GatewayError
+from gateway.config import AudioLimits
 from gateway.ownership import own
 from gateway.routes.deepgram_request import close_with, offered_subprotocol, query_of, request_id_of, wire_error
 from gateway.serving import serving_of
@@ -77,8 +86,8 @@ MAX_BUFFERED_CHARS = 100_000
 async def speak(request: Request[Any, Any, Any]) -> Stream:
     """Synthesise the body's text and stream it back in the requested encoding and container."""
     settings = parse_speak_query(query_of(request))
-    text = parse_speak_body(await request.body())
     serving = serving_of(request)
+    text = parse_speak_body(await request.body(), serving.config.server.audio.speak_max_chars)
     requested = settings.model or serving.config.services.deepgram.speak_model
     output = AudioOutput(settings.stream_format, settings.sample_rate, settings.bit_rate)
     spoken = await serving.speech.speak(requested, text, output, speed=settings.speed or 1.0)
@@ -108,7 +117,7 @@ async def speak_stream(socket: WebSocket[Any, Any, Any]) -> None:
         log.info("speak stream refused: %s", wire_error(e).message)
         await close_with(socket, e, enveloped=True)
         return
-    session = _SpeakSession(socket, voice)
+    session = _SpeakSession(socket, voice, serving.config.server.audio)
     try:
         await session.run(Metadata(request_id=request_id, model_name=requested, model_version=voice.model,
                                    model_uuid=model_uuid(voice.model)))
@@ -130,9 +139,14 @@ class _Job:
 class _SpeakSession:
     """One socket's text buffer and the synthesis of its flushes, in order, on a worker task."""
 
-    def __init__(self, socket: WebSocket[Any, Any, Any], voice: Voice) -> None:
+    def __init__(self, socket: WebSocket[Any, Any, Any], voice: Voice, limits: AudioLimits) -> None:
         self._socket = socket
         self._voice = voice
+        self._limits = limits
+        self._flushed_at: deque[float] = deque()
+        """When the Flushes of the last 60 s came."""
+        self._unspoken = 0
+        """Flushes queued or being spoken."""
         self._buffer: list[str] = []
         self._buffered = 0
         self._jobs: asyncio.Queue[_Job] = asyncio.Queue()
@@ -145,24 +159,47 @@ class _SpeakSession:
 
     async def run(self, metadata: Metadata) -> None:
         """Serve the socket until the client closes it, sends Close, or synthesis fails."""
+        limit = self._limits.max_socket_seconds
         try:
             await self._send(metadata)
             self._start_worker()
-            while not self._closed:
-                event = await self._socket.receive()
-                if event["type"] != "websocket.receive":
-                    return
-                data = event.get("text")
-                if data is None:
-                    await self._send(SpeakWarning(description="Binary frames are not accepted; send JSON text "
-                                                              "messages.", code="INVALID_MESSAGE"))
-                    continue
-                if await self._handle(parse_client_message(data)):
-                    return
+            async with asyncio.timeout(limit):
+                await self._read()
+        except TimeoutError:
+            await self._close(1008, f"The socket was open for the {limit:g} seconds one socket may last.")
         except (WebSocketDisconnect, _Gone):
             return
         finally:
             await self._stop_worker()
+
+    async def _read(self) -> None:
+        while not self._closed:
+            event = await self._next_message()
+            if event is None:
+                await self._close(1000, f"No message for {self._limits.speak_idle_seconds:g} seconds.")
+                return
+            if event["type"] != "websocket.receive":
+                return
+            size = len(event.get("text") or event.get("bytes") or "")
+            if size > self._limits.max_frame_bytes:
+                await self._close(1009, f"BIG-0000: a message of {size} bytes; at most {self._limits.max_frame_bytes}.")
+                return
+            data = event.get("text")
+            if data is None:
+                await self._send(SpeakWarning(description="Binary frames are not accepted; send JSON text "
+                                                          "messages.", code="INVALID_MESSAGE"))
+                continue
+            if await self._handle(parse_client_message(data)):
+                return
+
+    async def _next_message(self) -> Any:
+        """The client's next message, or None once it has been idle too long with nothing left to speak."""
+        while True:
+            try:
+                return await asyncio.wait_for(self._socket.receive(), timeout=self._limits.speak_idle_seconds)
+            except TimeoutError:
+                if not self._unspoken:
+                    return None
 
     async def _handle(self, message: Speak | Flush | Clear | Close | SpeakWarning) -> bool:
         """Act on one client message; True when the session is over."""
@@ -176,7 +213,12 @@ class _SpeakSession:
                 self._buffer.append(message.text)
                 self._buffered += len(message.text)
         elif isinstance(message, Flush):
-            self._flush()
+            if warning := self._flush_refused():
+                self._buffer.clear()
+                self._buffered = 0
+                await self._send(warning)
+            else:
+                self._flush()
         elif isinstance(message, Clear):
             await self._clear()
         else:
@@ -187,8 +229,24 @@ class _SpeakSession:
             return True
         return False
 
+    def _flush_refused(self) -> SpeakWarning | None:
+        """Why this Flush is not spoken: too many in the last minute, or too many still waiting."""
+        now = time.monotonic()
+        while self._flushed_at and now - self._flushed_at[0] >= 60:
+            self._flushed_at.popleft()
+        per_minute, pending = self._limits.speak_flushes_per_minute, self._limits.speak_pending_flushes
+        if len(self._flushed_at) >= per_minute:
+            return SpeakWarning(description=f"More than {per_minute} Flush messages in 60 seconds; this one and"
+                                            " its text were dropped.", code="FLUSH_LIMIT")
+        if self._jobs.qsize() >= pending:
+            return SpeakWarning(description=f"{pending} Flushes are still waiting to be spoken; this one and its"
+                                            " text were dropped.", code="QUEUE_FULL")
+        self._flushed_at.append(now)
+        return None
+
     def _flush(self) -> None:
         self._jobs.put_nowait(_Job("".join(self._buffer), self._flushes))
+        self._unspoken += 1
         self._flushes += 1
         self._buffer.clear()
         self._buffered = 0
@@ -198,6 +256,7 @@ class _SpeakSession:
         self._buffered = 0
         await self._stop_worker()  # no audio of the cleared text is sent after this point
         self._jobs = asyncio.Queue()
+        self._unspoken = 0
         self._start_worker()
         await self._send(Cleared(sequence_id=self._clears))
         self._clears += 1
@@ -232,6 +291,7 @@ class _SpeakSession:
                     await self._send(Flushed(sequence_id=job.sequence_id))
                 finally:
                     self._jobs.task_done()
+                    self._unspoken = max(0, self._unspoken - 1)
         except _Gone:
             pass  # the reader sees the disconnect too, and ends the session
         except (GatewayError, DomainError) as e:

@@ -19,7 +19,7 @@ from gateway.serving.completions import Completions
 from gateway.serving.embeddings import Embeddings
 from gateway.serving.live import LiveTranscription
 from gateway.serving.speech import Speech
-from gateway.serving.transcription import Transcriptions
+from gateway.serving.transcription import AudioWork, Transcriptions
 
 __all__ = ["Serving", "serving_of"]
 
@@ -33,9 +33,10 @@ class Serving:
         self.chat = Chat(registry)
         self.completions = Completions(registry)
         self.embeddings = Embeddings(registry)
-        self.transcriptions = Transcriptions(registry)
+        self.audio_work = AudioWork(config.server.audio.workers)
+        self.transcriptions = Transcriptions(registry, config, self.audio_work)
         self.speech = Speech(registry, config)
-        self.live = LiveTranscription(registry, config)
+        self.live = LiveTranscription(registry, config, self.audio_work)
 
 
 def serving_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Serving:

@@ -6,39 +6,92 @@ whoever calls it and however the stream ended (hand the session to ``gateway.own
 comes headerless in a named encoding, decoded as each whole frame arrives, or in a container demuxed
 on a thread as its bytes come (:mod:`backends.audio_stream`). Iterating the session gives its events;
 an unreadable stream (``BadAudio``) or a failed engine ends them with that error.
+
+What one client may cost is bounded: sessions are counted apart from the models' turns
+(``server.audio.max_live_sessions``), decoding and VAD scoring run on :class:`AudioWork`'s threads, and
+:class:`Intake` holds the audio to a burst ahead of real time and a few × real time beyond it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from backends.audio import frame_bytes
 from backends.audio_answers import LiveEvent
-from backends.audio_stream import ContainerStreamDecoder, RawStreamDecoder, StreamDecoder
+from backends.audio_stream import OUT_RATE, ContainerStreamDecoder, RawStreamDecoder, StreamDecoder
 from backends.base import TranscriptionBackend, VadBackend
 from backends.errors import BadAudio
 from backends.types import ModelType
-from gateway.config import Config
-from gateway.errors import InvalidRequest
+from gateway.config import AudioLimits, Config
+from gateway.errors import Busy, InvalidRequest
 from gateway.registry import TRANSCRIPTION, VAD, Lease, Registry
 from gateway.serving.live_transcriber import LiveOptions, LiveTranscriber
+from gateway.serving.transcription import AudioWork
 
-__all__ = ["LiveOptions", "LiveSession", "LiveTranscription"]
+__all__ = ["Intake", "LiveOptions", "LiveSession", "LiveTranscription"]
 
 Samples = npt.NDArray[np.float32]
 _END = object()
 
 
+class Intake:
+    """How far ahead of real time a live client's audio may run: a bucket of ``burst`` seconds of audio,
+    refilled at ``rate`` × real time. Taken from the event loop and from a demuxer thread alike."""
+
+    def __init__(self, burst: float, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.burst = burst
+        self.rate = rate
+        self._clock = clock
+        self._tokens = burst
+        self._at = clock()
+        self._lock = threading.Lock()
+
+    def take(self, seconds: float) -> float:
+        """Count ``seconds`` of audio in; how long the client should wait before sending more."""
+        with self._lock:
+            now = self._clock()
+            self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate) - seconds
+            self._at = now
+            return max(0.0, -self._tokens / self.rate)
+
+    def due(self) -> float:
+        """How long until the audio taken so far is due."""
+        return self.take(0.0)
+
+    def too_fast(self) -> str:
+        return (f"audio is arriving faster than {self.rate:g}× real time, more than {self.burst:g} seconds"
+                f" ahead")
+
+
 class LiveTranscription:
-    def __init__(self, registry: Registry, config: Config) -> None:
+    def __init__(self, registry: Registry, config: Config, work: AudioWork) -> None:
         self._registry = registry
         self._config = config
+        self._work = work
+        self._open = 0
+        """Sessions open now."""
 
     async def open(self, model: str, options: LiveOptions) -> LiveSession:
-        """A session on ``model`` and its VAD, both loaded."""
+        """A session on ``model`` and its VAD, both loaded; a 429 when ``max_live_sessions`` are open."""
+        limits = self._config.server.audio
+        if self._open >= limits.max_live_sessions:
+            raise Busy(f"{limits.max_live_sessions} live transcription sockets are open already, the most this"
+                       " server holds at once.")
+        self._open += 1
+        try:
+            return await self._open_session(model, options, limits)
+        except BaseException:
+            self._open -= 1
+            raise
+
+    async def _open_session(self, model: str, options: LiveOptions, limits: AudioLimits) -> LiveSession:
         stt = await self._registry.acquire(model, TRANSCRIPTION)
         try:
             vad = await self._registry.acquire(self._vad_for(stt.name), VAD)
@@ -46,11 +99,15 @@ class LiveTranscription:
             stt.release()
             raise
         try:
-            return LiveSession(stt, vad, options, engine=self._config.models[stt.name].backend)
+            return LiveSession(stt, vad, options, engine=self._config.models[stt.name].backend, work=self._work,
+                               intake=Intake(limits.live_burst_seconds, limits.live_rate), on_close=self._closed)
         except BaseException:
             stt.release()
             vad.release()
             raise
+
+    def _closed(self) -> None:
+        self._open -= 1
 
     def _vad_for(self, stt: str) -> str:
         own = self._registry.model_config(stt).vad
@@ -66,12 +123,18 @@ class LiveSession:
     """One live stream: :meth:`feed` audio, iterate the events, :meth:`finish` or :meth:`aclose`."""
 
     def __init__(self, stt: Lease[TranscriptionBackend], vad: Lease[VadBackend], options: LiveOptions, *,
-                 engine: str) -> None:
+                 engine: str, work: AudioWork, intake: Intake, on_close: Callable[[], None] = lambda: None) -> None:
         self.model = stt.name
         """The model transcribing (its configured name)."""
         self.engine = engine
         """The backend it runs on."""
         self._leases = (stt, vad)
+        self._work = work
+        self._intake = intake
+        self._on_close = on_close
+        self._raw_frame = (frame_bytes(options.encoding, options.channels) * options.sample_rate
+                           if options.encoding is not None else 0)
+        """Bytes in one second of headerless audio (0: a container)."""
         self._events: asyncio.Queue[Any] = asyncio.Queue()
         self._closed = False
         self._decoder_open = True
@@ -86,10 +149,15 @@ class LiveSession:
             def handoff(item: Samples | BadAudio) -> None:
                 loop.call_soon_threadsafe(pump.put_nowait, item)
 
+            def decoded(samples: Samples) -> None:  # on the demuxer's thread: a bomb stops it here
+                if intake.take(len(samples) / OUT_RATE) > intake.burst / intake.rate:
+                    raise BadAudio(f"The stream decodes to more audio than it may: {intake.too_fast()}.")
+                handoff(samples)
+
             self._pump = pump
-            self._decoder = ContainerStreamDecoder(handoff, handoff)
+            self._decoder = ContainerStreamDecoder(decoded, handoff)
         self._transcriber = LiveTranscriber(stt.backend, vad.backend, options, self._events.put_nowait,
-                                            self._events.put_nowait)
+                                            self._events.put_nowait, work=work.run)
         self._forwarder = asyncio.create_task(self._forward()) if self._pump is not None else None
 
     @property
@@ -98,8 +166,21 @@ class LiveSession:
         return self._transcriber.duration
 
     async def feed(self, data: bytes) -> None:
-        """More of the stream's bytes."""
-        await self._transcriber.add_audio(self._decoder.feed(data))
+        """More of the stream's bytes; returns once they are due (a client far ahead of real time waits).
+
+        Headerless audio is counted before it is decoded, a container's as its demuxer decodes it. One
+        message holding more than the burst is refused (``InvalidRequest``).
+        """
+        if self._raw_frame:
+            seconds = len(data) / self._raw_frame
+            if seconds > self._intake.burst:
+                raise InvalidRequest(f"One message holds {seconds:.0f} seconds of audio: {self._intake.too_fast()}.")
+            await asyncio.sleep(self._intake.take(seconds))
+            samples = await self._work.run(self._decoder.feed, data)
+            await self._transcriber.add_audio(samples)
+        else:
+            await asyncio.sleep(self._intake.due())
+            self._decoder.feed(data)
 
     async def finalize(self) -> None:
         """Finalise what has been heard so far."""
@@ -142,12 +223,15 @@ class LiveSession:
         finally:
             for lease in self._leases:
                 lease.release()
+            self._on_close()
 
     async def _close_decoder(self) -> Samples:
         if not self._decoder_open:
             return np.zeros(0, dtype=np.float32)
         self._decoder_open = False
-        return await asyncio.to_thread(self._decoder.close)
+        if self._raw_frame:
+            return await self._work.run(self._decoder.close)
+        return await asyncio.to_thread(self._decoder.close)  # a wait for the demuxer thread, not work
 
     async def _forward(self) -> None:
         """Samples decoded on the demuxer thread → the transcriber; a decoding failure ends the events."""

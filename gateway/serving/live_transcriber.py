@@ -8,16 +8,19 @@ result. Finals are transcribed once and never change. ``UtteranceEnd`` follows t
 when no new word comes for ``utterance_end_ms``. Speech starts and ends with the hysteresis the VAD
 applies to its own clips (``VadBackend.thresholds``).
 
-Transcriptions run one at a time on a worker task, in order, so receiving audio never waits on them.
-Events go to ``emit`` as they happen; a failure of the engine goes to ``fail``, and ends the work.
+Transcriptions run one at a time on a worker task, in order, so receiving audio never waits on them
+until :data:`MAX_JOBS` windows are waiting: then the audio waits, and so does the client. The VAD
+scores on the audio threads (``work``), never on the event loop. Events go to ``emit`` as they happen;
+a failure of the engine goes to ``fail``, and ends the work.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -37,6 +40,11 @@ MAX_WINDOW = 20 * RATE
 """A window this long is finalised even without a pause."""
 INTERIM_EVERY = 1 * RATE
 """New audio between two interim results."""
+MAX_JOBS = 4
+"""Windows waiting to be transcribed before more audio waits for them (each holds up to 20 s)."""
+
+Work = Callable[..., Awaitable[Any]]
+"""Runs a blocking call off the event loop: ``await work(fn, *args)``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,8 +80,9 @@ class _Job:
 
 class LiveTranscriber:
     def __init__(self, stt: TranscriptionBackend, vad: VadBackend, options: LiveOptions,
-                 emit: Callable[[LiveEvent], None], fail: Callable[[Exception], None]) -> None:
+                 emit: Callable[[LiveEvent], None], fail: Callable[[Exception], None], *, work: Work) -> None:
         self._stt = stt
+        self._off_loop = work
         self._vad = vad.stream()
         self._on, self._off = vad.thresholds
         self._frame = vad.frame_samples
@@ -91,7 +100,8 @@ class LiveTranscriber:
         self._interim_pending = False
         self._last_word_end: float | None = None
         self._utterance_open = False
-        self._jobs: asyncio.Queue[_Job | None] = asyncio.Queue()
+        self._jobs: asyncio.Queue[_Job | None] = asyncio.Queue(MAX_JOBS)
+        self._lock = asyncio.Lock()
         self._worker = asyncio.create_task(self._work())
 
     @property
@@ -104,16 +114,20 @@ class LiveTranscriber:
     async def add_audio(self, samples: npt.NDArray[np.float32]) -> None:
         if not len(samples):
             return
+        async with self._lock:  # one piece at a time, and never across a Finalize
+            await self._add(samples)
+
+    async def _add(self, samples: npt.NDArray[np.float32]) -> None:
         self._window = np.concatenate([self._window, samples])
         self._since_interim += len(samples)
-        for p in self._vad.feed(samples):
+        for p in await self._off_loop(self._vad.feed, samples):
             await self._on_frame(float(p))
         if not self._window_has_speech and len(self._window) > PRE_ROLL:
             self._trim(len(self._window) - PRE_ROLL)  # nothing said yet: keep only the pre-roll
         elif len(self._window) >= MAX_WINDOW:
-            self._close_window(speech_final=False)
+            await self._close_window(speech_final=False)
         elif (self._options.interim_results and self._in_speech and not self._interim_pending
-              and self._since_interim >= INTERIM_EVERY):
+              and self._since_interim >= INTERIM_EVERY and not self._jobs.full()):
             self._since_interim = 0
             self._interim_pending = True
             self._jobs.put_nowait(_Job(audio=self._window.copy(), start=self._window_start, is_final=False))
@@ -135,21 +149,28 @@ class LiveTranscriber:
         endpointing = self._options.endpointing_ms
         if endpointing is not None and self._silence * 1000 >= endpointing * RATE:
             self._in_speech = False
-            self._close_window(speech_final=True, end=self._scored)
+            await self._close_window(speech_final=True, end=self._scored)
 
     def _trim(self, samples: int) -> None:
         self._window = self._window[samples:]
         self._window_start += samples
 
-    def _close_window(self, *, speech_final: bool, from_finalize: bool = False, end: int | None = None) -> None:
-        """Queue the open window (up to stream position ``end``) as a final result and start a new one."""
+    async def _close_window(self, *, speech_final: bool, from_finalize: bool = False, end: int | None = None) -> None:
+        """Queue the open window (up to stream position ``end``) as a final result and start a new one;
+        waits while :data:`MAX_JOBS` are queued."""
         cut = len(self._window) if end is None else max(0, min(len(self._window), end - self._window_start))
-        self._jobs.put_nowait(_Job(audio=self._window[:cut].copy(), start=self._window_start, is_final=True,
-                                   speech_final=speech_final, from_finalize=from_finalize,
-                                   speech=self._window_has_speech))
+        job = _Job(audio=self._window[:cut].copy(), start=self._window_start, is_final=True,
+                   speech_final=speech_final, from_finalize=from_finalize, speech=self._window_has_speech)
         self._trim(cut)
         self._window_has_speech = self._in_speech
         self._since_interim = 0
+        await self._enqueue(job)
+
+    async def _enqueue(self, job: _Job | None) -> None:
+        """Queue ``job``, waiting for room, unless the worker has stopped (it would never make room)."""
+        put = asyncio.ensure_future(self._jobs.put(job))
+        await asyncio.wait({put, self._worker}, return_when=asyncio.FIRST_COMPLETED)
+        put.cancel()
 
     async def _check_utterance_end(self) -> None:
         limit = self._options.utterance_end_ms
@@ -164,13 +185,14 @@ class LiveTranscriber:
 
     async def finalize(self) -> None:
         """Finalise what has been heard so far (Deepgram's ``Finalize``)."""
-        if len(self._window):
-            self._close_window(speech_final=False, from_finalize=True)
+        async with self._lock:
+            if len(self._window):
+                await self._close_window(speech_final=False, from_finalize=True)
 
     async def close(self) -> None:
         """Finalise, then wait until every result has been emitted (or the work has failed)."""
         await self.finalize()
-        self._jobs.put_nowait(None)
+        await self._enqueue(None)
         await asyncio.wait({self._worker})
 
     def abort(self) -> None:

@@ -11,7 +11,7 @@ what the configuration offers without loading anything.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 
 from backends import catalog
@@ -21,7 +21,7 @@ from backends.base import SpeechBackend
 from backends.errors import UnknownVoice
 from backends.types import ModelType, SpeechRequest
 from gateway.config import Config
-from gateway.errors import InvalidRequest
+from gateway.errors import Busy, InvalidRequest
 from gateway.registry import SPEECH, Lease, Registry
 from gateway.serving.owned import Owned
 from gateway.serving.streams import STARTED, Started, close_stream, started
@@ -58,6 +58,8 @@ class Speech:
     def __init__(self, registry: Registry, config: Config) -> None:
         self._registry = registry
         self._config = config
+        self._held = 0
+        """Voices held by sockets now."""
 
     async def speak(self, model: str, text: str, output: AudioOutput, *, voice: str | None = None,
                     speed: float = 1.0) -> Speaking:
@@ -77,13 +79,29 @@ class Speech:
 
     async def voice(self, model: str, output: AudioOutput, *, voice: str | None = None,
                     speed: float = 1.0) -> Voice:
-        """A model held until :meth:`Voice.aclose`, to speak text after text."""
-        lease = await self._registry.acquire(model, SPEECH)
+        """A model held until :meth:`Voice.aclose`, to speak text after text.
+
+        Held voices are counted apart from the model's turns (``server.audio.max_speak_sessions``): an open
+        socket holds its model however idle, and must not take every slot a request could use.
+        """
+        limit = self._config.server.audio.max_speak_sessions
+        if self._held >= limit:
+            raise Busy(f"{limit} speak sockets are open already, the most this server holds at once.")
+        self._held += 1
         try:
-            return Voice(lease, _voice_of(lease.backend, voice), output, speed)
+            lease = await self._registry.acquire(model, SPEECH)
+        except BaseException:
+            self._held -= 1
+            raise
+        try:
+            return Voice(lease, _voice_of(lease.backend, voice), output, speed, self._let_go)
         except BaseException:
             lease.release()
+            self._held -= 1
             raise
+
+    def _let_go(self) -> None:
+        self._held -= 1
 
     def voices(self, model: str | None = None) -> list[tuple[str, str]]:
         """``(voice, model)`` of every speech model, or of ``model``, from the configuration alone."""
@@ -105,8 +123,10 @@ class Speech:
 class Voice:
     """A speech model held for a conversation: text after text in one voice, until closed."""
 
-    def __init__(self, lease: Lease[SpeechBackend], voice: str, output: AudioOutput, speed: float) -> None:
+    def __init__(self, lease: Lease[SpeechBackend], voice: str, output: AudioOutput, speed: float,
+                 on_close: Callable[[], None] = lambda: None) -> None:
         self._lease = lease
+        self._on_close = on_close
         self._voice = voice
         self._output = output
         self._speed = speed
@@ -131,7 +151,9 @@ class Voice:
             await events.aclose()
 
     async def aclose(self) -> None:
-        self._lease.release()
+        if not self._lease.released:
+            self._lease.release()
+            self._on_close()
 
 
 async def audio_of(events: AsyncIterator[SpeechEvent]) -> AsyncIterator[bytes]:

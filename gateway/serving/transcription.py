@@ -2,23 +2,27 @@
 
 Three shapes of answer, one path: the whole transcript (OpenAI's and Groq's transcriptions and
 translations), its text as it is decoded (their ``stream``), and each channel's words on its own
-(Deepgram's pre-recorded ``/v1/listen``). Decoding runs off the event loop; the model's VAD, when it
-names one, finds the speech first (whisper invents words in silence). A request the engine refuses
-(a language it does not know, translation by an English-only model) fails before any answer starts.
+(Deepgram's pre-recorded ``/v1/listen``). Decoding runs once the request is admitted to the model,
+on :class:`AudioWork`'s few threads (never the event loop, never the shared pool), and stops as soon
+as the audio passes ``server.audio.max_decoded_seconds``; the model's VAD, when it names one, finds the
+speech first (whisper invents words in silence). A request the engine refuses (a language it does not
+know, translation by an English-only model) fails before any answer starts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
-from backends.audio import decode_channels, duration
+from backends.audio import AudioTooLong, decode_channels, duration
 from backends.audio_answers import (
     ChannelsTranscribed,
     ChannelTranscript,
@@ -37,21 +41,33 @@ from backends.types import (
     TranscriptSegment,
     TranscriptWord,
 )
-from gateway.errors import InvalidRequest
+from gateway.config import Config
+from gateway.errors import InvalidRequest, PayloadTooLarge
 from gateway.registry import TRANSCRIPTION, VAD, Registry
 from gateway.serving.owned import Owned
 from gateway.serving.streams import STARTED, Started, close_stream, started
 
-__all__ = ["MAX_AUDIO_SECONDS", "RATE", "AudioInput", "TranscriptionOptions", "Transcriptions", "speech_spans"]
+__all__ = ["RATE", "AudioInput", "AudioWork", "TranscriptionOptions", "Transcriptions", "speech_spans"]
 
 log = logging.getLogger("syn4pse.transcription")
 
 RATE = 16000
 """What whisper reads."""
-MAX_AUDIO_SECONDS = 4 * 3600
-"""Longest audio an upload may decode to: a few KB of some codecs expand to hours of samples."""
 
 Samples = npt.NDArray[np.float32]
+T = TypeVar("T")
+
+
+class AudioWork:
+    """The threads that decode, resample and score audio: a few, so no flood of uploads or live frames
+    takes every core, and none of it on the event loop. Callers are admitted already (a model lease or
+    a live session), so what waits here is bounded by admission."""
+
+    def __init__(self, workers: int) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="audio-work")
+
+    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,8 +92,10 @@ class TranscriptionOptions:
 
 
 class Transcriptions:
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Registry, config: Config, work: AudioWork) -> None:
         self._registry = registry
+        self._max_seconds = config.server.audio.max_decoded_seconds
+        self._work = work
 
     def check(self, model: str) -> str:
         """The model's configured name, once it is known to transcribe: before an upload is read for nothing."""
@@ -88,9 +106,8 @@ class Transcriptions:
 
     async def answer(self, model: str, audio: AudioInput, options: TranscriptionOptions) -> Transcribed:
         """The whole transcript."""
-        self._registry.resolve(model)  # an unknown model before the upload is decoded
-        (samples,) = await _decode(audio, split=False)
         async with self._registry.lease(model, TRANSCRIPTION) as held:
+            (samples,) = await self._decode(audio, split=False)
             request = await self._request(model, samples, options)
             info: TranscriptionInfo | None = None
             segments: list[TranscriptSegment] = []
@@ -108,10 +125,9 @@ class Transcriptions:
 
     async def stream(self, model: str, audio: AudioInput, options: TranscriptionOptions) -> Owned[TranscriptEvent]:
         """The transcript's text as it is decoded. The engine has checked the request when this returns."""
-        self._registry.resolve(model)
-        (samples,) = await _decode(audio, split=False)
         lease = await self._registry.acquire(model, TRANSCRIPTION)
         try:
+            (samples,) = await self._decode(audio, split=False)
             request = await self._request(model, samples, options)
             events: AsyncGenerator[TranscriptEvent, None] = await started(_text(lease.backend, request))
         except BaseException:
@@ -123,14 +139,26 @@ class Transcriptions:
                        split: bool) -> ChannelsTranscribed:
         """Each channel's words (``split``), or the downmix's: one track after another on one lease (the
         model's workers are shared with every request)."""
-        tracks = await _decode(audio, split=split)
         out: list[ChannelTranscript] = []
         async with self._registry.lease(model, TRANSCRIPTION) as held:
+            tracks = await self._decode(audio, split=split)
             for track in tracks:
                 out.append(await _words(held.backend, await self._request(model, track, options)))
             name = held.name
         return ChannelsTranscribed(channels=out, duration=duration(tracks[0], RATE), model=name,
                                    engine=self._registry.model_config(name).backend)
+
+    async def _decode(self, audio: AudioInput, *, split: bool) -> list[Samples]:
+        try:
+            return await self._work.run(decode_channels, audio.data, encoding=audio.encoding,
+                                        sample_rate=audio.sample_rate, channels=audio.channels, split=split,
+                                        rate=RATE, max_seconds=self._max_seconds)
+        except AudioTooLong as e:  # readable, just too much of it: the dialects' 413, in the audio's words
+            log.info("audio over the limit (%d bytes): %s", len(audio.data), e.message)
+            raise PayloadTooLarge(e.message) from None
+        except BadAudio as e:
+            log.info("unreadable audio (%d bytes): %s", len(audio.data), e.message)
+            raise
 
     async def _request(self, model: str, samples: Samples, options: TranscriptionOptions) -> TranscriptionRequest:
         return TranscriptionRequest(audio=samples, task=options.task, language=options.language,
@@ -146,16 +174,6 @@ async def speech_spans(registry: Registry, stt_model: str, audio: Samples) -> tu
         return None
     async with registry.lease(vad_name, VAD) as held:
         return tuple(await held.backend.speech(audio))
-
-
-async def _decode(audio: AudioInput, *, split: bool) -> list[Samples]:
-    try:
-        return await asyncio.to_thread(decode_channels, audio.data, encoding=audio.encoding,
-                                       sample_rate=audio.sample_rate, channels=audio.channels, split=split,
-                                       rate=RATE, max_seconds=MAX_AUDIO_SECONDS)
-    except BadAudio as e:
-        log.info("unreadable audio (%d bytes): %s", len(audio.data), e.message)
-        raise
 
 
 async def _words(backend: TranscriptionBackend, request: TranscriptionRequest) -> ChannelTranscript:
