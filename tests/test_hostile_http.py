@@ -99,6 +99,10 @@ def test_a_foreign_host_is_refused_in_the_routes_dialect(gw: Gateway) -> None:
     assert httpx.get(f"{gw.url}/health", headers={"Host": "evil.example"}).status_code == 200  # probes
     for host in (f"localhost:{gw.port}", "LOCALHOST", f"127.0.0.1:{gw.port}", f"[::1]:{gw.port}"):
         assert httpx.get(f"{gw.url}/v1/models", headers={"Host": host}).status_code == 200, host
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=30) as ws:  # a rebinding page's WebSocket
+        ws.sendall(b"GET /v1/speak HTTP/1.1\r\nHost: evil.example\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                   b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        assert ws.recv(4096).startswith(b"HTTP/1.1 421")
 
 
 def test_host_allow_list_defaults_and_patterns() -> None:
@@ -156,7 +160,7 @@ def test_json_with_a_charset_and_typeless_bodies_from_non_browsers_still_work(gw
     r = httpx.post(f"{gw.url}/v1/chat/completions", content=msgspec.json.encode(CHAT), timeout=120,
                    headers={"Content-Type": "application/json; charset=utf-8"})
     assert r.status_code == 200, r.text
-    r = httpx.post(f"{gw.url}/v1/embeddings", content=b'{"model": "text-embedding-3-small", "input": "x"}')
+    r = httpx.post(f"{gw.url}/v1/embeddings", content=b'{"model": "text-embedding-3-small", "input": "x"}', timeout=120)
     assert r.status_code == 200, r.text  # curl -X POST without -H: no Origin, no type
     assert gw.openai().embeddings.create(model="text-embedding-3-small", input="x").data
 
