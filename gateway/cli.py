@@ -79,7 +79,8 @@ def _server_models(config: Config, url: str | None) -> list[dict[str, object]] |
 
     base = url or f"http://{'127.0.0.1' if config.server.host in ('0.0.0.0', '::') else config.server.host}:" \
                   f"{config.server.http_port}"
-    headers = {"Authorization": f"Bearer {config.server.api_keys[0]}"} if config.server.api_keys else {}
+    keys = config.server.admin_keys or config.server.api_keys  # /admin/* takes the admin keys when set
+    headers = {"Authorization": f"Bearer {keys[0]}"} if keys else {}
     try:
         response = httpx.get(f"{base}/admin/models", headers=headers, timeout=3)
     except httpx.HTTPError:
