@@ -5,8 +5,15 @@
 #   docker build -t syn4pse .                                 # CPU: runs on any x86-64 server
 #   docker build -t syn4pse:cuda --build-arg VARIANT=cuda .   # NVIDIA GPU (CUDA 13: driver R580 or newer)
 #
-#   docker run -p 8000:8000 -v syn4pse-models:/models syn4pse
-#   docker run --gpus all -p 8000:8000 -v syn4pse-models:/models syn4pse:cuda
+#   docker run -p 8000:8000 -v syn4pse-models:/models -e SYN4PSE_API_KEYS=sk-choose-one syn4pse
+#   docker run --gpus all -p 8000:8000 -v syn4pse-models:/models -e SYN4PSE_API_KEYS=sk-choose-one syn4pse:cuda
+#
+# The server listens on 0.0.0.0 inside the container, so that the published port reaches it. Without
+# API keys anyone who reaches that port can use every model: SYN4PSE_API_KEYS (comma-separated) or
+# server.api_keys makes clients send a key. A non-loopback bind without keys normally stops the
+# server at start; this image sets SYN4PSE_ALLOW_OPEN_BIND=1 so that a plain `docker run` starts,
+# and the server logs a warning saying it is open. -e SYN4PSE_ALLOW_OPEN_BIND=0 makes a missing key
+# fatal instead. See docs/operations.md ("Security").
 #
 # Needs BuildKit (Docker's default builder since 23.0): it builds only the stages the chosen VARIANT
 # uses, and the RUN --mount steps below need it.
@@ -196,7 +203,8 @@ ENV HOME=/home/syn4pse \
     PYTHONDONTWRITEBYTECODE=1 \
     SYN4PSE_MODELS_PATH=/models \
     SYN4PSE_CONFIG_PATH=/app/syn4pse.yaml \
-    SYN4PSE_SERVER_HTTP_PORT=8000
+    SYN4PSE_SERVER_HTTP_PORT=8000 \
+    SYN4PSE_ALLOW_OPEN_BIND=1
 
 WORKDIR /app
 USER 10001:10001

@@ -22,6 +22,7 @@ from compat.openai.errors import encode_error
 from gateway.auth import AuthMiddleware
 from gateway.config import Config, CorsConfig
 from gateway.errors import GatewayError, to_gateway_error
+from gateway.guards import HostGuard, JsonBodyMiddleware
 from gateway.limits import HeaderLimitMiddleware
 from gateway.observability import Metrics, instrument
 from gateway.openapi import openapi_json
@@ -111,12 +112,15 @@ def create_app(config: Config) -> Litestar:
         request_max_body_size=config.server.max_json_bytes,
         middleware=[OwnershipMiddleware,
                     DefineMiddleware(cast(Any, HeaderLimitMiddleware), max_bytes=config.server.max_header_bytes),
-                    DefineMiddleware(cast(Any, AuthMiddleware), keys=config.server.api_keys)],
+                    DefineMiddleware(cast(Any, AuthMiddleware), keys=config.server.api_keys,
+                                     admin_keys=config.server.admin_keys),
+                    DefineMiddleware(cast(Any, JsonBodyMiddleware))],
         cors_config=_cors(config.server.cors),
         openapi_config=None,
         logging_config=None,  # the CLI configures logging from syn4pse.yaml (level, format)
         debug=False,
     )
+    app.asgi_handler = cast(Any, HostGuard(cast(Any, app.asgi_handler), config.server))  # Host, WS Origin
     instrument(app, metrics)  # metrics, GET /metrics, request ids, access log: gateway/observability.py
     return app
 

@@ -5,22 +5,24 @@ tokens), ``Authorization: Token <key>`` (Deepgram), and for WebSockets from brow
 pairs ``token, <key>`` / ``bearer, <key>`` (Deepgram) or ``openai-insecure-api-key.<key>`` (OpenAI).
 A refusal is a 401 in the dialect of the route: Deepgram's shape on ``/v1/listen`` and ``/v1/speak``,
 OpenAI's everywhere else; a refused WebSocket handshake gets the same 401 as an HTTP answer.
+With ``server.admin_keys`` set, ``/admin/*`` takes only an admin key (an API key gets a 403), and admin
+keys open the other routes too; without, ``/admin/*`` takes the API keys like every route.
 """
 
 from __future__ import annotations
 
 import hmac
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
 from typing import Any
 
 import msgspec
 
 from compat.deepgram.common import error_body as deepgram_error_body
 from compat.deepgram.common import new_request_id
-from compat.errors import AuthenticationFailed
+from compat.errors import AuthenticationFailed, GatewayError
 from compat.openai.errors import encode_error
 
-__all__ = ["OPEN_PATHS", "AuthMiddleware", "presented_keys"]
+__all__ = ["OPEN_PATHS", "AuthMiddleware", "is_admin_path", "presented_keys", "refuse"]
 
 OPEN_PATHS = frozenset({"/health"})
 DEEPGRAM_PATHS = ("/v1/listen", "/v1/speak")
@@ -68,36 +70,69 @@ def _valid(presented: Iterable[str], keys: tuple[bytes, ...]) -> bool:
     return found
 
 
+class AdminOnly(GatewayError):
+    status = 403
+    kind = "invalid_request_error"
+    default_code = "admin_key_required"
+
+
+def is_admin_path(path: str) -> bool:
+    return path == "/admin" or path.startswith("/admin/")
+
+
+async def refuse(scope: Scope, send: Send, error: GatewayError,
+                 headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
+    """Answer ``error`` before the app runs, in the route's dialect: Deepgram's body on its routes,
+    OpenAI's elsewhere; a WebSocket handshake gets it as an HTTP answer where the server can send one,
+    else a 1008 close."""
+    head = [(b"content-type", b"application/json"), *headers]
+    if scope["path"].startswith(DEEPGRAM_PATHS):
+        request_id = new_request_id()
+        body = _encoder.encode(deepgram_error_body(error, request_id))
+        head += [(b"dg-request-id", request_id.encode()), (b"dg-error", error.message.encode("latin-1", "replace"))]
+    else:
+        body = encode_error(error)
+    head.append((b"content-length", str(len(body)).encode()))
+    if scope["type"] == "websocket":
+        if "websocket.http.response" in scope.get("extensions", {}):
+            await send({"type": "websocket.http.response.start", "status": error.status, "headers": head})
+            await send({"type": "websocket.http.response.body", "body": body})
+        else:
+            await send({"type": "websocket.close", "code": 1008, "reason": error.message[:120]})
+        return
+    await send({"type": "http.response.start", "status": error.status, "headers": head})
+    await send({"type": "http.response.body", "body": body})
+
+
 class AuthMiddleware:
-    def __init__(self, app: ASGIApp, keys: Iterable[str]) -> None:
+    """API keys on every route; with admin keys, ``/admin/*`` takes only those (an API key gets a 403)."""
+
+    def __init__(self, app: ASGIApp, keys: Iterable[str], admin_keys: Iterable[str] = ()) -> None:
         self._app = app
+        self._admin = tuple(k.encode() for k in admin_keys)
         self._keys = tuple(k.encode() for k in keys)
+        self._any = self._keys + self._admin if self._keys else ()  # admin keys also open the API
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (scope["type"] not in ("http", "websocket") or not self._keys or scope["path"] in OPEN_PATHS
-                or (scope["type"] == "http" and scope.get("method") == "OPTIONS")  # CORS preflight
-                or _valid(presented_keys(scope), self._keys)):
+        if (scope["type"] not in ("http", "websocket") or scope["path"] in OPEN_PATHS
+                or (scope["type"] == "http" and scope.get("method") == "OPTIONS")):  # CORS preflight
             await self._app(scope, receive, send)
             return
-        await self._refuse(scope, send)
-
-    async def _refuse(self, scope: Scope, send: Send) -> None:
-        message = "Missing or invalid API key: send it as 'Authorization: Bearer <key>'."
-        error = AuthenticationFailed(message)
-        headers = [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer")]
-        if scope["path"].startswith(DEEPGRAM_PATHS):
-            request_id = new_request_id()
-            body = _encoder.encode(deepgram_error_body(error, request_id))
-            headers += [(b"dg-request-id", request_id.encode()), (b"dg-error", message.encode())]
-        else:
-            body = encode_error(error)
-        headers.append((b"content-length", str(len(body)).encode()))
-        if scope["type"] == "websocket":
-            if "websocket.http.response" in scope.get("extensions", {}):
-                await send({"type": "websocket.http.response.start", "status": 401, "headers": headers})
-                await send({"type": "websocket.http.response.body", "body": body})
+        presented = presented_keys(scope)
+        if self._admin and is_admin_path(scope["path"]):
+            if _valid(presented, self._admin):
+                await self._app(scope, receive, send)
+            elif _valid(presented, self._keys):
+                await refuse(scope, send, AdminOnly("This route needs an admin key (server.admin_keys)."))
             else:
-                await send({"type": "websocket.close", "code": 1008, "reason": "INVALID_AUTH"})
+                await self._unauthenticated(scope, send)
             return
-        await send({"type": "http.response.start", "status": 401, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        if not self._any or _valid(presented, self._any):
+            await self._app(scope, receive, send)
+            return
+        await self._unauthenticated(scope, send)
+
+    @staticmethod
+    async def _unauthenticated(scope: Scope, send: Send) -> None:
+        message = "Missing or invalid API key: send it as 'Authorization: Bearer <key>'."
+        await refuse(scope, send, AuthenticationFailed(message), [(b"www-authenticate", b"Bearer")])

@@ -8,33 +8,67 @@ import sys
 from collections.abc import Sequence
 
 from compat.errors import GatewayError
-from gateway.config import Config, ConfigError, load_config
+from gateway.config import Config, ConfigError, ServerConfig, load_config
 
 __all__ = ["main"]
 
+log = logging.getLogger("syn4pse.cli")
+
 
 def _setup_logging(config: Config) -> None:
+    from gateway.observability import OneLineFormatter
+
     level = logging.DEBUG if config.server.env == "development" else getattr(
         logging, config.server.log_level.upper())
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(OneLineFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
 
 
-def _serve(config: Config, host: str | None, port: int | None) -> int:
+def _open_bind_refusal(server: ServerConfig) -> str | None:
+    """Why the server must not start as configured: listening beyond loopback with no key asked."""
+    from gateway.guards import is_loopback_bind
+
+    if is_loopback_bind(server.host) or server.api_keys:
+        return None
+    if server.allow_open_bind:
+        log.warning("listening on %s with no API keys: anyone who reaches this address can use every model "
+                    "(set server.api_keys or SYN4PSE_API_KEYS to require a key)", server.host)
+        return None
+    return (f"refusing to listen on {server.host} with no API keys: anyone on the network could use the "
+            "server. Set server.api_keys (or SYN4PSE_API_KEYS=key1,key2), listen on 127.0.0.1, or allow an "
+            "open server with server.allow_open_bind: true (or SYN4PSE_ALLOW_OPEN_BIND=1, or "
+            "--allow-open-bind).")
+
+
+def _serve(config: Config, host: str | None, port: int | None, allow_open_bind: bool = False) -> int:
+    import msgspec
     import uvicorn
 
     from gateway.app import create_app
+    from gateway.slowclients import guarded_h11
 
+    server = msgspec.structs.replace(config.server, host=host or config.server.host,
+                                     allow_open_bind=config.server.allow_open_bind or allow_open_bind)
+    config.server = server  # the app's Host allow-list and the open-bind check see the address used
     _setup_logging(config)
+    refusal = _open_bind_refusal(server)
+    if refusal is not None:
+        print(f"syn4pse: {refusal}", file=sys.stderr)
+        return 2
     uvicorn.run(
         create_app(config),
-        host=host or config.server.host,
-        port=port or config.server.http_port,
-        log_level=config.server.log_level,
+        host=server.host,
+        port=port or server.http_port,
+        log_level=server.log_level,
         access_log=False,  # gateway.observability writes one JSON line per request instead
-        timeout_graceful_shutdown=round(config.server.shutdown_timeout),
-        # h11 honours a limit on header size; the default parser has none to set.
-        http="h11",
-        h11_max_incomplete_event_size=config.server.max_header_bytes,
+        timeout_graceful_shutdown=round(server.shutdown_timeout),
+        # h11 honours a limit on header size; the default parser has none to set. The guarded protocol
+        # adds the head and body deadlines uvicorn lacks (gateway/slowclients.py).
+        http=guarded_h11(server.header_timeout, server.body_timeout),
+        h11_max_incomplete_event_size=server.max_header_bytes,
+        limit_concurrency=server.max_connections,
+        timeout_keep_alive=server.keep_alive_timeout,
     )
     return 0
 
@@ -45,7 +79,8 @@ def _server_models(config: Config, url: str | None) -> list[dict[str, object]] |
 
     base = url or f"http://{'127.0.0.1' if config.server.host in ('0.0.0.0', '::') else config.server.host}:" \
                   f"{config.server.http_port}"
-    headers = {"Authorization": f"Bearer {config.server.api_keys[0]}"} if config.server.api_keys else {}
+    keys = config.server.admin_keys or config.server.api_keys  # /admin/* takes the admin keys when set
+    headers = {"Authorization": f"Bearer {keys[0]}"} if keys else {}
     try:
         response = httpx.get(f"{base}/admin/models", headers=headers, timeout=3)
     except httpx.HTTPError:
@@ -112,6 +147,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--config", dest="sub_config", help=argparse.SUPPRESS)
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
+    serve.add_argument("--allow-open-bind", action="store_true",
+                       help="listen on a non-loopback address without API keys (server.allow_open_bind)")
     models = sub.add_parser("models", help="list the configured models and their state")
     models.add_argument("--config", dest="sub_config", help=argparse.SUPPRESS)
     models.add_argument("--url", help="the server to ask (default: the one syn4pse.yaml describes)")
@@ -126,7 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"syn4pse: invalid configuration: {e}", file=sys.stderr)
         return 2
     if args.command == "serve":
-        return _serve(config, args.host, args.port)
+        return _serve(config, args.host, args.port, args.allow_open_bind)
     if args.command == "models":
         return _models(config, args.url)
     return _pull(config, args.names)

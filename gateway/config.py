@@ -190,6 +190,31 @@ class ServerConfig(_Strict):
     """Seconds running requests get to finish when the server stops."""
     audio: AudioLimits = msgspec.field(default_factory=AudioLimits)
     """Limits on audio decoding and on the audio WebSockets (``/v1/listen``, ``/v1/speak``)."""
+    allowed_hosts: list[Annotated[str, msgspec.Meta(min_length=1)]] | None = None
+    """Names the ``Host`` header may carry (any port; ``*`` any name, ``.example.com`` it and its
+    subdomains); another gets a 421, which defeats DNS rebinding. None: the loopback names
+    (``localhost``, ``127.0.0.1``, ``[::1]``) on a loopback bind, any name otherwise."""
+    allowed_origins: list[Annotated[str, msgspec.Meta(min_length=1)]] | None = None
+    """Browser origins (``scheme://host[:port]``, ``*`` any) whose pages may open a WebSocket; another
+    origin is refused with a 403. A handshake without ``Origin`` (an SDK, not a browser) and a page of
+    the server's own origin are always let in. None: loopback origins, plus ``cors.allow_origins``."""
+    allow_open_bind: bool = False
+    """Start on a non-loopback address with no ``api_keys`` (an open server on the network); otherwise
+    start-up stops. ``SYN4PSE_ALLOW_OPEN_BIND=1`` sets it."""
+    admin_keys: list[Annotated[str, msgspec.Meta(min_length=1)]] = msgspec.field(default_factory=list)
+    """Keys for ``/admin/*``: when set, only these open it (an API key alone gets a 403); they also work
+    as API keys. Empty: ``/admin/*`` takes the API keys like every route. ``SYN4PSE_ADMIN_KEYS``
+    (comma-separated) adds to them."""
+    max_connections: Annotated[int, msgspec.Meta(ge=1)] | None = 1000
+    """Connections served at once; past it a new request gets a 503 (keeps file descriptors for the
+    clients already served). None: no limit."""
+    header_timeout: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+    """Seconds a client has to send a request's whole head (line and headers); then it is closed with a
+    408, so trickled headers hold no connection for long."""
+    body_timeout: Annotated[float, msgspec.Meta(gt=0)] = 30.0
+    """Seconds a request body may go without a byte arriving; then the connection is closed."""
+    keep_alive_timeout: Annotated[int, msgspec.Meta(ge=1)] = 5
+    """Seconds an idle keep-alive connection stays open between requests."""
 
 
 class ServiceConfig(_Strict):
@@ -326,6 +351,10 @@ _ENV_OVERRIDES: dict[str, str] = {
 }
 
 
+_BOOLEANS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False,
+             "off": False}
+
+
 def _apply_env(server: dict[str, Any], environ: Mapping[str, str]) -> None:
     for var, key in _ENV_OVERRIDES.items():
         value = environ.get(var)
@@ -338,11 +367,17 @@ def _apply_env(server: dict[str, Any], environ: Mapping[str, str]) -> None:
                 raise ConfigError(f"{var}: expected a port number, got '{value}'") from None
         else:
             server[key] = value
-    keys = environ.get("SYN4PSE_API_KEYS")
-    if keys:
-        extra = [k.strip() for k in keys.split(",") if k.strip()]
-        existing = server.get("api_keys") or []
-        server["api_keys"] = [*existing, *extra] if isinstance(existing, list) else existing
+    for var, key in (("SYN4PSE_API_KEYS", "api_keys"), ("SYN4PSE_ADMIN_KEYS", "admin_keys")):
+        keys = environ.get(var)
+        if keys:
+            extra = [k.strip() for k in keys.split(",") if k.strip()]
+            existing = server.get(key) or []
+            server[key] = [*existing, *extra] if isinstance(existing, list) else existing
+    open_bind = environ.get("SYN4PSE_ALLOW_OPEN_BIND", "").strip().lower()
+    if open_bind:
+        if open_bind not in _BOOLEANS:
+            raise ConfigError(f"SYN4PSE_ALLOW_OPEN_BIND: expected 1/0, true/false, yes/no, got '{open_bind}'")
+        server["allow_open_bind"] = _BOOLEANS[open_bind]
 
 
 def parse_config(text: str, *, environ: Mapping[str, str] | None = None,

@@ -46,11 +46,13 @@ __all__ = [
     "GenerationMeter",
     "Metrics",
     "ObservabilityMiddleware",
+    "OneLineFormatter",
     "ReportsBatches",
     "instrument",
     "meter_generation",
     "metrics_endpoint",
     "metrics_of",
+    "one_line",
     "request_id_of",
     "set_request_model",
 ]
@@ -375,6 +377,27 @@ def _log_access(scope: Scope, request_id: str, method: str, path: str, route: st
         "client": client[0] if client else None,
     }
     access_log.info(_json.encode(line).decode())
+
+
+# --------------------------------------------------------------------------------------------------
+# Plain-text logs
+
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f\u0085\u2028\u2029]")
+
+
+def one_line(text: str) -> str:
+    """``text`` with line breaks and other control characters escaped (``\\n``, ``\\x1b``): a path,
+    model name or header a client chose cannot start a forged log line or move the terminal's cursor."""
+    return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
+class OneLineFormatter(logging.Formatter):
+    """Every record's message on one line, whatever client text it carries; a traceback that follows
+    it is the server's own and keeps its lines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = one_line(record.message)
+        return super().formatMessage(record)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -61,17 +61,18 @@ class HealthProbe:
         assert self.worst < HEALTH_BOUND, f"/health took {self.worst:.2f} s during the attack"
 
 
-def active_counts(url: str) -> dict[str, int]:
-    """Each configured model's leases now taken (``/admin/models``)."""
-    models = httpx.get(f"{url}/admin/models", timeout=30).json()["data"]
+def active_counts(url: str, key: str | None = None) -> dict[str, int]:
+    """Each configured model's leases now taken (``/admin/models``; ``key``: an admin or API key)."""
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    models = httpx.get(f"{url}/admin/models", headers=headers, timeout=30).json()["data"]
     return {m["id"]: int(m["active"]) for m in models}
 
 
-def wait_idle(url: str, timeout: float = 30.0) -> dict[str, int]:
+def wait_idle(url: str, timeout: float = 30.0, key: str | None = None) -> dict[str, int]:
     """Every model's ``active`` count, once all are 0 or ``timeout`` has passed."""
     deadline = time.monotonic() + timeout
-    counts = active_counts(url)
+    counts = active_counts(url, key)
     while any(counts.values()) and time.monotonic() < deadline:
         time.sleep(0.1)
-        counts = active_counts(url)
+        counts = active_counts(url, key)
     return counts

@@ -201,9 +201,13 @@ def test_bad_requests_are_400_in_deepgram_shape(gateway: Gateway, params: dict[s
 
 
 def test_body_that_is_not_json_is_400(gateway: Gateway) -> None:
-    r = httpx.post(f"{gateway.url}/v1/speak", content=b"hello there", headers={"content-type": "text/plain"},
+    r = httpx.post(f"{gateway.url}/v1/speak", content=b"hello there", headers={"content-type": "application/json"},
                    timeout=60)
     assert _deepgram_error(r, 400)["err_code"] == "Bad Request"
+    # Typed as text, it is what a page on another site could post: refused before it is read.
+    r = httpx.post(f"{gateway.url}/v1/speak", content=b"hello there", headers={"content-type": "text/plain"},
+                   timeout=60)
+    assert _deepgram_error(r, 415)["err_code"] == "Unsupported Media Type"
 
 
 def test_sdk_surfaces_errors(dg: DeepgramClient) -> None:
@@ -405,7 +409,7 @@ def test_ws_leases_are_released(tmp_path: Path) -> None:
             time.sleep(0.05)
         return leases() == 0
 
-    with TestClient(app) as client:
+    with TestClient(app, base_url="http://localhost") as client:
         with client.websocket_connect("/v1/speak?model=aura-asteria-en") as ws:  # hung up mid-synthesis
             assert ws.receive_json()["type"] == "Metadata"
             ws.send_json({"type": "Speak", "text": LONG})

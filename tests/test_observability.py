@@ -71,7 +71,7 @@ def app(tmp_path: Path) -> Litestar:
 
 @pytest.fixture
 def client(app: Litestar) -> Iterator[TestClient[Litestar]]:
-    with TestClient(app) as c:
+    with TestClient(app, base_url="http://localhost") as c:  # the app answers loopback Host names only
         yield c
 
 
@@ -135,7 +135,7 @@ def test_two_apps_in_one_process_keep_their_own_metrics(tmp_path: Path) -> None:
     config = parse_config(APP_CONFIG, environ={"SYN4PSE_MODELS_PATH": str(tmp_path)})
     first, second = create_app(config), create_app(config)
     assert first.state.metrics.registry is not second.state.metrics.registry
-    with TestClient(first) as a, TestClient(second) as b:
+    with TestClient(first, base_url="http://localhost") as a, TestClient(second, base_url="http://localhost") as b:
         for _ in range(2):
             a.get("/health")
         b.get("/health")

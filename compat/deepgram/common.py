@@ -27,7 +27,8 @@ __all__ = [
 
 # Deepgram's err_code per status; 400s read "Bad Request" and their message starts the same way.
 _ERR_CODES = {400: "Bad Request", 401: "INVALID_AUTH", 403: "INSUFFICIENT_PERMISSIONS", 404: "Not Found",
-              405: "Method Not Allowed", 413: "Payload Too Large", 429: "TOO_MANY_REQUESTS",
+              405: "Method Not Allowed", 413: "Payload Too Large", 415: "Unsupported Media Type",
+              421: "Misdirected Request", 429: "TOO_MANY_REQUESTS",
               503: "Service Unavailable"}
 
 
