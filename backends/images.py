@@ -2,11 +2,15 @@
 
 One decoder for every engine that looks at images (OCR, multimodal LLMs), so each sees the same pixels:
 the first frame of an animation, turned upright by its EXIF orientation, transparency laid over white
-(text drawn on a transparent background stays legible), as 8-bit RGB. Pillow is imported lazily.
+(text drawn on a transparent background stays legible), as 8-bit RGB. The size is read from the
+header before any pixel is decoded (:func:`probe`), so a small file that unpacks to a huge bitmap is
+refused for the price of its header. Pillow is imported lazily.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from backends.errors import BadImage, ImageProblem
@@ -14,7 +18,7 @@ from backends.errors import BadImage, ImageProblem
 if TYPE_CHECKING:
     from PIL import Image
 
-__all__ = ["IMAGE_TYPES", "decode_rgb", "sniff"]
+__all__ = ["IMAGE_TYPES", "decode_rgb", "probe", "sniff", "verify"]
 
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif")
 
@@ -32,13 +36,13 @@ def sniff(data: bytes) -> str | None:
     return None
 
 
-def decode_rgb(data: bytes, *, max_pixels: int | None = None) -> Image.Image:
-    """The image's first frame as upright RGB. Raises :class:`BadImage` (no ``place``) if it is not
-    a decodable png, jpeg, webp or gif, or has more than ``max_pixels`` pixels (checked before decoding,
-    so a small file that unpacks to a huge bitmap costs nothing)."""
+@contextmanager
+def _opened(data: bytes, max_pixels: int | None) -> Iterator[Image.Image]:
+    """The image as Pillow opens it: its header read, no pixel decoded yet, its size within ``max_pixels``.
+    Every failure, here or in the ``with`` body, is a :class:`BadImage` (no ``place``)."""
     import io
 
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import Image, UnidentifiedImageError
 
     kind = sniff(data)
     if kind is None:
@@ -51,16 +55,44 @@ def decode_rgb(data: bytes, *, max_pixels: int | None = None) -> Image.Image:
             if max_pixels is not None and width * height > max_pixels:
                 raise BadImage(f"The image is {width}x{height} pixels; at most {max_pixels} pixels are"
                                " accepted.", ImageProblem.TOO_LARGE)
-            image.seek(0)
-            image.load()
-            upright = ImageOps.exif_transpose(image)
-            if upright.mode in ("RGBA", "LA", "PA") or "transparency" in upright.info:
-                rgba = upright.convert("RGBA")
-                background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-                return Image.alpha_composite(background, rgba).convert("RGB")
-            return upright.convert("RGB")
+            yield image
     except BadImage:
         raise
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+    except Image.DecompressionBombError:  # Pillow's own bound, above any sensible max_pixels
+        limit = f"at most {max_pixels} pixels are accepted" if max_pixels else "too many to decode"
+        raise BadImage(f"The image has more pixels than can be decoded; {limit}.", ImageProblem.TOO_LARGE) from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as e:
         raise BadImage(f"The {kind.split('/')[1]} image cannot be decoded ({type(e).__name__}).",
                        ImageProblem.UNREADABLE) from None
+
+
+def probe(data: bytes, *, max_pixels: int | None = None) -> tuple[int, int]:
+    """The image's width and height, read from its header alone: cheap whatever the image unpacks to.
+    Raises :class:`BadImage` (no ``place``) as :func:`decode_rgb` does for the header's faults."""
+    with _opened(data, max_pixels) as image:
+        return image.size
+
+
+def verify(data: bytes, *, max_pixels: int | None = None) -> None:
+    """Decode the first frame and let it go: :class:`BadImage` (no ``place``) unless it decodes, with no
+    conversion (so no more memory than the bitmap itself)."""
+    with _opened(data, max_pixels) as image:
+        image.seek(0)
+        image.load()
+
+
+def decode_rgb(data: bytes, *, max_pixels: int | None = None) -> Image.Image:
+    """The image's first frame as upright RGB. Raises :class:`BadImage` (no ``place``) if it is not
+    a decodable png, jpeg, webp or gif, or has more than ``max_pixels`` pixels (checked before decoding,
+    so a small file that unpacks to a huge bitmap costs nothing)."""
+    from PIL import Image, ImageOps
+
+    with _opened(data, max_pixels) as image:
+        image.seek(0)
+        image.load()
+        upright = ImageOps.exif_transpose(image)
+        if upright.mode in ("RGBA", "LA", "PA") or "transparency" in upright.info:
+            rgba = upright.convert("RGBA")
+            background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            return Image.alpha_composite(background, rgba).convert("RGB")
+        return upright.convert("RGB")
