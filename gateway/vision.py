@@ -4,9 +4,9 @@ The compat layer hands over what the caller sent: decoded data URLs, and http(s)
 Here every image becomes bytes the gateway holds and has checked (fetched under the remote-fetch
 policy, within the size limits, really a png, jpeg, webp or gif by its signature, not too many pixels
 by its header, then decodable) before any engine sees it. Every header is read before any image is
-decoded, so a pixel bomb costs nothing; decoding runs in a thread, a few images at a time over all
-requests (``server.max_image_decodes``), so concurrent image requests cannot take every core and
-gigabytes of memory. All of this happens before the model is asked for: no lease is held meanwhile.
+decoded, so a pixel bomb costs nothing; decoding runs on a few threads of its own, one image each at a
+time over all requests (``server.max_image_decodes``), so concurrent image requests cannot take every
+core and gigabytes of memory. All of this happens before the model is asked for: no lease is held meanwhile.
 Then the model's ``vision`` mode decides:
 
 - ``native``: the image goes to the model as checked bytes (its projector tokenises it);
@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
-import weakref
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import msgspec
@@ -91,26 +92,21 @@ async def _checked(image: ImageInput, server: ServerConfig) -> ImageInput:
     return dataclasses.replace(image, data=data, mime=kind)
 
 
-_decoders: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = weakref.WeakKeyDictionary()
-
-
-def _decode_slots(server: ServerConfig) -> asyncio.Semaphore:
-    """The bound on images being decoded at once, shared by every request the running loop serves."""
-    loop = asyncio.get_running_loop()
-    slots = _decoders.get(loop)
-    if slots is None:
-        slots = _decoders[loop] = asyncio.Semaphore(server.max_image_decodes)
-    return slots
+@functools.cache
+def _decoders(size: int) -> ThreadPoolExecutor:
+    """The threads that decode images, shared by every request: ``size`` of them, so at most ``size``
+    bitmaps are held at once, and the memory a decode leaves to its thread is reused by the next."""
+    return ThreadPoolExecutor(max_workers=size, thread_name_prefix="image-decode")
 
 
 async def _decodes(image: ImageInput, server: ServerConfig) -> None:
-    """Refuses the image unless its pixels decode: in a thread, when one of the few decoding slots is free."""
-    async with _decode_slots(server):
-        try:
-            await asyncio.to_thread(verify, image.data, max_pixels=server.max_image_pixels)
-        except BadImage as e:
-            e.place = image.where
-            raise
+    """Refuses the image unless its pixels decode, once one of the few decoding threads is free."""
+    check = functools.partial(verify, image.data, max_pixels=server.max_image_pixels)
+    try:
+        await asyncio.get_running_loop().run_in_executor(_decoders(server.max_image_decodes), check)
+    except BadImage as e:
+        e.place = image.where
+        raise
 
 
 def _with_parts(message: ChatMessage, parts: list[str]) -> ChatMessage:
