@@ -92,6 +92,20 @@ async def _checked(image: ImageInput, server: ServerConfig) -> ImageInput:
     return dataclasses.replace(image, data=data, mime=kind)
 
 
+async def _all_checked(images: list[ImageInput], server: ServerConfig) -> list[ImageInput]:
+    """Every image fetched and checked at once, so a request's remote images take one fetch deadline,
+    not one each; the refusal is that of the first image refused, and ends the others' fetches."""
+    tasks = [asyncio.create_task(_checked(image, server)) for image in images]
+    try:
+        return [await task for task in tasks]
+    finally:
+        for task in tasks:
+            if not task.done():
+                task.cancel()
+            elif not task.cancelled():
+                task.exception()  # retrieved: a later image's refusal is not reported as lost
+
+
 @functools.cache
 def _decoders(size: int) -> ThreadPoolExecutor:
     """The threads that decode images, shared by every request: ``size`` of them, so at most ``size``
@@ -152,7 +166,7 @@ async def resolve_chat_images(config: Config, registry: Registry, model: str, ch
         extra = images[server.max_images].where
         raise InvalidRequest(f"'{extra}': at most {server.max_images} images are accepted in one request.",
                              param=extra, code="too_many_images")
-    checked = [await _checked(image, server) for image in images]  # every header before any decoding
+    checked = await _all_checked(images, server)  # every header before any decoding
     for image in checked:
         await _decodes(image, server)
 

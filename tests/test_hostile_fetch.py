@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import gzip
 import http.server
 import io
@@ -93,6 +94,8 @@ class HostileServer:
                 outer.asked_encodings.append(self.headers.get("Accept-Encoding"))
                 if self.path == "/trickle.png":
                     return self._trickle()
+                if self.path == "/slow.png":
+                    return self._slow()
                 if self.path.startswith("/to/"):  # a redirect to the URL after /to/
                     self.send_response(302)
                     self.send_header("Location", self.path[4:])
@@ -120,11 +123,26 @@ class HostileServer:
                 except OSError:
                     pass
 
+            def _slow(self) -> None:
+                """A png sent in four pieces over 0.8 s: slow, within the deadline."""
+                body = png()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                step = len(body) // 4 + 1
+                for at in range(0, len(body), step):
+                    self.wfile.write(body[at:at + step])
+                    self.wfile.flush()
+                    time.sleep(0.2)
+
             def log_message(self, *_: object) -> None:
                 pass
 
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
+        class Server(http.server.ThreadingHTTPServer):
+            daemon_threads = True
+            request_queue_size = 64  # a request's images all connect at once
+
+        self._server = Server(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
 
     def __enter__(self) -> HostileServer:
@@ -194,9 +212,18 @@ def _image_request(gw: Gateway, url: str) -> openai.BadRequestError:
     return caught.value
 
 
+@contextlib.contextmanager
+def _probing(gw: Gateway) -> Iterator[HealthProbe]:
+    """A probe asking /health beside the block, which starts once the probe has had its first answer."""
+    with HealthProbe(gw.url) as probe:
+        while not probe.latencies:
+            time.sleep(0.01)
+        yield probe
+
+
 def _attack(gw: Gateway, url: str, why: str, code: str) -> openai.BadRequestError:
     """The image URL is refused naming its part, while /health answers, and no model is left busy."""
-    with HealthProbe(gw.url) as probe:
+    with _probing(gw) as probe:
         error = _image_request(gw, url)
     probe.assert_served()
     assert error.param == PART, error.body
@@ -228,8 +255,26 @@ def test_a_trickling_server_meets_the_deadline(gw: Gateway, hostile: HostileServ
     assert time.monotonic() - start < DEADLINE + 10
 
 
+def test_a_request_s_images_share_one_deadline(gw: Gateway, hostile: HostileServer) -> None:
+    """Ten images that each take 0.8 s arrive together: one after another, the request would take 8 s.
+    The pixel bomb after them is refused once they are in."""
+    bomb = f"data:image/png;base64,{base64.b64encode(png_header(9000, 9000)).decode()}"
+    content: list[dict[str, Any]] = [{"type": "text", "text": "What are they?"}]
+    content += [{"type": "image_url", "image_url": {"url": f"{hostile.url}/slow.png"}}] * 10
+    content += [{"type": "image_url", "image_url": {"url": bomb}}]
+    start = time.monotonic()
+    with _probing(gw) as probe, pytest.raises(openai.BadRequestError) as caught:
+        gw.openai().chat.completions.create(model="smollm2", max_tokens=1,
+                                            messages=[{"role": "user", "content": content}])
+    probe.assert_served()
+    assert time.monotonic() - start < 3 * DEADLINE
+    assert caught.value.param == "messages[0].content[11]", caught.value.message
+    assert "9000x9000 pixels" in caught.value.message
+    assert wait_idle(gw.url) == {"smollm2": 0, "ppocr": 0, "whisper": 0}
+
+
 def test_the_deadline_holds_for_audio_urls_too(gw: Gateway, hostile: HostileServer) -> None:
-    with HealthProbe(gw.url) as probe:
+    with _probing(gw) as probe:
         deepgram = httpx.post(f"{gw.url}/v1/listen", params={"model": "nova-3"},
                               json={"url": hostile.url + "/trickle.png"}, timeout=60)
         groq = httpx.post(f"{gw.url}/openai/v1/audio/transcriptions", timeout=60,
