@@ -131,8 +131,8 @@ class ServerConfig(_Strict):
     max_images: Annotated[int, msgspec.Meta(ge=0)] = 16
     """Most images one chat request may carry."""
     max_image_decodes: Annotated[int, msgspec.Meta(ge=1)] = 2
-    """Images decoded at once, over all requests (each is a full bitmap in memory while it is); the
-    others wait their turn. Each image's header is checked first, without waiting."""
+    """Threads that read images, over all requests: each checks one header or decodes one image (a
+    full bitmap in memory) at a time; the other images wait their turn."""
     cors: CorsConfig | None = None
     """Cross-origin access for browsers; off unless set."""
     max_json_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 16 * 1024 * 1024

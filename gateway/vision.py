@@ -4,10 +4,12 @@ The compat layer hands over what the caller sent: decoded data URLs, and http(s)
 Here every image becomes bytes the gateway holds and has checked (fetched under the remote-fetch
 policy, within the size limits, really a png, jpeg, webp or gif by its signature, not too many pixels
 by its header, then decodable) before any engine sees it. Every header is read before any image is
-decoded, so a pixel bomb costs nothing; decoding runs on a few threads of its own, one image each at a
-time over all requests (``server.max_image_decodes``), so concurrent image requests cannot take every
-core and gigabytes of memory. All of this happens before the model is asked for: no lease is held meanwhile.
-Then the model's ``vision`` mode decides:
+decoded, so a pixel bomb costs nothing. Headers and pixels are read on a few threads of their own, one
+image each at a time over all requests (``server.max_image_decodes``), so concurrent image requests
+cannot take every core, gigabytes of memory, or the interpreter lock from the event loop (Pillow reads
+headers in Python: a file of many tiny segments takes seconds). A request's remote images are fetched
+together. All of this happens before the model is asked for: no lease is held meanwhile. Then the
+model's ``vision`` mode decides:
 
 - ``native``: the image goes to the model as checked bytes (its projector tokenises it);
 - ``ocr``: the model's OCR model reads the image, and the text replaces the image in the message as a
@@ -85,7 +87,8 @@ async def _checked(image: ImageInput, server: ServerConfig) -> ImageInput:
         raise InvalidRequest(f"'{where}' is declared as {image.mime} but holds {kind} data.", param=where,
                              code="invalid_image_format")
     try:
-        await asyncio.to_thread(probe, data, max_pixels=server.max_image_pixels)
+        header = functools.partial(probe, data, max_pixels=server.max_image_pixels)
+        await asyncio.get_running_loop().run_in_executor(_decoders(server.max_image_decodes), header)
     except BadImage as e:
         e.place = where
         raise
@@ -108,8 +111,9 @@ async def _all_checked(images: list[ImageInput], server: ServerConfig) -> list[I
 
 @functools.cache
 def _decoders(size: int) -> ThreadPoolExecutor:
-    """The threads that decode images, shared by every request: ``size`` of them, so at most ``size``
-    bitmaps are held at once, and the memory a decode leaves to its thread is reused by the next."""
+    """The threads that read images, shared by every request: ``size`` of them, so at most ``size``
+    bitmaps are held at once (the memory a decode leaves to its thread is reused by the next) and at
+    most ``size`` threads compete with the event loop for the interpreter."""
     return ThreadPoolExecutor(max_workers=size, thread_name_prefix="image-decode")
 
 

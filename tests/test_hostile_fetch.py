@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import gzip
 import http.server
 import io
@@ -397,30 +398,32 @@ def _chat(*images: bytes) -> ChatRequest:
     return ChatRequest(messages=(ChatMessage(role="user", content=text, images=parts),))
 
 
-class Decodes:
-    """Counts the decodes running at once, each held a little so that overlaps show."""
+class Reads:
+    """Counts the image reads (header checks, decodes) running at once, each held a little so that
+    overlaps show; wraps the real functions in ``gateway.vision``."""
 
-    def __init__(self) -> None:
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.lock = threading.Lock()
-        self.running = self.peak = self.calls = 0
-        self.real = gateway.vision.verify
+        self.running = self.peak = 0
+        self.calls = {"probe": 0, "verify": 0}
+        for name in self.calls:
+            monkeypatch.setattr(gateway.vision, name, functools.partial(self._run, name, getattr(gateway.vision, name)))
 
-    def __call__(self, data: bytes, **kwargs: Any) -> None:
+    def _run(self, name: str, real: Callable[..., Any], data: bytes, **kwargs: Any) -> Any:
         with self.lock:
-            self.calls += 1
+            self.calls[name] += 1
             self.running += 1
             self.peak = max(self.peak, self.running)
         try:
             time.sleep(0.05)
-            self.real(data, **kwargs)
+            return real(data, **kwargs)
         finally:
             with self.lock:
                 self.running -= 1
 
 
-def test_decoding_runs_a_few_images_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
-    decodes = Decodes()
-    monkeypatch.setattr(gateway.vision, "verify", decodes)
+def test_images_are_read_a_few_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    reads = Reads(monkeypatch)
     config, registry = _native()
 
     async def many() -> None:
@@ -429,16 +432,15 @@ def test_decoding_runs_a_few_images_at_a_time(monkeypatch: pytest.MonkeyPatch) -
         await registry.close()
 
     asyncio.run(many())
-    assert decodes.calls == 15
-    assert decodes.peak == config.server.max_image_decodes == 2
+    assert reads.calls == {"probe": 15, "verify": 15}
+    assert reads.peak == config.server.max_image_decodes == 2
 
 
 def test_a_pixel_bomb_is_refused_before_any_image_is_decoded(monkeypatch: pytest.MonkeyPatch) -> None:
-    decodes = Decodes()
-    monkeypatch.setattr(gateway.vision, "verify", decodes)
+    reads = Reads(monkeypatch)
     config, registry = _native()
     with pytest.raises(BadImage) as caught:
         asyncio.run(resolve_chat_images(config, registry, "seeing", _chat(png(), png(), png_header(9000, 9000))))
     asyncio.run(registry.close())
     assert caught.value.place == "messages[0].content[3]" and caught.value.problem is ImageProblem.TOO_LARGE
-    assert decodes.calls == 0
+    assert reads.calls == {"probe": 3, "verify": 0}
