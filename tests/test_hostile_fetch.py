@@ -34,6 +34,7 @@ from PIL import Image
 import gateway.fetch
 import gateway.vision
 from backends.errors import BadImage, ImageProblem
+from backends.images import MAX_PIECES, probe
 from backends.types import ChatMessage, ChatRequest, ModelType
 from compat.errors import InvalidRequest, PayloadTooLarge
 from compat.openai.content import ContentPart, split_content
@@ -316,6 +317,32 @@ def test_pixel_bombs_are_refused_from_their_header(gw: Gateway, size: tuple[int,
     url = f"data:image/png;base64,{base64.b64encode(bomb).decode()}"
     grew = _peak_growth_mib(gw, lambda: _attack(gw, url, why, "image_too_large"))
     assert grew < 100
+
+
+def _flood(kind: str, pieces: int) -> bytes:
+    """An image file of ``pieces`` empty segments (jpeg), chunks (png) or comment blocks (gif)."""
+    if kind == "jpeg":
+        return b"\xff\xd8" + b"\xff\xe0\x00\x02" * pieces + b"\xff\xd9"
+    if kind == "png":
+        head = png_header(8, 8)
+        return head[:33] + (struct.pack(">I", 3) + b"tEXt" + b"a\0b" + struct.pack(">I", zlib.crc32(b"tEXta\0b"))) \
+            * pieces + head[33:]
+    return b"GIF89a" + struct.pack("<HHBBB", 8, 8, 0, 0, 0) + b"!\xfe" + b"\x01a" * pieces + b"\x00,"
+
+
+@pytest.mark.parametrize("kind", ["jpeg", "png", "gif"])
+def test_floods_of_empty_pieces_are_refused_before_pillow_walks_them(kind: str) -> None:
+    with pytest.raises(BadImage, match=f"The {kind} image is made of more than {MAX_PIECES} pieces") as caught:
+        probe(_flood(kind, 1_000_000))
+    assert caught.value.problem is ImageProblem.UNREADABLE
+    real = io.BytesIO()
+    Image.new("RGB", (64, 48), "white").save(real, kind.upper(), comment=b"made here")
+    assert probe(real.getvalue()) == (64, 48)
+
+
+def test_a_segment_flood_through_the_gateway(gw: Gateway) -> None:
+    url = f"data:image/jpeg;base64,{base64.b64encode(_flood('jpeg', 70_000)).decode()}"
+    _attack(gw, url, f"made of more than {MAX_PIECES} pieces", "invalid_image")
 
 
 # --------------------------------------------------------------------------------------------------
