@@ -104,7 +104,7 @@ class RemoteFetchConfig(_Strict):
     allow_private: bool = False
     """Also fetch from loopback, private and link-local addresses (a test setup, never the internet)."""
     max_bytes: Annotated[int, msgspec.Meta(ge=1)] = 25 * 1024 * 1024
-    timeout: Annotated[float, msgspec.Meta(gt=0)] = 15.0
+    timeout: Annotated[float, msgspec.Meta(gt=0)] = 10.0
     max_redirects: Annotated[int, msgspec.Meta(ge=0, le=10)] = 3
 
 
@@ -171,6 +171,9 @@ class ServerConfig(_Strict):
     """Most pixels (width × height) an image may unpack to, checked before it is decoded."""
     max_images: Annotated[int, msgspec.Meta(ge=0)] = 16
     """Most images one chat request may carry."""
+    max_image_decodes: Annotated[int, msgspec.Meta(ge=1)] = 2
+    """Threads that read images, over all requests: each checks one header or decodes one image (a
+    full bitmap in memory) at a time; the other images wait their turn."""
     cors: CorsConfig | None = None
     """Cross-origin access for browsers; off unless set."""
     max_json_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 16 * 1024 * 1024

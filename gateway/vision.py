@@ -2,8 +2,14 @@
 
 The compat layer hands over what the caller sent: decoded data URLs, and http(s) URLs not yet fetched.
 Here every image becomes bytes the gateway holds and has checked (fetched under the remote-fetch
-policy, within the size limits, really a png, jpeg, webp or gif by its signature, decodable, not too
-many pixels) before any engine sees it. Then the model's ``vision`` mode decides:
+policy, within the size limits, really a png, jpeg, webp or gif by its signature, not too many pixels
+by its header, then decodable) before any engine sees it. Every header is read before any image is
+decoded, so a pixel bomb costs nothing. Headers and pixels are read on a few threads of their own, one
+image each at a time over all requests (``server.max_image_decodes``), so concurrent image requests
+cannot take every core, gigabytes of memory, or the interpreter lock from the event loop (Pillow reads
+headers in Python: a file of many tiny segments takes seconds). A request's remote images are fetched
+together. All of this happens before the model is asked for: no lease is held meanwhile. Then the
+model's ``vision`` mode decides:
 
 - ``native``: the image goes to the model as checked bytes (its projector tokenises it);
 - ``ocr``: the model's OCR model reads the image, and the text replaces the image in the message as a
@@ -17,7 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import msgspec
@@ -25,7 +33,7 @@ from litestar import Request
 
 from backends.base import VisionBackend
 from backends.errors import BadImage
-from backends.images import decode_rgb, sniff
+from backends.images import probe, sniff, verify
 from backends.types import IMAGE_MARKER, ChatMessage, ChatRequest, ImageInput, ModelType
 from compat.errors import InvalidRequest, PayloadTooLarge
 from gateway.config import Config, ServerConfig
@@ -60,18 +68,13 @@ async def _image_bytes(image: ImageInput, server: ServerConfig) -> bytes:
                              code="remote_url_refused")
     policy = msgspec.structs.replace(server.remote_fetch, max_bytes=min(server.remote_fetch.max_bytes, limit))
     try:
-        # fetch_url bounds each network step; this bounds the whole fetch, redirects included.
-        async with asyncio.timeout(policy.timeout):
-            return await fetch_url(image.url, policy, param=where)
+        return await fetch_url(image.url, policy, param=where)  # within the policy's deadline
     except PayloadTooLarge:
         raise _too_large(where, policy.max_bytes) from None
-    except TimeoutError:
-        raise InvalidRequest(f"'{where}' cannot be fetched: it took longer than {policy.timeout:g}s.",
-                             param=where, code="remote_url_refused") from None
 
 
 async def _checked(image: ImageInput, server: ServerConfig) -> ImageInput:
-    """The image with its bytes and real type, once they are known to be an acceptable image."""
+    """The image with its bytes and real type, once its file and header are acceptable (no pixel decoded)."""
     where = image.where
     data = await _image_bytes(image, server)
     if len(data) > server.max_image_bytes:
@@ -84,11 +87,44 @@ async def _checked(image: ImageInput, server: ServerConfig) -> ImageInput:
         raise InvalidRequest(f"'{where}' is declared as {image.mime} but holds {kind} data.", param=where,
                              code="invalid_image_format")
     try:
-        await asyncio.to_thread(decode_rgb, data, max_pixels=server.max_image_pixels)
+        header = functools.partial(probe, data, max_pixels=server.max_image_pixels)
+        await asyncio.get_running_loop().run_in_executor(_decoders(server.max_image_decodes), header)
     except BadImage as e:
         e.place = where
         raise
     return dataclasses.replace(image, data=data, mime=kind)
+
+
+async def _all_checked(images: list[ImageInput], server: ServerConfig) -> list[ImageInput]:
+    """Every image fetched and checked at once, so a request's remote images take one fetch deadline,
+    not one each; the refusal is that of the first image refused, and ends the others' fetches."""
+    tasks = [asyncio.create_task(_checked(image, server)) for image in images]
+    try:
+        return [await task for task in tasks]
+    finally:
+        for task in tasks:
+            if not task.done():
+                task.cancel()
+            elif not task.cancelled():
+                task.exception()  # retrieved: a later image's refusal is not reported as lost
+
+
+@functools.cache
+def _decoders(size: int) -> ThreadPoolExecutor:
+    """The threads that read images, shared by every request: ``size`` of them, so at most ``size``
+    bitmaps are held at once (the memory a decode leaves to its thread is reused by the next) and at
+    most ``size`` threads compete with the event loop for the interpreter."""
+    return ThreadPoolExecutor(max_workers=size, thread_name_prefix="image-decode")
+
+
+async def _decodes(image: ImageInput, server: ServerConfig) -> None:
+    """Refuses the image unless its pixels decode, once one of the few decoding threads is free."""
+    check = functools.partial(verify, image.data, max_pixels=server.max_image_pixels)
+    try:
+        await asyncio.get_running_loop().run_in_executor(_decoders(server.max_image_decodes), check)
+    except BadImage as e:
+        e.place = image.where
+        raise
 
 
 def _with_parts(message: ChatMessage, parts: list[str]) -> ChatMessage:
@@ -134,7 +170,9 @@ async def resolve_chat_images(config: Config, registry: Registry, model: str, ch
         extra = images[server.max_images].where
         raise InvalidRequest(f"'{extra}': at most {server.max_images} images are accepted in one request.",
                              param=extra, code="too_many_images")
-    checked = [await _checked(image, server) for image in images]
+    checked = await _all_checked(images, server)  # every header before any decoding
+    for image in checked:
+        await _decodes(image, server)
 
     if settings.vision == "native":
         it = iter(checked)

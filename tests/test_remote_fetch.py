@@ -66,6 +66,8 @@ def test_size_limit(open_fetch: Gateway, audio_server: str) -> None:
     "file:///etc/passwd", "ftp://example.com/a.wav", "http://127.0.0.1:9/a.wav", "http://localhost:9/a.wav",
     "http://10.1.2.3/a.wav", "http://192.168.0.1/a.wav", "http://169.254.169.254/latest/meta-data",
     "http://[::1]:9/a.wav", "http://0.0.0.0:9/", "gopher://x",
+    "http://[::1/a.wav", "http://example.com:99999/a.wav", "http://example.com:port/", "http:/a.wav",
+    "http://[::ffff:127.0.0.1]:9/a.wav", "http://[64:ff9b::a00:1]/a.wav",
 ])
 def test_refused_urls_never_connect(public_fetch: Gateway, url: str) -> None:
     r = _listen_url(public_fetch, url)
