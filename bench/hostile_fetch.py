@@ -17,7 +17,7 @@ What the attacks cost the other clients is measured by the runner beside them.
 
 The fetch attacks serve their URLs from 127.0.0.1: with the default settings (fetching off) they check
 the refusal only; a gateway run with ``remote_fetch: {enabled: true, allow_private: true}`` meets the
-bomb and the trickle themselves.
+bomb and the trickle themselves, as ``bench/hostile.py`` runs it (``SERVER_SETTINGS``).
 """
 
 from __future__ import annotations
@@ -36,7 +36,10 @@ from typing import Any
 
 import httpx
 
-__all__ = ["ATTACKS"]
+__all__ = ["ATTACKS", "SERVER_SETTINGS"]
+
+SERVER_SETTINGS = {"remote_fetch": {"enabled": True, "allow_private": True}}
+"""What the runner starts its gateway with, so that the fetch attacks reach their hostile sources."""
 
 FETCH_TIMEOUT = 10.0
 """``server.remote_fetch.timeout`` by default."""
