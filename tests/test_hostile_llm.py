@@ -97,6 +97,7 @@ class _Bytes:
         return list(text.encode())
 
     def detokenize(self, tokens: tuple[int, ...]) -> str:
+        self.tokenized += 1
         return bytes(tokens).decode()
 
     def accepts_grammar(self, grammar: str) -> bool:
@@ -117,6 +118,9 @@ def test_a_text_too_large_for_the_context_is_refused_unread() -> None:
     with pytest.raises(ContextTooLong) as read:
         builder.completion(CompletionRequest("x" * 320))  # may fit by its size: tokenised, then refused
     assert not read.value.at_least and model.tokenized == 2
+    with pytest.raises(ContextTooLong):
+        builder.completion(CompletionRequest((1,) * 1_000_000))  # token ids: refused by their count, unread
+    assert model.tokenized == 2
     spaces = PromptBuilder(model, max_token_bytes=5, strips_spaces=True)
     with pytest.raises(ContextTooLong) as stripped:
         spaces.completion(CompletionRequest(" " * 10_000))  # whitespace may vanish beside a special token

@@ -102,6 +102,8 @@ class LlamaCppBackend:
     async def prepare_completion(self, request: CompletionRequest) -> Prompt:
         if isinstance(request.prompt, str):
             await asyncio.to_thread(self._prompts.check_size, request.prompt)
+        elif len(request.prompt) >= self.context_length:
+            self._prompts.check_fits(len(request.prompt), request.sampling)  # refused here, not between steps
         return await self._call(lambda: self._prompts.completion(request))
 
     async def generate(self, prompt: Prompt) -> AsyncIterator[GenerationChunk]:

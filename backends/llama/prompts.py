@@ -309,6 +309,7 @@ class PromptBuilder:
             self.check_size(text)
             tokens = model.tokenize(text, model.add_bos)
         else:
+            self.check_fits(len(request.prompt), request.sampling)  # before reading each id of a huge list
             bad = [t for t in request.prompt if not 0 <= t < model.n_vocab]
             if bad:
                 raise UnknownToken(bad[0], model.n_vocab)

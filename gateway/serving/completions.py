@@ -40,13 +40,16 @@ class Completions:
         self._registry = registry
         self._limits = limits or Limits()
 
-    async def _prepare(self, lease: Lease[ChatBackend], requests: list[CompletionRequest],
-                       token_ids: TokenIds | None) -> list[Prompt]:
+    def _count(self, requests: list[CompletionRequest]) -> None:
+        """Refuse more prompts than allowed, before waiting for a turn at the model."""
         most = self._limits.config.max_prompts
         if len(requests) > most:
             raise InvalidRequest(f"Invalid 'prompt': array too long. Expected an array with maximum length {most},"
                                  f" but got an array with length {len(requests)} instead.", param="prompt",
                                  code="array_above_max_length")
+
+    async def _prepare(self, lease: Lease[ChatBackend], requests: list[CompletionRequest],
+                       token_ids: TokenIds | None) -> list[Prompt]:
         self._limits.check(lease.backend, requests[0].sampling, len(requests))
         if token_ids is not None:
             requests = await asyncio.to_thread(token_ids, lease.requested, lease.name, requests)
@@ -57,6 +60,7 @@ class Completions:
                      token_ids: TokenIds | None = None) -> CompletionAnswer:
         """Every prompt's choices (a round of the model's slots at a time), each with its prompt's text
         when echoed."""
+        self._count(requests)
         async with self._registry.lease(model, CHAT) as held:
             backend = held.backend
             prompts = await self._prepare(held, requests, token_ids)
@@ -82,6 +86,7 @@ class Completions:
     async def stream(self, model: str, requests: list[CompletionRequest], meter: Callable[[], Meter], *,
                      token_ids: TokenIds | None = None) -> Owned[CompletionEvent]:
         """The choices as text pieces, prompt after prompt. A bad prompt fails here, before any event."""
+        self._count(requests)
         lease = await self._registry.acquire(model, CHAT)
         try:
             prompts = await self._prepare(lease, requests, token_ids)
