@@ -95,13 +95,16 @@ class Rejected(DomainError):
 
 
 class ContextTooLong(Rejected):
-    def __init__(self, n_prompt: int, limit: int, max_new: int | None = None) -> None:
+    def __init__(self, n_prompt: int, limit: int, max_new: int | None = None, *, at_least: bool = False) -> None:
         self.n_prompt = n_prompt
         self.limit = limit
         self.max_new = max_new
         """The completion tokens asked for, when they are what no longer fits (None: the prompt alone)."""
+        self.at_least = at_least
+        """``n_prompt`` is a bound, found from the text's size without tokenising it."""
         if max_new is None:
-            why = f"the prompt is {n_prompt} tokens, leaving no room for a completion"
+            size = f"at least {n_prompt}" if at_least else str(n_prompt)
+            why = f"the prompt is {size} tokens, leaving no room for a completion"
         else:
             why = f"{n_prompt} prompt tokens and {max_new} completion tokens were asked for"
         super().__init__(f"This model's maximum context length is {limit} tokens; {why}.")

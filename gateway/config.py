@@ -22,6 +22,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "HuggingFaceSource",
+    "LlmLimits",
     "ModelConfig",
     "ServerConfig",
     "Source",
@@ -148,6 +149,20 @@ class AudioLimits(_Strict):
     """Flushes a speak socket may have waiting to be spoken; more get a Warning and are not spoken."""
 
 
+class LlmLimits(_Strict):
+    """What one chat or legacy completion may ask of an LLM, so that no request holds the model's slots
+    for long ahead of everyone else. A request past a limit is a 400 naming the field."""
+
+    max_prompts: Annotated[int, msgspec.Meta(ge=1, le=2048)] = 64
+    """Prompts one ``/v1/completions`` request may list; they run a round of the model's slots at a time."""
+    max_n: Annotated[int, msgspec.Meta(ge=1, le=128)] | None = None
+    """Choices (``n``) one request may ask for; None: the model's parallel slots (``options.parallel``)."""
+    max_request_tokens: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    """Completion tokens one request may ask for in all: prompts × ``n`` × ``max_tokens`` (each capped at
+    the context). None: what the model's slots hold at once (``parallel`` × ``n_ctx``). A request that
+    sets no ``max_tokens`` has each choice capped at its share instead."""
+
+
 class ServerConfig(_Strict):
     host: str = "127.0.0.1"
     http_port: Port = 8000
@@ -218,6 +233,8 @@ class ServerConfig(_Strict):
     """Seconds a request body may go without a byte arriving; then the connection is closed."""
     keep_alive_timeout: Annotated[int, msgspec.Meta(ge=1)] = 5
     """Seconds an idle keep-alive connection stays open between requests."""
+    llm_limits: LlmLimits = msgspec.field(default_factory=LlmLimits)
+    """How much of an LLM one chat or completion request may take."""
 
 
 class ServiceConfig(_Strict):

@@ -85,8 +85,9 @@ def _message(error: DomainError, fields: Fields, param: str | None) -> str:
     if isinstance(error, domain.ContextTooLong):
         what = fields.input
         if error.max_new is None:
+            size = f"at least {error.n_prompt}" if error.at_least else str(error.n_prompt)
             return (f"This model's maximum context length is {error.limit} tokens. However, your {what}"
-                    f" resulted in {error.n_prompt} tokens, leaving no room for a completion.")
+                    f" resulted in {size} tokens, leaving no room for a completion.")
         return (f"This model's maximum context length is {error.limit} tokens. However, you requested"
                 f" {error.n_prompt + error.max_new} tokens ({error.n_prompt} in the {what}, {error.max_new} in"
                 f" the completion). Please reduce the length of the {what} or the completion.")

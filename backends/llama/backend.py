@@ -2,6 +2,9 @@
 
 Everything the model does happens on that thread (:class:`~backends.llama.scheduler.Scheduler`);
 coroutines here hand it work through its call queue and read what comes back from an asyncio queue.
+What needs no model call stays off it, so it never waits between two decode steps: a chat's template
+is rendered, and any prompt measured against the context, on a worker thread; only a prompt that can
+fit is tokenised on the model's thread (see :mod:`backends.llama.prompts`).
 """
 
 from __future__ import annotations
@@ -23,6 +26,18 @@ from backends.types import ChatRequest, CompletionRequest, GenerationChunk, Prom
 __all__ = ["LlamaCppBackend"]
 
 T = TypeVar("T")
+
+
+def _token_reach(engine: Engine) -> tuple[int | None, bool]:
+    """The most bytes of text one token covers, and whether a special token strips the whitespace beside
+    it: what the size check of :class:`PromptBuilder` needs. None for a vocabulary whose tokenizer
+    normalises text (WordPiece, Unigram), where a token may stand for more text than its own."""
+    lc, vocab = engine.lc, engine.vocab
+    if lc.llama_vocab_type(vocab) not in (lc.LLAMA_VOCAB_TYPE_SPM, lc.LLAMA_VOCAB_TYPE_BPE, lc.LLAMA_VOCAB_TYPE_RWKV):
+        return None, False
+    strip = lc.LLAMA_TOKEN_ATTR_LSTRIP | lc.LLAMA_TOKEN_ATTR_RSTRIP
+    strips = any(lc.llama_vocab_get_attr(vocab, t) & strip for t in range(engine.n_vocab))
+    return max(len(engine.piece(t, special=True)) for t in range(engine.n_vocab)), strips
 
 
 class LlamaCppBackend:
@@ -49,7 +64,8 @@ class LlamaCppBackend:
             except BaseException:
                 engine.free()
                 raise
-            prompts = PromptBuilder(engine, template, engine.projector)
+            per_token, strips = _token_reach(engine)
+            prompts = PromptBuilder(engine, template, engine.projector, per_token, strips)
             scheduler = Scheduler(engine)
         except BaseException as e:
             ready.set_exception(e)
@@ -60,6 +76,10 @@ class LlamaCppBackend:
     @property
     def context_length(self) -> int:
         return self._engine.n_ctx_seq
+
+    @property
+    def slots(self) -> int:
+        return self._engine.options.parallel
 
     async def _call(self, fn: Callable[[], T]) -> T:
         """Run ``fn`` on the engine thread, between two decode steps."""
@@ -75,9 +95,15 @@ class LlamaCppBackend:
         return await asyncio.wrap_future(future)
 
     async def prepare_chat(self, request: ChatRequest) -> Prompt:
-        return await self._call(lambda: self._prompts.chat(request))
+        prompts = self._prompts
+        draft = await asyncio.to_thread(prompts.draft_chat, request)
+        return await self._call(lambda: prompts.finish_chat(draft))
 
     async def prepare_completion(self, request: CompletionRequest) -> Prompt:
+        if isinstance(request.prompt, str):
+            await asyncio.to_thread(self._prompts.check_size, request.prompt)
+        elif len(request.prompt) >= self.context_length:
+            self._prompts.check_fits(len(request.prompt), request.sampling)  # refused here, not between steps
         return await self._call(lambda: self._prompts.completion(request))
 
     async def generate(self, prompt: Prompt) -> AsyncIterator[GenerationChunk]:

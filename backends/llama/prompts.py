@@ -5,6 +5,13 @@ images for a model that cannot see, a schema no grammar can follow, a model with
 a template that raises, token ids outside the vocabulary, a prompt too long for the context. What this
 needs of the model is small (:class:`TextModel`, :class:`ChatTemplate`, :class:`ImageTokenizer`), so it
 is tested with a fake one.
+
+A chat is prepared in two halves: :meth:`PromptBuilder.draft_chat` is pure Python (the template, the
+size check) and may run on any thread; :meth:`PromptBuilder.finish_chat` makes the model's calls
+(grammar, tokens) and runs on the model's thread. The size check refuses, without tokenising, a text
+that cannot fit: no token covers more than ``max_token_bytes`` bytes of text, so a text of more than
+``n_ctx × max_token_bytes`` bytes holds more than ``n_ctx`` tokens. What reaches the tokenizer on the
+model's thread is therefore bounded, whatever a client sends.
 """
 
 from __future__ import annotations
@@ -37,9 +44,12 @@ from backends.types import (
     ToolPlan,
 )
 
-__all__ = ["ChatTemplate", "ImageTokenizer", "MediaTokens", "PromptBuilder", "TextModel"]
+__all__ = ["ChatDraft", "ChatTemplate", "ImageTokenizer", "MediaTokens", "PromptBuilder", "TextModel"]
 
 log = logging.getLogger("syn4pse.llama_cpp")
+
+_ASCII_SPACES = " \t\n\v\f\r"
+"""What the tokenizer strips beside a special token that strips (C's ``isspace``)."""
 
 Turn = dict[str, Any]
 """One message in the shape chat templates read (Hugging Face's)."""
@@ -144,6 +154,17 @@ def _turn(m: ChatMessage, native_tools: bool, call_names: dict[str, str]) -> Tur
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class ChatDraft:
+    """A chat rendered and checked, before any call into the model."""
+
+    request: ChatRequest
+    text: str
+    held: HeldOutput | None
+    plan: ToolPlan | None
+    add_bos: bool
+
+
 def output_rules(request: ChatRequest) -> tuple[HeldOutput | None, ToolPlan | None]:
     """The grammar the reply must follow (with its check), and how to read tool calls from it."""
     if request.tools and request.tool_choice != "none":
@@ -164,11 +185,34 @@ class PromptBuilder:
     """Prepares requests for one model: checked, rendered, tokenised, with their grammar and check."""
 
     def __init__(self, model: TextModel, template: ChatTemplate | None = None,
-                 images: ImageTokenizer | None = None) -> None:
+                 images: ImageTokenizer | None = None, max_token_bytes: int | None = None,
+                 strips_spaces: bool = False) -> None:
         self.model = model
         self.template = template
         self.images = images
         """None: the model cannot see."""
+        self.max_token_bytes = max_token_bytes
+        """The most bytes of text one token of the vocabulary covers; None: unknown (no size check)."""
+        self.strips_spaces = strips_spaces
+        """Some special token swallows the whitespace beside it: the size check counts no whitespace."""
+
+    def check_size(self, text: str) -> None:
+        """Refuse a text too large for the context without tokenising it (see the module's docstring).
+        Costs at most one encoding of a text the context could hold, unless whitespace is not counted."""
+        per_token = self.max_token_bytes
+        if per_token is None:
+            return
+        limit = self.model.n_ctx_seq
+        most = limit * per_token
+        chars = len(text)
+        if chars * 4 <= most:  # a character is at most 4 bytes of UTF-8
+            return
+        if self.strips_spaces:
+            size = len(text.encode()) - sum(text.count(c) for c in _ASCII_SPACES)
+        else:
+            size = chars if chars > most else len(text.encode())
+        if size > most:
+            raise ContextTooLong(-(-size // per_token), limit, at_least=True)
 
     def check_fits(self, n_prompt: int, sampling: SamplingParams) -> None:
         """Every biased token is in the vocabulary, and prompt + completion fit one sequence."""
@@ -213,17 +257,31 @@ class PromptBuilder:
             raise TemplateRejected(str(e)) from None
 
     def chat(self, request: ChatRequest) -> Prompt:
+        return self.finish_chat(self.draft_chat(request))
+
+    def draft_chat(self, request: ChatRequest) -> ChatDraft:
+        """The half of :meth:`chat` that makes no call into the model: any thread may run it."""
         images = [image for m in request.messages for image in m.images]
         if images and self.images is None:
             raise ImagesNotSupported(images[0].where)
         held, plan = output_rules(request)
+        text = self.render(request)
+        model = self.model
+        add_bos = model.add_bos and not (model.bos_text and text.startswith(model.bos_text))
+        if not images:
+            text = text.replace(IMAGE_MARKER, "")
+        self.check_size(text)
+        return ChatDraft(request, text, held, plan, add_bos)
+
+    def finish_chat(self, draft: ChatDraft) -> Prompt:
+        """The half of :meth:`chat` that calls the model (its grammar, its tokens): on the model's thread."""
+        request, text, held, plan, add_bos = draft.request, draft.text, draft.held, draft.plan, draft.add_bos
         if held is not None:
             self.check_grammar(held)
         grammar = held.grammar if held is not None else None
         check = held.check if held is not None else None
-        text = self.render(request)
+        images = [image for m in request.messages for image in m.images]
         model = self.model
-        add_bos = model.add_bos and not (model.bos_text and text.startswith(model.bos_text))
         stop = tuple(request.sampling.stop)
         if images:
             assert self.images is not None
@@ -237,7 +295,6 @@ class PromptBuilder:
                 log.debug("prompt %r", text)
             return Prompt(tokens=(), sampling=request.sampling, text=text, stop=stop, grammar=grammar, check=check,
                           tools=plan, media=media, media_tokens=media.n_tokens)
-        text = text.replace(IMAGE_MARKER, "")
         tokens = model.tokenize(text, add_bos)
         self.check_fits(len(tokens), request.sampling)
         if log.isEnabledFor(logging.DEBUG):
@@ -249,8 +306,10 @@ class PromptBuilder:
         model = self.model
         if isinstance(request.prompt, str):
             text = request.prompt
+            self.check_size(text)
             tokens = model.tokenize(text, model.add_bos)
         else:
+            self.check_fits(len(request.prompt), request.sampling)  # before reading each id of a huge list
             bad = [t for t in request.prompt if not 0 <= t < model.n_vocab]
             if bad:
                 raise UnknownToken(bad[0], model.n_vocab)

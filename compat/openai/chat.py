@@ -40,7 +40,7 @@ from backends.types import (
 from compat.errors import InvalidRequest
 from compat.openai.content import ContentPart, split_content
 from compat.openai.dialect import OpenAI
-from compat.openai.sampling import SamplingFields, sampling_params
+from compat.openai.sampling import SamplingFields, sampling_params, screen_sizes
 from compat.wire import ParamPolicy, to_struct
 
 __all__ = [
@@ -330,6 +330,7 @@ def _screen_features(r: ChatCompletionRequest, policy: ParamPolicy) -> None:
 
 def parse_chat_request(raw: dict[str, Any], policy: ParamPolicy) -> ParsedChat:
     policy.screen(raw, KNOWN_FIELDS)
+    screen_sizes(raw)
     r = to_struct(raw, ChatCompletionRequest)
     if r.stream_options is not None and not r.stream:
         raise InvalidRequest("The 'stream_options' parameter is only allowed when 'stream' is enabled.",

@@ -14,7 +14,7 @@ from backends.answers import CompletionAnswer, CompletionEvent, TextPiece
 from backends.types import CompletionRequest, FinishReason, TokenLogprob, Usage
 from compat.errors import InvalidRequest
 from compat.openai.chat import SYSTEM_FINGERPRINT, StreamOptions, UsageBody, new_id, usage_body
-from compat.openai.sampling import SamplingFields, sampling_params
+from compat.openai.sampling import SamplingFields, array_too_long, sampling_params, screen_sizes
 from compat.openai.vocab import ids_as_text, openai_encoding
 from compat.wire import ParamPolicy, to_struct
 
@@ -23,6 +23,9 @@ __all__ = ["CompletionChoice", "CompletionChunkBuilder", "LegacyCompletionReques
            "text_completion"]
 
 DEFAULT_MAX_TOKENS = 16  # OpenAI's default for this endpoint
+MAX_PROMPTS = 2048
+"""Most prompts one request may list, whatever the server's ``llm_limits.max_prompts``: the list is
+refused by its length before a request is built for each prompt."""
 
 
 class LegacyCompletionRequest(SamplingFields, kw_only=True):
@@ -52,6 +55,8 @@ def _prompts(prompt: str | list[Any]) -> list[str | tuple[int, ...]]:
         return [prompt]
     if not prompt:
         raise InvalidRequest("'prompt' must not be an empty list.", param="prompt")
+    if not isinstance(prompt[0], int) and len(prompt) > MAX_PROMPTS:  # a list of token ids is one prompt
+        raise array_too_long("prompt", MAX_PROMPTS, len(prompt))
     if all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
         return [tuple(prompt)]
     if all(isinstance(p, str) for p in prompt):
@@ -65,6 +70,7 @@ def _prompts(prompt: str | list[Any]) -> list[str | tuple[int, ...]]:
 
 def parse_completion_request(raw: dict[str, Any], policy: ParamPolicy) -> ParsedCompletion:
     policy.screen(raw, KNOWN_FIELDS)
+    screen_sizes(raw)
     r = to_struct(raw, LegacyCompletionRequest)
     if r.stream_options is not None and not r.stream:
         raise InvalidRequest("The 'stream_options' parameter is only allowed when 'stream' is enabled.",

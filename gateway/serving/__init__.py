@@ -14,7 +14,7 @@ from litestar.connection import ASGIConnection
 
 from gateway.config import Config
 from gateway.registry import Registry
-from gateway.serving.chat import Chat
+from gateway.serving.chat import Chat, Limits
 from gateway.serving.completions import Completions
 from gateway.serving.embeddings import Embeddings
 from gateway.serving.live import LiveTranscription
@@ -30,8 +30,9 @@ class Serving:
     def __init__(self, registry: Registry, config: Config) -> None:
         self.registry = registry
         self.config = config
-        self.chat = Chat(registry)
-        self.completions = Completions(registry)
+        limits = Limits(config.server.llm_limits)
+        self.chat = Chat(registry, limits)
+        self.completions = Completions(registry, limits)
         self.embeddings = Embeddings(registry)
         self.audio_work = AudioWork(config.server.audio.workers)
         self.transcriptions = Transcriptions(registry, config, self.audio_work)

@@ -2,11 +2,12 @@
 
 A generation's chunks become each choice's text, tool calls and finish (:class:`ChoiceReader`); the
 plain answer keeps the totals, the stream hands them on as events as they come. Both own the model's
-lease from admission to the last token.
+lease from admission to the last token, and ask no more of the model than :class:`Limits` allows.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
@@ -26,11 +27,69 @@ from backends.answers import (
 )
 from backends.base import ChatBackend
 from backends.tool_calls import CallArguments, CallStart, ContentText, Event, ToolCallReader
-from backends.types import ChatRequest, FinishReason, GenerationChunk, Prompt, TokenLogprob, ToolCall, Usage
+from backends.types import (
+    ChatRequest,
+    FinishReason,
+    GenerationChunk,
+    Prompt,
+    SamplingParams,
+    TokenLogprob,
+    ToolCall,
+    Usage,
+)
+from gateway.config import LlmLimits
+from gateway.errors import InvalidRequest
 from gateway.registry import CHAT, Lease, Registry
 from gateway.serving.owned import Owned, Pending, Waiting, admit_for_stream, ready
 
-__all__ = ["Chat", "ChoiceReader", "Clock", "Meter", "collect"]
+__all__ = ["Chat", "ChoiceReader", "Clock", "Limits", "Meter", "collect"]
+
+
+class Limits:
+    """What one request may ask of the model serving it (``server.llm_limits``): choices, and
+    completion tokens in all. Checked before any work, from the request alone; a request that sets no
+    ``max_tokens`` is not refused but has each choice capped at its share (:meth:`share`)."""
+
+    def __init__(self, config: LlmLimits | None = None) -> None:
+        self.config = config or LlmLimits()
+
+    def budget(self, backend: ChatBackend) -> int:
+        return self.config.max_request_tokens or backend.slots * backend.context_length
+
+    def check(self, backend: ChatBackend, sampling: SamplingParams, prompts: int = 1) -> None:
+        n, most_n = sampling.n, self.config.max_n or backend.slots
+        if n > most_n:
+            why = (" (server.llm_limits.max_n)" if self.config.max_n else
+                   " (the choices this model decodes at once)")
+            raise InvalidRequest(f"Invalid 'n': integer above maximum value. Expected a value <= {most_n}{why},"
+                                 f" but got {n} instead.", param="n", code="integer_above_max_value")
+        budget = self.budget(backend)
+        if sampling.max_tokens is None:
+            if n * prompts > budget:
+                raise InvalidRequest(f"This request asks for {n * prompts} choices; this server generates at"
+                                     f" most {budget} tokens for one request. Lower 'n'.", param="n",
+                                     code="invalid_value")
+            return
+        each = min(sampling.max_tokens, backend.context_length)  # more than the context fails on its own
+        asked = prompts * n * each
+        if asked <= budget:
+            return
+        param = "max_tokens" if each > budget else "n" if n * each > budget else "prompt"
+        shape = f"{prompts} prompts × " if prompts > 1 else ""
+        raise InvalidRequest(f"This request asks for up to {asked} completion tokens ({shape}{n} choices × {each}"
+                             f" tokens); this server generates at most {budget} tokens for one request. Lower"
+                             " 'n', 'max_tokens' or the number of prompts.", param=param, code="invalid_value")
+
+    def share(self, backend: ChatBackend, prompt: Prompt, prompts: int = 1) -> Prompt:
+        """``prompt``, its choices capped at their share of the budget when it sets no ``max_tokens`` and
+        the rest of the context would exceed it (else it runs until the context is full)."""
+        sampling = prompt.sampling
+        if sampling.max_tokens is not None:
+            return prompt
+        share = self.budget(backend) // (sampling.n * prompts)
+        if share >= backend.context_length - prompt.n_tokens:
+            return prompt
+        return dataclasses.replace(prompt, sampling=dataclasses.replace(sampling, max_tokens=share))
 
 
 class Meter(Protocol):
@@ -146,15 +205,20 @@ async def collect(backend: ChatBackend, prompt: Prompt, clock: Clock, meter: Met
 
 
 class Chat:
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Registry, limits: Limits | None = None) -> None:
         self._registry = registry
+        self._limits = limits or Limits()
+
+    async def _prepare(self, backend: ChatBackend, request: ChatRequest) -> Prompt:
+        self._limits.check(backend, request.sampling)
+        return self._limits.share(backend, await backend.prepare_chat(request))
 
     async def answer(self, model: str, request: ChatRequest, meter: Meter, *,
                      received: float | None = None) -> ChatAnswer:
         """The whole answer, once generated."""
         clock = Clock(received)
         async with self._registry.lease(model, CHAT) as held:
-            prompt = await held.backend.prepare_chat(request)
+            prompt = await self._prepare(held.backend, request)
             reader = await collect(held.backend, prompt, clock, meter)
         return ChatAnswer(reader.results(), reader.usage(), clock.timings())
 
@@ -166,27 +230,26 @@ class Chat:
         prompt: Prompt | None = None
         if isinstance(pending, Lease):
             try:
-                prompt = await pending.backend.prepare_chat(request)
+                prompt = await self._prepare(pending.backend, request)
             except BaseException:
                 pending.release()
                 raise
-        return Owned(pending, _events(pending, prompt, request, meter, Clock(received)))
+        return Owned(pending, self._events(pending, prompt, request, meter, Clock(received)))
 
-
-async def _events(pending: Pending[ChatBackend], prompt: Prompt | None, request: ChatRequest, meter: Meter,
-                  clock: Clock) -> AsyncGenerator[ChatEvent, None]:
-    try:
-        async for item in ready(pending):
-            if isinstance(item, Waiting):
-                yield item
-                continue
-            backend = item.backend
-            if prompt is None:
-                prompt = await backend.prepare_chat(request)
-            async for event in _generation(backend, prompt, clock, meter):
-                yield event
-    finally:
-        meter.end()
+    async def _events(self, pending: Pending[ChatBackend], prompt: Prompt | None, request: ChatRequest,
+                      meter: Meter, clock: Clock) -> AsyncGenerator[ChatEvent, None]:
+        try:
+            async for item in ready(pending):
+                if isinstance(item, Waiting):
+                    yield item
+                    continue
+                backend = item.backend
+                if prompt is None:
+                    prompt = await self._prepare(backend, request)
+                async for event in _generation(backend, prompt, clock, meter):
+                    yield event
+        finally:
+            meter.end()
 
 
 async def _generation(backend: ChatBackend, prompt: Prompt, clock: Clock, meter: Meter) -> AsyncIterator[ChatEvent]:

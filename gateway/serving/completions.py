@@ -2,6 +2,11 @@
 
 Prompts given as token ids may be another tokenizer's (a dialect's own model names): the route hands a
 :data:`TokenIds` reader that turns those into text once the model, and so its real name, is known.
+
+A request's prompts are counted and its tokens in all bounded (:class:`~gateway.serving.chat.Limits`)
+before any is prepared, and its prompts go to the model a round of its slots at a time: the model's
+queue never holds more of one request's choices than the model decodes at once, so another client's
+request, queued meanwhile, is served between two rounds rather than after all of them.
 """
 
 from __future__ import annotations
@@ -12,8 +17,9 @@ from collections.abc import AsyncGenerator, Callable, Sequence
 from backends.answers import AnswerEnd, CompletionAnswer, CompletionEvent, TextPiece
 from backends.base import ChatBackend
 from backends.types import CompletionRequest, Prompt, Usage
+from gateway.errors import InvalidRequest
 from gateway.registry import CHAT, Lease, Registry
-from gateway.serving.chat import ChoiceReader, Clock, Meter, collect
+from gateway.serving.chat import ChoiceReader, Clock, Limits, Meter, collect
 from gateway.serving.owned import Owned
 
 __all__ = ["Completions", "TokenIds"]
@@ -30,21 +36,48 @@ def _total(readers: Sequence[ChoiceReader]) -> Usage:
 
 
 class Completions:
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Registry, limits: Limits | None = None) -> None:
         self._registry = registry
+        self._limits = limits or Limits()
+
+    def _count(self, requests: list[CompletionRequest]) -> None:
+        """Refuse more prompts than allowed, before waiting for a turn at the model."""
+        most = self._limits.config.max_prompts
+        if len(requests) > most:
+            raise InvalidRequest(f"Invalid 'prompt': array too long. Expected an array with maximum length {most},"
+                                 f" but got an array with length {len(requests)} instead.", param="prompt",
+                                 code="array_above_max_length")
 
     async def _prepare(self, lease: Lease[ChatBackend], requests: list[CompletionRequest],
                        token_ids: TokenIds | None) -> list[Prompt]:
+        self._limits.check(lease.backend, requests[0].sampling, len(requests))
         if token_ids is not None:
             requests = await asyncio.to_thread(token_ids, lease.requested, lease.name, requests)
-        return [await lease.backend.prepare_completion(r) for r in requests]
+        backend, count = lease.backend, len(requests)
+        return [self._limits.share(backend, await backend.prepare_completion(r), count) for r in requests]
 
     async def answer(self, model: str, requests: list[CompletionRequest], meter: Callable[[], Meter], *,
                      token_ids: TokenIds | None = None) -> CompletionAnswer:
-        """Every prompt's choices (generated together), each with its prompt's text when echoed."""
+        """Every prompt's choices (a round of the model's slots at a time), each with its prompt's text
+        when echoed."""
+        self._count(requests)
         async with self._registry.lease(model, CHAT) as held:
+            backend = held.backend
             prompts = await self._prepare(held, requests, token_ids)
-            readers = await asyncio.gather(*(collect(held.backend, p, Clock(), meter()) for p in prompts))
+            turns = asyncio.Semaphore(max(1, backend.slots // prompts[0].sampling.n))
+
+            async def collected(prompt: Prompt) -> ChoiceReader:
+                async with turns:
+                    return await collect(backend, prompt, Clock(), meter())
+
+            tasks = [asyncio.ensure_future(collected(p)) for p in prompts]
+            try:
+                readers = await asyncio.gather(*tasks)
+            except BaseException:  # one failed: the others stop too, before the lease is given back
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                raise
         echo = requests[0].echo
         choices = [(prompt.text if echo else "", choice) for prompt, reader in zip(prompts, readers, strict=True)
                    for choice in reader.results()]
@@ -53,6 +86,7 @@ class Completions:
     async def stream(self, model: str, requests: list[CompletionRequest], meter: Callable[[], Meter], *,
                      token_ids: TokenIds | None = None) -> Owned[CompletionEvent]:
         """The choices as text pieces, prompt after prompt. A bad prompt fails here, before any event."""
+        self._count(requests)
         lease = await self._registry.acquire(model, CHAT)
         try:
             prompts = await self._prepare(lease, requests, token_ids)
