@@ -17,15 +17,20 @@ _AT = re.compile(r"^(?P<message>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
 
 
 def _too_deep(value: Any, limit: int) -> bool:
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if depth > limit:
-            return True
-        if isinstance(item, dict):
-            stack.extend((v, depth + 1) for v in item.values())
-        elif isinstance(item, list):
-            stack.extend((v, depth + 1) for v in item)
+    """Whether any value sits deeper than ``limit`` (the body itself is at depth 1). Level by level,
+    keeping only the containers: a body of a million scalars costs one pass over them, no stack entry
+    each."""
+    level: list[Any] = [value]
+    depth = 1
+    while level:
+        if depth >= limit:  # the children of this level would sit past the limit
+            return any(len(item) for item in level)
+        below: list[Any] = []
+        for item in level:
+            children = item.values() if isinstance(item, dict) else item
+            below.extend(child for child in children if isinstance(child, (dict, list)))
+        level = below
+        depth += 1
     return False
 
 

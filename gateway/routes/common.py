@@ -62,10 +62,18 @@ def config_of(request: Request[Any, Any, Any]) -> Config:
     return config
 
 
+INLINE_JSON_BYTES = 256 * 1024
+"""Bodies up to this size are decoded on the event loop: a thread's hand-over would cost more."""
+
+
 async def read_object(request: Request[Any, Any, Any]) -> tuple[dict[str, Any], ParamPolicy]:
     """The JSON body, and a fresh parameter policy for this request."""
     server = config_of(request).server
-    raw = decode_object(await request.body(), server.max_json_depth)
+    body = await request.body()
+    if len(body) <= INLINE_JSON_BYTES:
+        raw = decode_object(body, server.max_json_depth)
+    else:  # its walk for depth runs off the loop (the decoding itself holds the GIL wherever it runs)
+        raw = await asyncio.to_thread(decode_object, body, server.max_json_depth)
     return raw, ParamPolicy(server.unsupported_params)
 
 
