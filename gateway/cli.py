@@ -15,6 +15,10 @@ __all__ = ["main"]
 log = logging.getLogger("syn4pse.cli")
 
 
+WS_READ_FRAMES = 4
+"""How many of ``server.audio.max_frame_bytes`` one WebSocket message may hold before it is read."""
+
+
 def _setup_logging(config: Config) -> None:
     from gateway.observability import OneLineFormatter
 
@@ -69,6 +73,10 @@ def _serve(config: Config, host: str | None, port: int | None, allow_open_bind: 
         h11_max_incomplete_event_size=server.max_header_bytes,
         limit_concurrency=server.max_connections,
         timeout_keep_alive=server.keep_alive_timeout,
+        # A WebSocket message is read whole before a route sees it: past a few of the audio sockets'
+        # largest frames (which they refuse with their own close reason) the connection closes with 1009
+        # before the message is buffered. The size is the decompressed one.
+        ws_max_size=WS_READ_FRAMES * server.audio.max_frame_bytes,
     )
     return 0
 

@@ -98,6 +98,21 @@ def test_big_frames_at_a_low_rate_are_refused_without_stalling(gw: Gateway, spee
     _idle(gw)
 
 
+def test_a_message_past_what_a_socket_reads_is_closed_unbuffered(gw: Gateway, speech_wav: bytes) -> None:
+    """Past four of the largest frames, the WebSocket layer closes the socket (1009) before the message is
+    read whole: no 16 MiB buffers per socket."""
+    with HealthProbe(gw.url) as probe, _ws(gw, "/v1/listen?encoding=linear16&sample_rate=16000") as ws:
+        with pytest.raises(ConnectionClosed):
+            for _ in range(4):
+                ws.send(bytes(8 * 1024 * 1024))
+        code, reason = _closed(ws)
+        _transcribes(gw, speech_wav)
+    probe.assert_served()
+    assert code == 1009
+    assert str(4 * 1024 * 1024) in reason, reason  # the WebSocket layer's limit, not the route's refusal
+    _idle(gw)
+
+
 def test_audio_far_ahead_of_real_time_is_refused_or_slowed(gw: Gateway, speech_wav: bytes) -> None:
     """A frame holding more audio than the burst is refused; a fast stream is slowed to a few × real time."""
     with HealthProbe(gw.url) as probe:
