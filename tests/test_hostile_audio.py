@@ -102,9 +102,11 @@ def test_a_message_past_what_a_socket_reads_is_closed_unbuffered(gw: Gateway, sp
     """Past four of the largest frames, the WebSocket layer closes the socket (1009) before the message is
     read whole: no 16 MiB buffers per socket."""
     with HealthProbe(gw.url) as probe, _ws(gw, "/v1/listen?encoding=linear16&sample_rate=16000") as ws:
-        with pytest.raises(ConnectionClosed):
-            for _ in range(4):
+        for _ in range(4):
+            try:
                 ws.send(bytes(8 * 1024 * 1024))
+            except ConnectionClosed:
+                break
         code, reason = _closed(ws)
         _transcribes(gw, speech_wav)
     probe.assert_served()
