@@ -120,7 +120,8 @@ class AudioLimits(_Strict):
     """Audio decoding, resampling and VAD scoring jobs run at once, on threads of their own (never the
     event loop); more wait their turn."""
     max_frame_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 1024 * 1024
-    """Largest WebSocket message an audio socket takes (closed with 1009 above it)."""
+    """Largest WebSocket message an audio socket takes (closed with 1009 above it). Any WebSocket
+    message over four times this is closed (1009) before it is read whole."""
     live_burst_seconds: Annotated[float, msgspec.Meta(gt=0)] = 60.0
     """Audio a live client may send ahead of real time before it is slowed down; one message holding
     more is refused (1008)."""
