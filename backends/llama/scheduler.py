@@ -32,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from backends.errors import EngineBroken, EngineFailure, SchemaNotSatisfied
+from backends.errors import DomainError, EngineBroken, EngineFailure, SchemaNotSatisfied
 from backends.grammars import OutputCheck
 from backends.llama.engine import Engine
 from backends.llama.sampling import free_sampler, make_sampler, sample, token_logprob
@@ -240,13 +240,14 @@ class Scheduler:
             del self.waiting[i]
             try:
                 self._start(seq)
-            except Exception as e:  # a sampler that cannot be built fails that request alone
-                log.warning("choice %d could not start: %r", seq.index, e)
+            except Exception as e:  # a sampler that cannot be built, an image refused: that request alone fails
                 if seq.sampler is not None:
                     free_sampler(self.engine, seq.sampler)
                     seq.sampler = None
-                seq.group.emit(e if isinstance(e, EngineFailure) else EngineFailure("The engine could not start"
-                                                                                   " the reply."))
+                if not isinstance(e, DomainError):
+                    log.error("choice %d could not start", seq.index, exc_info=e)
+                    e = EngineFailure("The engine could not start the reply.")
+                seq.group.emit(e)
                 self._finish(seq)
 
     def _start_media(self, seq: _Sequence) -> None:
