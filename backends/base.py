@@ -27,8 +27,8 @@ from backends.types import (
     TranscriptSegment,
 )
 
-__all__ = ["Backend", "ChatBackend", "EmbeddingBackend", "ReportsLoad", "SpeechBackend", "TranscriptionBackend",
-           "VadBackend", "VadStream", "VisionBackend"]
+__all__ = ["Backend", "ChatBackend", "EmbeddingBackend", "ReportsHealth", "ReportsLoad", "SpeechBackend",
+           "TranscriptionBackend", "VadBackend", "VadStream", "VisionBackend"]
 
 
 @runtime_checkable
@@ -45,6 +45,17 @@ class ReportsLoad(Protocol):
     requests overlap or queue (``GET /admin/models``)."""
 
     def engine_load(self) -> EngineLoad: ...
+
+
+@runtime_checkable
+class ReportsHealth(Protocol):
+    """A backend whose engine can break beyond one request (its thread died, a step poisoned or wedged
+    it) says so: the registry then unloads it and loads the model afresh for the next request."""
+
+    @property
+    def failure(self) -> str | None:
+        """Why the engine can serve no more, in words safe to show; None while it can."""
+        ...
 
 
 @runtime_checkable

@@ -24,11 +24,13 @@ into every dialect's own error, in one place. ``message`` is safe to show a clie
     │   └── CannotTranslate         translation asked of an English-only model
     ├── LoadFailed                  the model's files could not be found or loaded
     └── EngineFailure               the engine failed while working on a request
+        └── EngineBroken            ... and can serve no more: the model is loaded again for the next one
 """
 
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Sequence
 
 __all__ = [
@@ -40,6 +42,7 @@ __all__ = [
     "CannotTranslate",
     "ContextTooLong",
     "DomainError",
+    "EngineBroken",
     "EngineFailure",
     "ImageProblem",
     "ImagesNotSupported",
@@ -54,7 +57,17 @@ __all__ = [
     "UnknownToken",
     "UnknownVoice",
     "UnsupportedLanguage",
+    "without_paths",
 ]
+
+_PATH = re.compile(r"(?<![\w.:/~-])(?:/[^\s/'\"`()<>,;:]+){2,}|(?<![\w])[A-Za-z]:\\(?:[^\s\\'\"`()<>,;:]+\\?)+")
+
+
+def without_paths(text: str) -> str:
+    """``text`` with each absolute file path cut to its last part: what a library's exception says of
+    the files it read (``Unrecognized model in /srv/models/x``) may reach a client, the machine's
+    layout may not."""
+    return _PATH.sub(lambda m: re.split(r"[/\\]", m.group(0).rstrip("/\\"))[-1], text)
 
 
 class Part(enum.Enum):
@@ -262,8 +275,24 @@ class CannotTranslate(Rejected):
 
 
 class LoadFailed(DomainError):
-    """The model's files are missing or the engine could not load them: retrying at once fails the same way."""
+    """The model's files are missing or the engine could not load them: retrying at once fails the same way.
+
+    Its message often quotes an engine library's own exception, which names the files it read: each
+    absolute path is cut to its last part (:func:`without_paths`).
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(without_paths(message))
 
 
 class EngineFailure(DomainError):
     """The engine failed while working on a request that was itself fine."""
+
+
+class EngineBroken(EngineFailure):
+    """The engine itself failed (its thread died, a step poisoned its state or never returned): every
+    request on it fails, and the model is loaded afresh for the next one."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"The model's engine failed ({reason}); it is loaded again for the next request.")

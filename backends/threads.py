@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from concurrent.futures import Executor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-__all__ = ["EngineLoad", "Occupancy", "available_cores", "iterate_in_thread", "share_cores"]
+__all__ = ["EngineLoad", "Heartbeat", "Occupancy", "available_cores", "iterate_in_thread", "share_cores"]
 
 T = TypeVar("T")
 
@@ -73,6 +74,28 @@ class Occupancy:
     def snapshot(self) -> EngineLoad:
         with self._lock:
             return EngineLoad(slots=self._slots, busy=self._busy, peak=self._peak)
+
+
+class Heartbeat:
+    """When a worker thread began its current piece of work, so that another thread can tell a slow
+    engine from a wedged one: a thread waiting for work is never late, one stuck in a call grows later."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._since: float | None = None
+
+    def working(self) -> None:
+        """A piece of work begins now (called on the worker thread)."""
+        self._since = self._clock()
+
+    def idle(self) -> None:
+        """The thread waits for work (or has stopped)."""
+        self._since = None
+
+    def busy_for(self) -> float:
+        """Seconds the current piece of work has taken so far (0 while idle)."""
+        since = self._since
+        return 0.0 if since is None else self._clock() - since
 
 
 _END = object()

@@ -4,7 +4,10 @@ A request *admits* itself to a model (at most ``concurrency`` at once, at most `
 for at most ``queue_timeout`` seconds — beyond that a 429 with ``Retry-After``), then the model is
 *loaded* if it is not yet (its files fetched first if they come from Hugging Face; concurrent first
 requests share one load). A failed fetch or load is reported (503 with the reason) and remembered for
-the admin listing; the next request tries again. Idle models unload after their ``ttl``; when a limit
+the admin listing; the next request tries again. A model whose engine breaks while serving (its
+thread died, a step poisoned or wedged it: :class:`~backends.base.ReportsHealth`) is unloaded at once
+and marked failed with the reason; the next request loads it afresh, and the other models never notice.
+No reason a client sees names a file's path (the log does). Idle models unload after their ``ttl``; when a limit
 on loaded models or their memory is reached, the least recently used idle model makes room. An
 unknown name is an error naming it, never a fallback to another model.
 """
@@ -27,13 +30,14 @@ from backends.base import (
     Backend,
     ChatBackend,
     EmbeddingBackend,
+    ReportsHealth,
     ReportsLoad,
     SpeechBackend,
     TranscriptionBackend,
     VadBackend,
     VisionBackend,
 )
-from backends.errors import DomainError
+from backends.errors import DomainError, LoadFailed, without_paths
 from backends.types import ModelType
 from gateway.config import Config, ModelConfig
 from gateway.errors import Busy, GatewayError, InvalidRequest, ModelNotFound, ModelUnavailable, from_domain
@@ -227,6 +231,9 @@ class Registry:
         """The model's state and, when it failed, why."""
         slot = self._slots[self.resolve(name)]
         if slot.backend is not None:
+            failure = _failure(slot.backend)
+            if failure is not None:
+                return ModelState.FAILED, _engine_failed(failure)
             return ModelState.LOADED, None
         if slot.progress is not None:
             return ModelState.DOWNLOADING, None
@@ -322,6 +329,8 @@ class Registry:
                 self._report_queue(slot)
                 return
         slot.active -= 1
+        if slot.backend is not None and self._discard_if_failed(slot):
+            return
         if slot.active == 0 and slot.ttl == 0 and slot.backend is not None:
             self._spawn_unload(slot)
 
@@ -365,6 +374,9 @@ class Registry:
             return entry.load(files, self._config.backend_options[slot.name])
         except GatewayError:
             raise
+        except LoadFailed as e:
+            log.error("model %s: the %s backend could not load %s: %s", slot.name, entry.name, files, e.message)
+            raise ModelUnavailable(f"Model '{slot.name}' failed to load: {e.message}") from None
         except DomainError as e:
             raise from_domain(e) from None
         except Exception as e:
@@ -384,7 +396,7 @@ class Registry:
         return backend
 
     async def _ensure_loaded(self, slot: _Slot) -> Backend:
-        if slot.backend is not None:
+        if slot.backend is not None and not self._discard_if_failed(slot):
             return slot.backend
         if slot.loading is None:
             slot.loading = asyncio.ensure_future(self._load(slot))
@@ -392,6 +404,7 @@ class Registry:
         try:
             backend = await asyncio.shield(task)
         except GatewayError as e:
+            e.message = without_paths(e.message)  # a library's words may name the files: the log keeps them
             slot.error = e.message
             raise
         finally:
@@ -434,6 +447,26 @@ class Registry:
         await asyncio.to_thread(backend.close)
         log.info("model %s: unloaded", slot.name)
 
+    def _discard_if_failed(self, slot: _Slot) -> bool:
+        """Unload the model if its engine broke (True): it is marked failed, the next request loads it again.
+
+        Requests still holding it have their own reference and fail on their own; its memory is freed in
+        the background, so the next load need not wait for a wedged engine to let go.
+        """
+        backend = slot.backend
+        failure = _failure(backend) if backend is not None else None
+        if backend is None or failure is None:
+            return False
+        log.error("model %s: its engine failed (%s); unloading it, the next request loads it again", slot.name,
+                  failure)
+        slot.backend = None
+        slot.error = _engine_failed(failure)
+        self._report_loaded()
+        task = asyncio.ensure_future(asyncio.to_thread(backend.close))
+        self._unloading.add(task)
+        task.add_done_callback(self._unloading.discard)
+        return True
+
     def _spawn_unload(self, slot: _Slot) -> None:
         task = asyncio.ensure_future(self._unload(slot))
         self._unloading.add(task)
@@ -448,6 +481,8 @@ class Registry:
             await asyncio.sleep(SWEEP_EVERY)
             now = time.monotonic()
             for slot in self._loaded():
+                if self._discard_if_failed(slot):
+                    continue
                 if slot.active == 0 and slot.ttl >= 0 and now - slot.last_used >= slot.ttl:
                     log.info("model %s: idle for %ds, unloading", slot.name, int(now - slot.last_used))
                     await self._unload(slot)
@@ -510,6 +545,15 @@ class Registry:
                     with contextlib.suppress(BaseException):
                         await task
             await self._unload(slot)
+
+
+def _failure(backend: Backend) -> str | None:
+    """Why a loaded model's engine can serve no more, if it says so."""
+    return backend.failure if isinstance(backend, ReportsHealth) else None
+
+
+def _engine_failed(failure: str) -> str:
+    return f"The model's engine failed ({failure}); the next request loads it again."
 
 
 def _size_mb(files: Path) -> float:

@@ -47,6 +47,9 @@ class HealthProbe:
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  trace: TracebackType | None) -> None:
+        deadline = time.monotonic() + 60
+        while not self.latencies and self._thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)  # an attack refused at once still gets its probe
         self._stop.set()
         self._thread.join(timeout=60)
 

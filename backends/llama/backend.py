@@ -5,6 +5,11 @@ coroutines here hand it work through its call queue and read what comes back fro
 What needs no model call stays off it, so it never waits between two decode steps: a chat's template
 is rendered, and any prompt measured against the context, on a worker thread; only a prompt that can
 fit is tokenised on the model's thread (see :mod:`backends.llama.prompts`).
+
+A reader never waits on the thread blindly: every :data:`CHECK_EVERY` seconds without news it looks at
+the engine, and fails with :class:`~backends.errors.EngineBroken` when the thread has died or one pass
+of its loop has taken longer than ``options.step_timeout`` (a wedged engine call). :attr:`failure`
+tells the registry, which then loads the model afresh.
 """
 
 from __future__ import annotations
@@ -17,15 +22,19 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import TypeVar
 
+from backends.errors import EngineBroken, EngineFailure
 from backends.llama.engine import Engine, find_gguf, projector_path
 from backends.llama.options import Options
 from backends.llama.prompts import ChatTemplate, PromptBuilder
 from backends.llama.scheduler import END, Group, Retry, Scheduler
 from backends.types import ChatRequest, CompletionRequest, GenerationChunk, Prompt
 
-__all__ = ["LlamaCppBackend"]
+__all__ = ["CHECK_EVERY", "LlamaCppBackend"]
 
 T = TypeVar("T")
+
+CHECK_EVERY = 1.0
+"""Seconds a reader waits for the engine's thread before it checks that the thread is alive and not wedged."""
 
 
 def _token_reach(engine: Engine) -> tuple[int | None, bool]:
@@ -51,6 +60,7 @@ class LlamaCppBackend:
                                         name=f"llama:{path.stem}", daemon=True)
         self._thread.start()
         self._engine, self._scheduler, self._prompts = ready.result()
+        self._step_timeout = options.step_timeout
 
     @staticmethod
     def _main(path: Path, options: Options, mmproj: Path | None,
@@ -81,18 +91,51 @@ class LlamaCppBackend:
     def slots(self) -> int:
         return self._engine.options.parallel
 
+    @property
+    def failure(self) -> str | None:
+        """Why the engine can serve no more (None: it can): its thread died, or it is wedged in a call."""
+        scheduler = self._scheduler
+        if scheduler.broken is None:
+            if not self._thread.is_alive() and not scheduler.stopping:
+                scheduler.fail("its thread has died")
+            elif self._step_timeout is not None and scheduler.heartbeat.busy_for() > self._step_timeout:
+                scheduler.fail(f"one of its steps has taken more than {self._step_timeout:g} s")
+        return scheduler.broken
+
+    def _check(self) -> None:
+        """Raise when the engine can no longer answer: broken, or closed."""
+        reason = self.failure
+        if reason is not None:
+            raise EngineBroken(reason)
+        if not self._thread.is_alive():
+            raise EngineFailure("The model was unloaded while generating.")
+
     async def _call(self, fn: Callable[[], T]) -> T:
         """Run ``fn`` on the engine thread, between two decode steps."""
+        self._check()
         future: Future[T] = Future()
 
         def run() -> None:
+            if not future.set_running_or_notify_cancel():  # its caller gave up waiting
+                return
             try:
                 future.set_result(fn())
-            except BaseException as e:
+            except Exception as e:
                 future.set_exception(e)
+            except BaseException as e:  # the thread is being stopped: tell the caller, then stop
+                future.set_exception(EngineFailure(f"The engine stopped ({type(e).__name__})."))
+                raise
 
         self._scheduler.calls.put(run)
-        return await asyncio.wrap_future(future)
+        waiting = asyncio.wrap_future(future)
+        try:
+            while True:
+                done, _ = await asyncio.wait({waiting}, timeout=CHECK_EVERY)
+                if done:
+                    return waiting.result()
+                self._check()
+        finally:
+            waiting.cancel()  # no-op once done; else the call is skipped if it has not started
 
     async def prepare_chat(self, request: ChatRequest) -> Prompt:
         prompts = self._prompts
@@ -110,13 +153,19 @@ class LlamaCppBackend:
         scheduler = self._scheduler
         group = Group(loop=asyncio.get_running_loop(), out=asyncio.Queue(), remaining=prompt.sampling.n,
                       outbox=scheduler.outbox)
+        self._check()
         scheduler.calls.put(lambda: scheduler.enqueue(prompt, group))
         # Choices whose check holds keywords the grammar cannot: sent only once checked.
         holding = prompt.check is not None and bool(prompt.check.held_at)
         held: dict[int, list[GenerationChunk]] = {}
         try:
             while True:
-                item = await group.out.get()
+                try:
+                    async with asyncio.timeout(CHECK_EVERY):
+                        item = await group.out.get()
+                except TimeoutError:
+                    self._check()
+                    continue
                 if item is END:
                     return
                 if isinstance(item, BaseException):
@@ -143,5 +192,6 @@ class LlamaCppBackend:
             scheduler.stopping = True
 
         scheduler.calls.put(stop)
+        # A wedged thread may never come back: it frees the engine itself if it does.
         with contextlib.suppress(RuntimeError):
-            self._thread.join(timeout=30)
+            self._thread.join(timeout=30 if scheduler.broken is None else 1)

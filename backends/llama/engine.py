@@ -40,7 +40,7 @@ def projector_path(files: Path, mmproj: str) -> Path:
     if not path.is_absolute():
         path = (files if files.is_dir() else files.parent) / path
     if not path.is_file():
-        raise LoadFailed(f"the vision projector file {mmproj} was not found")
+        raise LoadFailed(f"the vision projector file {path.name} was not found")
     return path
 
 
@@ -60,8 +60,10 @@ class Engine:
         mparams = lc.llama_model_default_params()
         mparams.n_gpu_layers = options.n_gpu_layers if options.n_gpu_layers >= 0 else 999
         model = lc.llama_model_load_from_file(str(path).encode(), mparams)
-        if not model:
-            raise LoadFailed(f"llama.cpp could not load the model file {path.name}")
+        if not model:  # llama.cpp's log says why (truncated, not GGUF, an unknown architecture)
+            log.error("llama.cpp could not load %s", path)
+            raise LoadFailed(f"llama.cpp could not load the model file {path.name} (truncated, not a GGUF"
+                             " file, or a model this build does not know)")
         self.model = model
         self.vocab = lc.llama_model_get_vocab(model)
         self.n_vocab: int = lc.llama_vocab_n_tokens(self.vocab)
@@ -152,6 +154,12 @@ class Engine:
             return False
         self.lc.llama_sampler_free(sampler)
         return True
+
+    def decode(self, n_tokens: int) -> int:
+        """Run the first ``n_tokens`` of :attr:`batch` through the model: llama.cpp's return code (0: done,
+        1: no room in the KV cache for them, else a failure that leaves the context's state unknown)."""
+        self.batch.n_tokens = n_tokens
+        return int(self.lc.llama_decode(self.ctx, self.batch))
 
     def logits(self, index: int) -> npt.NDArray[np.float32]:
         """The logits of the batch's ``index``-th output (-1: the last), valid until the next decode."""

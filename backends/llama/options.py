@@ -38,4 +38,7 @@ class Options(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     chunk wakes the server and the client, which share the cores with the engine on a small machine
     (at 150 tokens/s, per-token chunks cost a single stream 5-10 % of its speed on two cores); a stream's
     first text and its end are never held, and 20 ms is below what a reader or a speech pipeline notices."""
-
+    step_timeout: Annotated[float, msgspec.Meta(gt=0)] | None = 300.0
+    """Seconds one pass of the engine's loop (a decode step, a prompt being prepared) may take before the
+    engine is deemed wedged: its requests fail with a 500 and the model is loaded afresh for the next one
+    (null: never). Generous, since a long prompt chunk of a large model on a few cores takes a while."""

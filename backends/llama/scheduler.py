@@ -12,11 +12,18 @@ Each slot remembers which tokens its KV cells hold. A new sequence takes the fre
 shares the longest prefix with its prompt and reads only the rest; when another slot (running or not)
 shares a much longer prefix, its cells are copied over first. So a long system prompt is read once,
 and the ``n`` choices of one request read their prompt once.
+
+What fails on the thread fails as little as it can. A sampler or text callback that raises fails its
+own choice, and the other streams go on. A decode that fails in a way that leaves the context unknown,
+or anything else escaping the loop, *breaks* the engine (:attr:`Scheduler.broken`): every sequence
+fails with :class:`~backends.errors.EngineBroken`, the thread frees the engine and ends, and the
+registry loads the model afresh for the next request.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import queue
@@ -25,11 +32,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from backends.errors import EngineFailure, SchemaNotSatisfied
+from backends.errors import DomainError, EngineBroken, EngineFailure, SchemaNotSatisfied
 from backends.grammars import OutputCheck
 from backends.llama.engine import Engine
 from backends.llama.sampling import free_sampler, make_sampler, sample, token_logprob
 from backends.streaming import Outbox, TextAssembler
+from backends.threads import Heartbeat
 from backends.types import FinishReason, GenerationChunk, Prompt, TokenLogprob
 
 __all__ = ["CHECK_ATTEMPTS", "COPY_MIN_TOKENS", "END", "RETRY_TEMPERATURE", "Group", "Retry", "Scheduler"]
@@ -42,6 +50,8 @@ CHECK_ATTEMPTS = 4
 """Samples of one choice, at most, when its schema has keywords only the check after generation holds."""
 RETRY_TEMPERATURE = 1.0
 """The temperature a greedy (temperature 0) choice is sampled again at, after failing its check."""
+NO_ROOM = 1
+"""``llama_decode``'s code for a batch the KV cache has no room for: that batch fails, the context is sound."""
 
 END = object()
 """The last item a request's reader receives: every choice is over."""
@@ -123,30 +133,75 @@ class Scheduler:
         self.cached: list[list[int]] = [[] for _ in range(parallel)]
         """The tokens whose KV cells each slot holds, in position order."""
         self.stopping = False
+        self.broken: str | None = None
+        """Why the engine can serve no more (None: it can). Set once, by this thread or by a reader that
+        found it dead or wedged (:meth:`fail`); the loop then ends."""
+        self.heartbeat = Heartbeat()
+        """How long the loop's current pass has taken: a reader's measure of a wedged engine."""
         self.outbox = Outbox(engine.options.stream_interval_ms / 1000)
 
+    def fail(self, reason: str) -> None:
+        """The engine is broken (the first reason given stays): the loop stops at its next pass."""
+        if self.broken is None:
+            self.broken = reason
+            log.error("the engine is broken: %s", reason)
+
     def run(self) -> None:
-        """Serve until :attr:`stopping`; then fail what is left and free the engine."""
-        while not self.stopping:
+        """Serve until :attr:`stopping` or :attr:`broken`; then fail what is left and free the engine."""
+        try:
+            self._serve()
+        except BaseException as e:  # the loop itself failed: nothing it held can be trusted
+            log.exception("the engine's loop failed")
+            self.fail(f"its thread stopped on {type(e).__name__}")
+        finally:
+            self.heartbeat.idle()
+            try:
+                self._fail_all()
+            finally:
+                self.engine.free()
+
+    def _serve(self) -> None:
+        while not self.stopping and self.broken is None:
             block = not self.running and not self.waiting
+            if block:
+                self.heartbeat.idle()
             try:
                 call = self.calls.get(block=block)
-                call()
+                self.heartbeat.working()
+                self._run_call(call)
                 while True:
-                    self.calls.get_nowait()()
+                    self._run_call(self.calls.get_nowait())
             except queue.Empty:
                 pass
-            if self.stopping:
+            self.heartbeat.working()
+            if self.stopping or self.broken is not None:
                 break
             self._admit()
             if self.running:
                 self._step()
             self.outbox.flush()
+
+    @staticmethod
+    def _run_call(call: Callable[[], None]) -> None:
+        try:
+            call()
+        except Exception:  # a call reports its own errors to its caller; this one did not
+            log.exception("a call on the engine's thread failed")
+
+    def _fail_all(self) -> None:
+        """Every sequence left fails: the model is being unloaded, or its engine broke."""
+        error = EngineBroken(self.broken) if self.broken is not None else None
         for seq in [*self.running, *self.waiting]:
-            seq.group.emit(EngineFailure("The model was unloaded while generating."))
-            self._finish(seq)
+            seq.group.emit(error or EngineFailure("The model was unloaded while generating."))
+            if seq.sampler is not None:
+                with contextlib.suppress(Exception):
+                    free_sampler(self.engine, seq.sampler)
+                seq.sampler = None
+            with contextlib.suppress(Exception):
+                self._finish(seq)
+        self.running.clear()
+        self.waiting.clear()
         self.outbox.flush()
-        self.engine.free()
 
     def enqueue(self, prompt: Prompt, group: Group) -> None:
         """Queue the ``n`` choices of ``prompt``; choice i samples with ``seed + i``."""
@@ -185,8 +240,14 @@ class Scheduler:
             del self.waiting[i]
             try:
                 self._start(seq)
-            except BaseException as e:  # a sampler that cannot be built fails that request alone
-                seq.group.emit(e if isinstance(e, Exception) else EngineFailure(str(e)))
+            except Exception as e:  # a sampler that cannot be built, an image refused: that request alone fails
+                if seq.sampler is not None:
+                    free_sampler(self.engine, seq.sampler)
+                    seq.sampler = None
+                if not isinstance(e, DomainError):
+                    log.error("choice %d could not start", seq.index, exc_info=e)
+                    e = EngineFailure("The engine could not start the reply.")
+                seq.group.emit(e)
                 self._finish(seq)
 
     def _start_media(self, seq: _Sequence) -> None:
@@ -216,6 +277,8 @@ class Scheduler:
             self._start_media(seq)
             return
         engine = self.engine
+        # The sampler first: if it cannot be built, no slot has been taken.
+        seq.sampler = make_sampler(engine, seq.prompt.sampling, seq.prompt.grammar, seq.seed)
         tokens = seq.prompt.tokens
         limit = len(tokens) - 1  # at least one prompt token is read, for the logits of the first pick
         common = [min(_common_prefix(cells, tokens), limit) for cells in self.cached]
@@ -236,7 +299,6 @@ class Scheduler:
         del self.cached[slot][reuse:]
         seq.slot = slot
         seq.n_past = seq.n_read = seq.reused = reuse
-        seq.sampler = make_sampler(engine, seq.prompt.sampling, seq.prompt.grammar, seq.seed)
         seq.text = TextAssembler(seq.prompt.stop)
         self.running.append(seq)
 
@@ -292,16 +354,34 @@ class Scheduler:
             seq.n_read += take
             budget -= take
 
-        batch.n_tokens = n
-        rc = self.engine.lc.llama_decode(self.engine.ctx, batch)
-        if rc != 0:
+        try:
+            rc = self.engine.decode(n)
+        except Exception as e:
+            log.exception("llama.cpp's decode raised")
+            self.fail(f"its decode step raised {type(e).__name__}")
+            return
+        if rc == NO_ROOM:
             for seq in list(self.running):
-                seq.group.emit(EngineFailure(f"llama.cpp failed to decode (returned {rc})."))
-                seq.n_past = -1  # the cells are in an unknown state
-                self._release(seq)
+                self._fail(seq, EngineFailure("llama.cpp found no room in its cache for the batch."))
+            return
+        if rc != 0:  # the context is in an unknown state: nothing more can be read from it
+            self.fail(f"llama.cpp failed to decode, returning {rc}")
             return
         for seq, index in outputs:
-            self._sample(seq, index)
+            try:
+                self._sample(seq, index)
+            except Exception:
+                log.exception("choice %d failed after %d tokens", seq.index, seq.generated)
+                self._fail(seq, EngineFailure("The engine failed while sampling the reply."))
+
+    def _fail(self, seq: _Sequence, error: EngineFailure) -> None:
+        """One sequence fails, the others go on: its reader gets ``error``, its slot is freed."""
+        seq.group.emit(error)
+        if seq in self.running:
+            seq.n_past = -1  # its cells may not match the record: drop them
+            self._release(seq)
+        else:
+            self._finish(seq)
 
     def _sample(self, seq: _Sequence, index: int) -> None:
         engine = self.engine
