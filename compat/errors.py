@@ -23,11 +23,14 @@ __all__ = [
     "AuthenticationFailed",
     "Busy",
     "GatewayError",
+    "HostNotAllowed",
     "InvalidRequest",
     "MethodNotAllowed",
     "ModelNotFound",
     "ModelUnavailable",
     "NotFound",
+    "NotJson",
+    "OriginNotAllowed",
     "PayloadTooLarge",
     "ServerFailure",
     "UnsupportedParameter",
@@ -70,6 +73,30 @@ class AuthenticationFailed(GatewayError):
     status = 401
     kind = "invalid_request_error"  # what OpenAI sends for a bad key
     default_code = "invalid_api_key"
+
+
+class HostNotAllowed(GatewayError):
+    """The request's ``Host`` is not a name this server answers to (DNS rebinding)."""
+
+    status = 421
+    kind = "invalid_request_error"
+    default_code = "host_not_allowed"
+
+
+class OriginNotAllowed(GatewayError):
+    """A browser page of a foreign origin opened a WebSocket."""
+
+    status = 403
+    kind = "invalid_request_error"
+    default_code = "origin_not_allowed"
+
+
+class NotJson(GatewayError):
+    """A JSON route got a body of another media type."""
+
+    status = 415
+    kind = "invalid_request_error"
+    default_code = "unsupported_media_type"
 
 
 class NotFound(GatewayError):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 
-from compat.errors import GatewayError
+from compat.errors import HostNotAllowed, NotJson, OriginNotAllowed
 from gateway.auth import OPEN_PATHS, ASGIApp, Receive, Scope, Send, refuse
 from gateway.config import ServerConfig
 
@@ -26,24 +26,6 @@ __all__ = ["HostGuard", "JsonBodyMiddleware", "allowed_hosts", "allowed_origins"
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
 NON_JSON_ROUTES = ("/audio/transcriptions", "/audio/translations", "/v1/listen")
 """Path endings of the POST routes whose body is not JSON (multipart forms, raw audio)."""
-
-
-class HostNotAllowed(GatewayError):
-    status = 421
-    kind = "invalid_request_error"
-    default_code = "host_not_allowed"
-
-
-class OriginNotAllowed(GatewayError):
-    status = 403
-    kind = "invalid_request_error"
-    default_code = "origin_not_allowed"
-
-
-class NotJson(GatewayError):
-    status = 415
-    kind = "invalid_request_error"
-    default_code = "unsupported_media_type"
 
 
 def is_loopback_bind(host: str) -> bool:

