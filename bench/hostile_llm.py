@@ -26,8 +26,9 @@ MODEL = "gpt-4o-mini"
 HUGE_TEXT = "word " * (3 * 1024 * 1024)  # 15 MiB: under the default JSON limit, far past any context
 
 
-def _repeat(url: str, path: str, body: bytes, param: str | tuple[str, ...], code: str) -> None:
-    """Send ``body`` again and again for :data:`SECONDS`; every answer must be the 400 expected."""
+def _repeat(url: str, path: str, body: bytes, param: str | tuple[str | None, ...], code: str,
+            status: int = 400) -> None:
+    """Send ``body`` again and again for :data:`SECONDS`; every answer must be the error expected."""
     params = (param,) if isinstance(param, str) else param
     sent = 0
     deadline = time.monotonic() + SECONDS
@@ -35,8 +36,8 @@ def _repeat(url: str, path: str, body: bytes, param: str | tuple[str, ...], code
         while time.monotonic() < deadline:
             r = http.post(path, content=body, headers={"content-type": "application/json"})
             sent += 1
-            if r.status_code != 400:
-                raise AssertionError(f"{path}: expected a 400, got {r.status_code}: {r.text[:300]}")
+            if r.status_code != status:
+                raise AssertionError(f"{path}: expected a {status}, got {r.status_code}: {r.text[:300]}")
             error = r.json().get("error", {})
             if error.get("param") not in params or error.get("code") != code:
                 raise AssertionError(f"{path}: expected param {params} and code {code}, got {error}")
@@ -82,8 +83,15 @@ def huge_prompt(url: str) -> None:
 
 
 def huge_logit_bias(url: str) -> None:
-    """A million biased tokens (OpenAI takes 300)."""
+    """A million biased tokens (OpenAI takes 300): too many items to decode at all."""
     bias = {str(t): 1 for t in range(1_000_000)}
+    _repeat(url, "/v1/chat/completions", _body({"messages": [{"role": "user", "content": "Hi"}], "logit_bias": bias}),
+            (None,), "payload_too_large", status=413)
+
+
+def large_logit_bias(url: str) -> None:
+    """250 000 biased tokens: decoded (under ``server.max_json_items``), then refused by their count."""
+    bias = {str(t): 1 for t in range(250_000)}
     _repeat(url, "/v1/chat/completions", _body({"messages": [{"role": "user", "content": "Hi"}], "logit_bias": bias}),
             "logit_bias", "object_above_max_properties")
 
@@ -101,6 +109,7 @@ ATTACKS: list[tuple[str, Callable[[str], None]]] = [
     ("llm: n=128 without max_tokens", huge_n_without_max_tokens),
     ("llm: 15 MiB prompt", huge_prompt),
     ("llm: 1M-entry logit_bias", huge_logit_bias),
+    ("llm: 250k-entry logit_bias", large_logit_bias),
     ("llm: 4 stop strings of 1 MB", long_stop_strings),
 ]
 

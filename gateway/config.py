@@ -194,6 +194,11 @@ class ServerConfig(_Strict):
     """Cross-origin access for browsers; off unless set."""
     max_json_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 16 * 1024 * 1024
     max_json_depth: Annotated[int, msgspec.Meta(ge=2, le=1000)] = 64
+    max_json_items: Annotated[int, msgspec.Meta(ge=1000)] = 300_000
+    """Items (array elements and object members) a JSON request body may hold, counted by its commas
+    before it is decoded (413 past it): decoding costs per item, and a body of a million small ones would
+    hold the server for a quarter of a second. The default takes OpenAI's largest embeddings batch
+    (300 000 tokens as token ids)."""
     max_header_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 32 * 1024
     model_ttl: Annotated[int, msgspec.Meta(ge=-1)] = -1
     """Default seconds idle before a model is unloaded: -1 never, 0 at once."""

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from backends.types import ChatMessage, EmbeddingResult, Usage
-from compat.errors import InvalidRequest, UnsupportedParameter
+from compat.errors import InvalidRequest, PayloadTooLarge, UnsupportedParameter
 from compat.openai.chat import ChatStream, ChoiceResult, chat_completion, parse_chat_request
 from compat.openai.completions import parse_completion_request
 from compat.openai.embeddings import embedding_response, parse_embeddings_request
@@ -176,3 +176,14 @@ def test_importing_the_gateway_loads_no_engine() -> None:
             "print([m for m in ('torch', 'llama_cpp', 'sentence_transformers') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_a_body_of_too_many_items_is_refused_before_it_is_decoded() -> None:
+    """Counted by commas: 1000 items (999 commas) pass a limit of 1000, 1001 items do not."""
+    def body(items: int) -> bytes:
+        return b'{"input": [' + b",".join([b"1"] * items) + b"]}"
+
+    assert len(decode_object(body(1000), max_items=1000)["input"]) == 1000
+    with pytest.raises(PayloadTooLarge, match="more than 1000 items"):
+        decode_object(body(1001), max_items=1000)
+    assert len(decode_object(body(1001))["input"]) == 1001  # no limit given

@@ -176,6 +176,11 @@ def test_choices_past_the_slots_and_tokens_past_the_budget_are_refused(plain: Ga
     _idle(plain.url)
 
 
+def _post_raw(url: str, body: dict[str, Any]) -> httpx.Response:
+    return httpx.post(f"{url}/v1/chat/completions", content=json.dumps(body),
+                      headers={"content-type": "application/json"}, timeout=60)
+
+
 def test_stop_strings_and_logit_bias_are_held_to_openais_limits(plain: Gateway) -> None:
     client = plain.openai()
     bias = {str(t): 1 for t in range(301)}
@@ -187,11 +192,12 @@ def test_stop_strings_and_logit_bias_are_held_to_openais_limits(plain: Gateway) 
         biases = _refused(lambda: client.chat.completions.create(model="gpt-4o-mini", messages=HELLO,
                                                                  logit_bias=bias))
         strong = _refused(lambda: client.completions.create(model="gpt-4o-mini", prompt="hi", logit_bias={"5": 101}))
-        # A million entries, sent raw: refused by its length, before it is decoded into a request.
-        body = json.dumps({"model": "gpt-4o-mini", "messages": HELLO,
-                           "logit_bias": {str(t): 1 for t in range(1_000_000)}})
-        raw = httpx.post(f"{plain.url}/v1/chat/completions", content=body,
-                         headers={"content-type": "application/json"}, timeout=60)
+        # 200 000 entries, sent raw: refused by their count, before they are converted into a request.
+        raw = _post_raw(plain.url, {"model": "gpt-4o-mini", "messages": HELLO,
+                                    "logit_bias": {str(t): 1 for t in range(200_000)}})
+        # A million: more items than a body may hold (server.max_json_items), refused before decoding.
+        huge = _post_raw(plain.url, {"model": "gpt-4o-mini", "messages": HELLO,
+                                     "logit_bias": {str(t): 1 for t in range(1_000_000)}})
     probe.assert_served()
     assert (stops["param"], stops["code"]) == ("stop", "array_above_max_length")
     assert (long_stop["param"], long_stop["code"]) == ("stop[1]", "string_above_max_length")
@@ -199,6 +205,9 @@ def test_stop_strings_and_logit_bias_are_held_to_openais_limits(plain: Gateway) 
     assert strong["param"] == "logit_bias"
     assert raw.status_code == 400
     assert (raw.json()["error"]["param"], raw.json()["error"]["code"]) == ("logit_bias", "object_above_max_properties")
+    assert huge.status_code == 413
+    assert huge.json()["error"]["code"] == "payload_too_large"
+    assert "300000 items" in huge.json()["error"]["message"]
     ok = client.completions.create(model="gpt-4o-mini", prompt="hi", max_tokens=1, stop=["x" * 256] * 4,
                                    logit_bias={str(t): 1 for t in range(300)})
     assert len(ok.choices) == 1

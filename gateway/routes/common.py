@@ -71,9 +71,9 @@ async def read_object(request: Request[Any, Any, Any]) -> tuple[dict[str, Any], 
     server = config_of(request).server
     body = await request.body()
     if len(body) <= INLINE_JSON_BYTES:
-        raw = decode_object(body, server.max_json_depth)
+        raw = decode_object(body, server.max_json_depth, server.max_json_items)
     else:  # its walk for depth runs off the loop (the decoding itself holds the GIL wherever it runs)
-        raw = await asyncio.to_thread(decode_object, body, server.max_json_depth)
+        raw = await asyncio.to_thread(decode_object, body, server.max_json_depth, server.max_json_items)
     return raw, ParamPolicy(server.unsupported_params)
 
 
