@@ -37,6 +37,7 @@ from backends.types import (
     ToolCall,
     Usage,
 )
+from compat.openai.sampling import integer_too_large
 from gateway.config import LlmLimits
 from gateway.errors import InvalidRequest
 from gateway.registry import CHAT, Lease, Registry
@@ -61,8 +62,7 @@ class Limits:
         if n > most_n:
             why = (" (server.llm_limits.max_n)" if self.config.max_n else
                    " (the choices this model decodes at once)")
-            raise InvalidRequest(f"Invalid 'n': integer above maximum value. Expected a value <= {most_n}{why},"
-                                 f" but got {n} instead.", param="n", code="integer_above_max_value")
+            raise integer_too_large("n", most_n, n, why)
         budget = self.budget(backend)
         if sampling.max_tokens is None:
             if n * prompts > budget:

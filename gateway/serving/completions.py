@@ -17,7 +17,7 @@ from collections.abc import AsyncGenerator, Callable, Sequence
 from backends.answers import AnswerEnd, CompletionAnswer, CompletionEvent, TextPiece
 from backends.base import ChatBackend
 from backends.types import CompletionRequest, Prompt, Usage
-from gateway.errors import InvalidRequest
+from compat.openai.sampling import array_too_long
 from gateway.registry import CHAT, Lease, Registry
 from gateway.serving.chat import ChoiceReader, Clock, Limits, Meter, collect
 from gateway.serving.owned import Owned
@@ -44,9 +44,7 @@ class Completions:
         """Refuse more prompts than allowed, before waiting for a turn at the model."""
         most = self._limits.config.max_prompts
         if len(requests) > most:
-            raise InvalidRequest(f"Invalid 'prompt': array too long. Expected an array with maximum length {most},"
-                                 f" but got an array with length {len(requests)} instead.", param="prompt",
-                                 code="array_above_max_length")
+            raise array_too_long("prompt", most, len(requests))
 
     async def _prepare(self, lease: Lease[ChatBackend], requests: list[CompletionRequest],
                        token_ids: TokenIds | None) -> list[Prompt]:
