@@ -25,7 +25,7 @@ import asyncio
 import dataclasses
 import functools
 import logging
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -39,6 +39,7 @@ from compat.errors import InvalidRequest, PayloadTooLarge
 from gateway.config import Config, ServerConfig
 from gateway.fetch import fetch_url
 from gateway.registry import OCR, Registry
+from gateway.workers import Workers
 
 __all__ = ["ocr_part", "resolve_chat_images", "resolve_images"]
 
@@ -86,12 +87,7 @@ async def _checked(image: ImageInput, server: ServerConfig) -> ImageInput:
     if image.mime and image.mime != kind:
         raise InvalidRequest(f"'{where}' is declared as {image.mime} but holds {kind} data.", param=where,
                              code="invalid_image_format")
-    try:
-        header = functools.partial(probe, data, max_pixels=server.max_image_pixels)
-        await asyncio.get_running_loop().run_in_executor(_decoders(server.max_image_decodes), header)
-    except BadImage as e:
-        e.place = where
-        raise
+    await _read(probe, data, where, server)
     return dataclasses.replace(image, data=data, mime=kind)
 
 
@@ -110,20 +106,20 @@ async def _all_checked(images: list[ImageInput], server: ServerConfig) -> list[I
 
 
 @functools.cache
-def _decoders(size: int) -> ThreadPoolExecutor:
+def _readers(size: int) -> Workers:
     """The threads that read images, shared by every request: ``size`` of them, so at most ``size``
     bitmaps are held at once (the memory a decode leaves to its thread is reused by the next) and at
     most ``size`` threads compete with the event loop for the interpreter."""
-    return ThreadPoolExecutor(max_workers=size, thread_name_prefix="image-decode")
+    return Workers(size, "image-decode")
 
 
-async def _decodes(image: ImageInput, server: ServerConfig) -> None:
-    """Refuses the image unless its pixels decode, once one of the few decoding threads is free."""
-    check = functools.partial(verify, image.data, max_pixels=server.max_image_pixels)
+async def _read(check: Callable[..., object], data: bytes, where: str, server: ServerConfig) -> None:
+    """``check`` (the header's probe, or the full decode) on one of the image threads, a refusal naming
+    the image's place."""
     try:
-        await asyncio.get_running_loop().run_in_executor(_decoders(server.max_image_decodes), check)
+        await _readers(server.max_image_decodes).run(check, data, max_pixels=server.max_image_pixels)
     except BadImage as e:
-        e.place = image.where
+        e.place = where
         raise
 
 
@@ -172,7 +168,7 @@ async def resolve_chat_images(config: Config, registry: Registry, model: str, ch
                              param=extra, code="too_many_images")
     checked = await _all_checked(images, server)  # every header before any decoding
     for image in checked:
-        await _decodes(image, server)
+        await _read(verify, image.data, image.where, server)  # refused unless its pixels decode
 
     if settings.vision == "native":
         it = iter(checked)

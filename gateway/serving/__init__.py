@@ -19,7 +19,8 @@ from gateway.serving.completions import Completions
 from gateway.serving.embeddings import Embeddings
 from gateway.serving.live import LiveTranscription
 from gateway.serving.speech import Speech
-from gateway.serving.transcription import AudioWork, Transcriptions
+from gateway.serving.transcription import Transcriptions
+from gateway.workers import Workers
 
 __all__ = ["Serving", "serving_of"]
 
@@ -34,7 +35,7 @@ class Serving:
         self.chat = Chat(registry, limits)
         self.completions = Completions(registry, limits)
         self.embeddings = Embeddings(registry)
-        self.audio_work = AudioWork(config.server.audio.workers)
+        self.audio_work = Workers(config.server.audio.workers, "audio-work")
         self.transcriptions = Transcriptions(registry, config, self.audio_work)
         self.speech = Speech(registry, config)
         self.live = LiveTranscription(registry, config, self.audio_work)

@@ -8,8 +8,9 @@ on a thread as its bytes come (:mod:`backends.audio_stream`). Iterating the sess
 an unreadable stream (``BadAudio``) or a failed engine ends them with that error.
 
 What one client may cost is bounded: sessions are counted apart from the models' turns
-(``server.audio.max_live_sessions``), decoding and VAD scoring run on :class:`AudioWork`'s threads, and
-:class:`Intake` holds the audio to a burst ahead of real time and a few × real time beyond it.
+(``server.audio.max_live_sessions``), decoding and VAD scoring run on the audio threads
+(:class:`~gateway.workers.Workers`), and :class:`Intake` holds the audio to a burst ahead of real time
+and a few × real time beyond it.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from gateway.config import AudioLimits, Config
 from gateway.errors import Busy, InvalidRequest
 from gateway.registry import TRANSCRIPTION, VAD, Lease, Registry
 from gateway.serving.live_transcriber import LiveOptions, LiveTranscriber
-from gateway.serving.transcription import AudioWork
+from gateway.workers import Workers
 
 __all__ = ["Intake", "LiveOptions", "LiveSession", "LiveTranscription"]
 
@@ -71,7 +72,7 @@ class Intake:
 
 
 class LiveTranscription:
-    def __init__(self, registry: Registry, config: Config, work: AudioWork) -> None:
+    def __init__(self, registry: Registry, config: Config, work: Workers) -> None:
         self._registry = registry
         self._config = config
         self._work = work
@@ -123,7 +124,7 @@ class LiveSession:
     """One live stream: :meth:`feed` audio, iterate the events, :meth:`finish` or :meth:`aclose`."""
 
     def __init__(self, stt: Lease[TranscriptionBackend], vad: Lease[VadBackend], options: LiveOptions, *,
-                 engine: str, work: AudioWork, intake: Intake, on_close: Callable[[], None] = lambda: None) -> None:
+                 engine: str, work: Workers, intake: Intake, on_close: Callable[[], None] = lambda: None) -> None:
         self.model = stt.name
         """The model transcribing (its configured name)."""
         self.engine = engine

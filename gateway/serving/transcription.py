@@ -3,7 +3,7 @@
 Three shapes of answer, one path: the whole transcript (OpenAI's and Groq's transcriptions and
 translations), its text as it is decoded (their ``stream``), and each channel's words on its own
 (Deepgram's pre-recorded ``/v1/listen``). Decoding runs once the request is admitted to the model,
-on :class:`AudioWork`'s few threads (never the event loop, never the shared pool), and stops as soon
+on the audio threads (:class:`~gateway.workers.Workers`; never the event loop), and stops as soon
 as the audio passes ``server.audio.max_decoded_seconds``; the model's VAD, when it names one, finds the
 speech first (whisper invents words in silence). A request the engine refuses (a language it does not
 know, translation by an English-only model) fails before any answer starts.
@@ -11,13 +11,10 @@ know, translation by an English-only model) fails before any answer starts.
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import logging
-from collections.abc import AsyncGenerator, Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -46,8 +43,9 @@ from gateway.errors import InvalidRequest, PayloadTooLarge
 from gateway.registry import TRANSCRIPTION, VAD, Registry
 from gateway.serving.owned import Owned
 from gateway.serving.streams import STARTED, Started, close_stream, started
+from gateway.workers import Workers
 
-__all__ = ["RATE", "AudioInput", "AudioWork", "TranscriptionOptions", "Transcriptions", "speech_spans"]
+__all__ = ["RATE", "AudioInput", "TranscriptionOptions", "Transcriptions", "speech_spans"]
 
 log = logging.getLogger("syn4pse.transcription")
 
@@ -55,19 +53,6 @@ RATE = 16000
 """What whisper reads."""
 
 Samples = npt.NDArray[np.float32]
-T = TypeVar("T")
-
-
-class AudioWork:
-    """The threads that decode, resample and score audio: a few, so no flood of uploads or live frames
-    takes every core, and none of it on the event loop. Callers are admitted already (a model lease or
-    a live session), so what waits here is bounded by admission."""
-
-    def __init__(self, workers: int) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="audio-work")
-
-    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +77,7 @@ class TranscriptionOptions:
 
 
 class Transcriptions:
-    def __init__(self, registry: Registry, config: Config, work: AudioWork) -> None:
+    def __init__(self, registry: Registry, config: Config, work: Workers) -> None:
         self._registry = registry
         self._max_seconds = config.server.audio.max_decoded_seconds
         self._work = work
