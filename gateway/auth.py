@@ -22,7 +22,7 @@ from compat.deepgram.common import new_request_id
 from compat.errors import AuthenticationFailed, GatewayError
 from compat.openai.errors import encode_error
 
-__all__ = ["OPEN_PATHS", "AuthMiddleware", "is_admin_path", "presented_keys", "refuse"]
+__all__ = ["OPEN_PATHS", "AuthMiddleware", "header", "is_admin_path", "presented_keys", "refuse"]
 
 OPEN_PATHS = frozenset({"/health"})
 DEEPGRAM_PATHS = ("/v1/listen", "/v1/speak")
@@ -36,7 +36,8 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
+def header(scope: Scope, name: bytes) -> str | None:
+    """The first value of the header ``name`` (lowercase bytes) in an ASGI scope, or None."""
     for key, value in scope.get("headers", ()):
         if key.lower() == name:
             return str(value.decode("latin-1"))
@@ -46,7 +47,7 @@ def _header(scope: Scope, name: bytes) -> str | None:
 def presented_keys(scope: Scope) -> list[str]:
     """Every credential the request carries, in the forms the supported clients use."""
     keys = []
-    authorization = _header(scope, b"authorization")
+    authorization = header(scope, b"authorization")
     if authorization:
         scheme, _, value = authorization.strip().partition(" ")
         if scheme.lower() in ("bearer", "token") and value.strip():

@@ -17,7 +17,7 @@ import ipaddress
 from collections.abc import Iterable
 
 from compat.errors import HostNotAllowed, NotJson, OriginNotAllowed
-from gateway.auth import OPEN_PATHS, ASGIApp, Receive, Scope, Send, refuse
+from gateway.auth import OPEN_PATHS, ASGIApp, Receive, Scope, Send, header, refuse
 from gateway.config import ServerConfig
 
 __all__ = ["HostGuard", "JsonBodyMiddleware", "allowed_hosts", "allowed_origins", "host_name",
@@ -91,13 +91,6 @@ def _origin_allowed(origin: str, host: str | None, allowed: Iterable[str]) -> bo
     return False
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope.get("headers", ()):
-        if key == name:
-            return str(value.decode("latin-1"))
-    return None
-
-
 class HostGuard:
     """The ``Host`` allow-list on every request (``/health`` aside, for probes that name the pod's
     address) and the ``Origin`` allow-list on WebSocket handshakes. Wraps the whole app, unmatched
@@ -111,13 +104,13 @@ class HostGuard:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket") and scope["path"] not in OPEN_PATHS:
-            host = _header(scope, b"host")
+            host = header(scope, b"host")
             if not self._any_host and (host is None or not _host_allowed(host_name(host), self._hosts)):
                 shown = host_name(host)[:100].encode("ascii", "backslashreplace").decode() if host else "none"
                 await refuse(scope, send, HostNotAllowed(
                     f"This server does not answer for the host '{shown}' (server.allowed_hosts)."))
                 return
-            origin = _header(scope, b"origin")
+            origin = header(scope, b"origin")
             if scope["type"] == "websocket" and origin is not None and not _origin_allowed(origin, host, self._origins):
                 await refuse(scope, send, OriginNotAllowed(
                     "WebSockets from this page's origin are not allowed (server.allowed_origins)."))
@@ -136,10 +129,10 @@ class JsonBodyMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (scope["type"] == "http" and scope.get("method") in ("POST", "PUT", "PATCH")
                 and not scope["path"].endswith(NON_JSON_ROUTES)):
-            content_type = _header(scope, b"content-type")
+            content_type = header(scope, b"content-type")
             media = (content_type or "").partition(";")[0].strip().lower()
             json = media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
-            if not json and (content_type is not None or _header(scope, b"origin") is not None):
+            if not json and (content_type is not None or header(scope, b"origin") is not None):
                 await refuse(scope, send, NotJson(
                     "This route takes a JSON body: send it with 'Content-Type: application/json'."))
                 return
