@@ -31,9 +31,10 @@ from backends.base import TranscriptionBackend, VadBackend
 from backends.errors import BadAudio
 from backends.types import ModelType
 from gateway.config import AudioLimits, Config
-from gateway.errors import Busy, InvalidRequest
+from gateway.errors import InvalidRequest
 from gateway.registry import TRANSCRIPTION, VAD, Lease, Registry
 from gateway.serving.live_transcriber import LiveOptions, LiveTranscriber
+from gateway.serving.owned import HeldSockets
 from gateway.workers import Workers
 
 __all__ = ["Intake", "LiveOptions", "LiveSession", "LiveTranscription"]
@@ -76,20 +77,15 @@ class LiveTranscription:
         self._registry = registry
         self._config = config
         self._work = work
-        self._open = 0
-        """Sessions open now."""
+        self._sessions = HeldSockets(config.server.audio.max_live_sessions, "live transcription sockets")
 
     async def open(self, model: str, options: LiveOptions) -> LiveSession:
         """A session on ``model`` and its VAD, both loaded; a 429 when ``max_live_sessions`` are open."""
-        limits = self._config.server.audio
-        if self._open >= limits.max_live_sessions:
-            raise Busy(f"{limits.max_live_sessions} live transcription sockets are open already, the most this"
-                       " server holds at once.")
-        self._open += 1
+        self._sessions.take()
         try:
-            return await self._open_session(model, options, limits)
+            return await self._open_session(model, options, self._config.server.audio)
         except BaseException:
-            self._open -= 1
+            self._sessions.give_back()
             raise
 
     async def _open_session(self, model: str, options: LiveOptions, limits: AudioLimits) -> LiveSession:
@@ -101,14 +97,12 @@ class LiveTranscription:
             raise
         try:
             return LiveSession(stt, vad, options, engine=self._config.models[stt.name].backend, work=self._work,
-                               intake=Intake(limits.live_burst_seconds, limits.live_rate), on_close=self._closed)
+                               intake=Intake(limits.live_burst_seconds, limits.live_rate),
+                               on_close=self._sessions.give_back)
         except BaseException:
             stt.release()
             vad.release()
             raise
-
-    def _closed(self) -> None:
-        self._open -= 1
 
     def _vad_for(self, stt: str) -> str:
         own = self._registry.model_config(stt).vad

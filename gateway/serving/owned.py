@@ -18,10 +18,11 @@ from typing import Any, Generic, TypeVar
 
 from backends.answers import Waiting
 from backends.base import Backend
+from gateway.errors import Busy
 from gateway.registry import Kind, Lease, Registry
 
-__all__ = ["KEEPALIVE_EVERY", "STREAM_LOAD_WAIT", "Owned", "Pending", "Waiting", "admit_for_stream", "ready",
-           "release"]
+__all__ = ["KEEPALIVE_EVERY", "STREAM_LOAD_WAIT", "HeldSockets", "Owned", "Pending", "Waiting", "admit_for_stream",
+           "ready", "release"]
 
 E = TypeVar("E")
 K = TypeVar("K", bound=Backend)
@@ -122,3 +123,22 @@ class Owned(Generic[E]):
                 await self._events.aclose()
         finally:
             release(self._pending)
+
+
+class HeldSockets:
+    """Sockets that hold a model for their whole life, counted apart from the model's turns: an open
+    socket holds its model however idle, and must not take every slot a request could use. :meth:`take`
+    one (a 429 past ``limit``), :meth:`give_back` it once, when the socket's hold ends."""
+
+    def __init__(self, limit: int, what: str) -> None:
+        self.limit = limit
+        self._what = what
+        self._held = 0
+
+    def take(self) -> None:
+        if self._held >= self.limit:
+            raise Busy(f"{self.limit} {self._what} are open already, the most this server holds at once.")
+        self._held += 1
+
+    def give_back(self) -> None:
+        self._held -= 1

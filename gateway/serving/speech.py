@@ -21,9 +21,9 @@ from backends.base import SpeechBackend
 from backends.errors import UnknownVoice
 from backends.types import ModelType, SpeechRequest
 from gateway.config import Config
-from gateway.errors import Busy, InvalidRequest
+from gateway.errors import InvalidRequest
 from gateway.registry import SPEECH, Lease, Registry
-from gateway.serving.owned import Owned
+from gateway.serving.owned import HeldSockets, Owned
 from gateway.serving.streams import STARTED, Started, close_stream, started
 
 __all__ = ["AudioOutput", "Speaking", "Speech", "Voice", "audio_of"]
@@ -58,8 +58,7 @@ class Speech:
     def __init__(self, registry: Registry, config: Config) -> None:
         self._registry = registry
         self._config = config
-        self._held = 0
-        """Voices held by sockets now."""
+        self._voices = HeldSockets(config.server.audio.max_speak_sessions, "speak sockets")
 
     async def speak(self, model: str, text: str, output: AudioOutput, *, voice: str | None = None,
                     speed: float = 1.0) -> Speaking:
@@ -84,24 +83,18 @@ class Speech:
         Held voices are counted apart from the model's turns (``server.audio.max_speak_sessions``): an open
         socket holds its model however idle, and must not take every slot a request could use.
         """
-        limit = self._config.server.audio.max_speak_sessions
-        if self._held >= limit:
-            raise Busy(f"{limit} speak sockets are open already, the most this server holds at once.")
-        self._held += 1
+        self._voices.take()
         try:
             lease = await self._registry.acquire(model, SPEECH)
         except BaseException:
-            self._held -= 1
+            self._voices.give_back()
             raise
         try:
-            return Voice(lease, _voice_of(lease.backend, voice), output, speed, self._let_go)
+            return Voice(lease, _voice_of(lease.backend, voice), output, speed, self._voices.give_back)
         except BaseException:
             lease.release()
-            self._held -= 1
+            self._voices.give_back()
             raise
-
-    def _let_go(self) -> None:
-        self._held -= 1
 
     def voices(self, model: str | None = None) -> list[tuple[str, str]]:
         """``(voice, model)`` of every speech model, or of ``model``, from the configuration alone."""
