@@ -8,6 +8,7 @@ with small limits, so each attack is refused within seconds.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import time
@@ -59,6 +60,16 @@ def _closed(ws: ClientConnection, timeout: float = 30) -> tuple[int, str]:
     return _read_to_close(ws, [], timeout)
 
 
+def _send_until_closed(ws: ClientConnection, message: bytes, *, times: int) -> tuple[int, str]:
+    """Send ``message`` up to ``times`` times, stopping once the server has closed; its code and reason."""
+    for _ in range(times):
+        try:
+            ws.send(message)
+        except ConnectionClosed:
+            break
+    return _closed(ws)
+
+
 def _read_to_close(ws: ClientConnection, messages: list[Any], timeout: float) -> tuple[int, str]:
     """Every message into ``messages`` until the server closes; its close code and reason."""
     try:
@@ -85,12 +96,7 @@ def _idle(gw: Gateway) -> None:
 def test_big_frames_at_a_low_rate_are_refused_without_stalling(gw: Gateway, speech_wav: bytes) -> None:
     """Two 4 MiB frames of 1 kHz mulaw are 2¼ hours of audio to resample 16×: refused unread."""
     with HealthProbe(gw.url) as probe, _ws(gw, "/v1/listen?encoding=mulaw&sample_rate=1000") as ws:
-        for _ in range(2):
-            try:
-                ws.send(bytes(4 * 1024 * 1024))
-            except ConnectionClosed:
-                break
-        code, reason = _closed(ws)
+        code, reason = _send_until_closed(ws, bytes(4 * 1024 * 1024), times=2)
         _transcribes(gw, speech_wav)
     probe.assert_served()
     assert code == 1009, (code, reason)
@@ -102,12 +108,7 @@ def test_a_message_past_what_a_socket_reads_is_closed_unbuffered(gw: Gateway, sp
     """Past four of the largest frames, the WebSocket layer closes the socket (1009) before the message is
     read whole: no 16 MiB buffers per socket."""
     with HealthProbe(gw.url) as probe, _ws(gw, "/v1/listen?encoding=linear16&sample_rate=16000") as ws:
-        for _ in range(4):
-            try:
-                ws.send(bytes(8 * 1024 * 1024))
-            except ConnectionClosed:
-                break
-        code, reason = _closed(ws)
+        code, reason = _send_until_closed(ws, bytes(8 * 1024 * 1024), times=4)
         _transcribes(gw, speech_wav)
     probe.assert_served()
     assert code == 1009
@@ -185,8 +186,9 @@ def test_idle_and_endless_sockets_are_closed_and_capped(gw: Gateway, speech_wav:
         keep = [ws for ws in listeners if _maybe_closed(ws, 0) is None]
         while time.monotonic() - started < 10 and any(_alive(ws) for ws in keep):
             for ws in keep:
-                if _alive(ws):
-                    ws.send(json.dumps({"type": "KeepAlive"}))
+                with contextlib.suppress(ConnectionClosed):  # it may close between the check and the send
+                    if _alive(ws):
+                        ws.send(json.dumps({"type": "KeepAlive"}))
             time.sleep(0.5)
         endless = [_closed(ws, 5) for ws in keep]
         idle = _closed(speak, 10)
