@@ -3,8 +3,8 @@
 The gateway runs the default ``syn4pse.yaml`` (its starter models), on a free port of 127.0.0.1, with the
 server settings the attack modules ask for (``SERVER_SETTINGS``, e.g. remote fetch of local URLs). First a
 quiet phase gives the baseline; then, for each attack (``ATTACKS``: a name and a function of the base URL
-that runs the attack for a few seconds and raises if the server reacted wrongly), the well-behaved client
-runs beside it:
+that runs the attack for a few seconds and raises if the server reacted wrongly; it runs in a child process,
+so that the attacker's own work never pauses the measuring threads), the well-behaved client runs beside it:
 
 - ``/health`` every 20 ms (p50, p99, worst; the target is a p99 under 100 ms),
 - one loop each of a short chat answer, a transcription of a 3 s clip and a short speech, back to back.
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import multiprocessing
 import sys
 import tempfile
 import threading
@@ -39,8 +40,6 @@ CHAT_BODY = {"model": "gpt-4o-mini", "max_tokens": 16, "temperature": 0,
              "messages": [{"role": "user", "content": "Name one colour."}]}
 SPEECH_BODY = {"model": "tts-1", "voice": "alloy", "input": "The train leaves at seven.", "response_format": "wav"}
 CLIP_TEXT = "The quick brown fox jumps over the lazy dog."
-
-Attack = Callable[[str], None]
 
 
 @dataclass
@@ -135,15 +134,40 @@ def time_to_idle(base: str, limit: float = 60.0) -> float:
     return time.perf_counter() - start
 
 
-def load_attacks(only: list[str]) -> tuple[list[tuple[str, Attack]], dict[str, Any]]:
-    """Every module's ``ATTACKS`` (those named in ``only``, if given) and their merged ``SERVER_SETTINGS``."""
-    attacks: list[tuple[str, Attack]] = []
+def load_attacks(only: list[str]) -> tuple[list[tuple[str, str]], dict[str, Any]]:
+    """Every module's attacks as (module, attack name) — those named in ``only``, if given — and the
+    modules' merged ``SERVER_SETTINGS``."""
+    attacks: list[tuple[str, str]] = []
     settings: dict[str, Any] = {}
     for path in sorted(Path(__file__).parent.glob("hostile_*.py")):
         module = importlib.import_module(path.stem)
         settings.update(getattr(module, "SERVER_SETTINGS", {}))
-        attacks += [(name, run) for name, run in module.ATTACKS if not only or name in only]
+        attacks += [(path.stem, name) for name, _ in module.ATTACKS if not only or name in only]
     return attacks, settings
+
+
+def _attack_child(module: str, name: str, base: str, failures: Any) -> None:
+    """One attack, in a process of its own: building a body of a million members, or decoding a big
+    answer, holds the interpreter of the process that does it, and the well-behaved client must not
+    pay for the attacker's work, only for the gateway's."""
+    run = dict(importlib.import_module(module).ATTACKS)[name]
+    try:
+        run(base)
+    except Exception as error:  # reported by the parent, as the attack's problem
+        failures.put(f"{type(error).__name__}: {error}")
+
+
+def in_own_process(module: str, name: str, base: str) -> None:
+    """Run the attack ``name`` of ``module`` in a child process; raise what it raised."""
+    context = multiprocessing.get_context("spawn")
+    failures = context.Queue()
+    child = context.Process(target=_attack_child, args=(module, name, base, failures), daemon=True)
+    child.start()
+    child.join()
+    if not failures.empty():
+        raise AssertionError(failures.get())
+    if child.exitcode != 0:
+        raise AssertionError(f"the attack's process exited with {child.exitcode}")
 
 
 def config_text(settings: dict[str, Any]) -> str:
@@ -203,9 +227,10 @@ def main() -> int:
         clip = spoken_clip(gw.base)
         measure(gw.base, gw.proc.pid, clip, "warm-up", lambda: time.sleep(3))
         rows = [measure(gw.base, gw.proc.pid, clip, "quiet", lambda: time.sleep(args.quiet_seconds))]
-        for name, attack in attacks:
+        for module, name in attacks:
             print(f"attack: {name}", file=sys.stderr)
-            rows.append(measure(gw.base, gw.proc.pid, clip, name, lambda run=attack: run(gw.base)))
+            rows.append(measure(gw.base, gw.proc.pid, clip, name,
+                                lambda m=module, n=name: in_own_process(m, n, gw.base)))
     report(rows)
     failed = [r for r in rows if r.problem or any(k.errors for k in r.kinds.values())]
     return 1 if failed else 0

@@ -82,6 +82,13 @@ def huge_prompt(url: str) -> None:
                                          f" {r.text[:300]}")
 
 
+def many_members(url: str) -> None:
+    """250 000 biased tokens: more object members than a body may hold, refused before decoding."""
+    bias = {str(t): 1 for t in range(250_000)}
+    _repeat(url, "/v1/chat/completions", _body({"messages": [{"role": "user", "content": "Hi"}], "logit_bias": bias}),
+            (None,), "payload_too_large", status=413)
+
+
 def huge_logit_bias(url: str) -> None:
     """A million biased tokens (OpenAI takes 300): too many items to decode at all."""
     bias = {str(t): 1 for t in range(1_000_000)}
@@ -90,8 +97,8 @@ def huge_logit_bias(url: str) -> None:
 
 
 def large_logit_bias(url: str) -> None:
-    """250 000 biased tokens: decoded (under ``server.max_json_items``), then refused by their count."""
-    bias = {str(t): 1 for t in range(250_000)}
+    """49 000 biased tokens: decoded (under ``server.max_json_members``), then refused by their count."""
+    bias = {str(t): 1 for t in range(49_000)}
     _repeat(url, "/v1/chat/completions", _body({"messages": [{"role": "user", "content": "Hi"}], "logit_bias": bias}),
             "logit_bias", "object_above_max_properties")
 
@@ -109,7 +116,8 @@ ATTACKS: list[tuple[str, Callable[[str], None]]] = [
     ("llm: n=128 without max_tokens", huge_n_without_max_tokens),
     ("llm: 15 MiB prompt", huge_prompt),
     ("llm: 1M-entry logit_bias", huge_logit_bias),
-    ("llm: 250k-entry logit_bias", large_logit_bias),
+    ("llm: 250k-entry logit_bias", many_members),
+    ("llm: 49k-entry logit_bias", large_logit_bias),
     ("llm: 4 stop strings of 1 MB", long_stop_strings),
 ]
 

@@ -199,6 +199,10 @@ class ServerConfig(_Strict):
     before it is decoded (413 past it): decoding costs per item, and a body of a million small ones would
     hold the server for a quarter of a second. The default takes OpenAI's largest embeddings batch
     (300 000 tokens as token ids)."""
+    max_json_members: Annotated[int, msgspec.Meta(ge=1000)] = 50_000
+    """Object members a JSON request body may hold, counted by its colons before it is decoded (413 past
+    it): each member is a key to make and hash, several times an array element's cost, and no request of
+    the APIs served needs many (OpenAI: 300 ``logit_bias`` entries, 5000 schema properties)."""
     max_header_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 32 * 1024
     model_ttl: Annotated[int, msgspec.Meta(ge=-1)] = -1
     """Default seconds idle before a model is unloaded: -1 never, 0 at once."""

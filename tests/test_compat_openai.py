@@ -187,3 +187,24 @@ def test_a_body_of_too_many_items_is_refused_before_it_is_decoded() -> None:
     with pytest.raises(PayloadTooLarge, match="more than 1000 items"):
         decode_object(body(1001), max_items=1000)
     assert len(decode_object(body(1001))["input"]) == 1001  # no limit given
+
+
+def test_a_body_of_too_many_members_is_refused_before_it_is_decoded() -> None:
+    """Counted by colons: 1000 members (999 in the map, one for its field) pass a limit of 1001."""
+    def body(members: int) -> bytes:
+        return b'{"logit_bias": {' + b",".join(b'"%d": 1' % i for i in range(members)) + b"}}"
+
+    assert len(decode_object(body(1000), max_members=1001)["logit_bias"]) == 1000
+    with pytest.raises(PayloadTooLarge, match="more than 1001 object members"):
+        decode_object(body(1001), max_members=1001)
+
+
+def test_depth_is_checked_whatever_the_number_of_items() -> None:
+    """A body of many items skips the walk only when its brackets are too few to nest past the limit."""
+    wide = b'{"input": [' + b",".join([b"1"] * 20_000) + b"]}"
+    assert len(decode_object(wide, max_depth=3)["input"]) == 20_000
+    deep_and_wide = b'{"input": [' + b",".join([b"1"] * 20_000) + b'], "x": [[[[1]]]]}'
+    with pytest.raises(InvalidRequest, match="nests deeper than 3"):
+        decode_object(deep_and_wide, max_depth=3)
+    with pytest.raises(InvalidRequest, match="nests deeper than 3"):
+        decode_object(b'{"x": [[[1]]]}', max_depth=3)

@@ -24,8 +24,8 @@ from hostile import HealthProbe, wait_idle
 from openai import OpenAI
 
 from backends.errors import ContextTooLong
-from backends.llama.prompts import PromptBuilder
-from backends.types import CompletionRequest, SamplingParams
+from backends.llama.prompts import ChatTemplate, PromptBuilder
+from backends.types import ChatMessage, ChatRequest, CompletionRequest, SamplingParams
 from gateway.config import LlmLimits
 from gateway.errors import InvalidRequest
 from gateway.serving.chat import Limits
@@ -127,6 +127,27 @@ def test_a_text_too_large_for_the_context_is_refused_unread() -> None:
     assert not stripped.value.at_least
 
 
+def test_chat_contents_too_large_for_the_context_are_refused_before_the_template_renders_them() -> None:
+    renders: list[int] = []
+
+    def render(turns: list[dict[str, Any]], tools: list[dict[str, Any]] | None) -> str:
+        renders.append(len(turns))
+        return "".join(f"<{t['role']}>{t['content'].strip()}" for t in turns)
+
+    builder = PromptBuilder(_Bytes(), ChatTemplate(render, knows_tools=False), max_token_bytes=5)
+    fits = ChatRequest(messages=(ChatMessage("user", "x" * 150), ChatMessage("user", "y" * 150)))
+    builder.draft_chat(fits)
+    assert renders == [2]
+    over = ChatRequest(messages=(ChatMessage("user", "x" * 200), ChatMessage("user", "y" * 121)))
+    with pytest.raises(ContextTooLong) as caught:
+        builder.draft_chat(over)  # 321 characters hold at least 65 tokens of at most 5 bytes
+    assert (caught.value.n_prompt, caught.value.limit, caught.value.at_least) == (65, 64, True)
+    assert renders == [2]  # refused without rendering
+    padded = ChatRequest(messages=(ChatMessage("user", " " * 10_000 + "x" * 300 + " " * 10_000),))
+    builder.draft_chat(padded)  # a template may trim a content's ends: only its inside is counted
+    assert renders == [2, 1]
+
+
 # --------------------------------------------------------------------------------------------------
 # Against the gateway, default limits: 4 slots of 1024 tokens
 
@@ -176,14 +197,28 @@ def test_choices_past_the_slots_and_tokens_past_the_budget_are_refused(plain: Ga
     _idle(plain.url)
 
 
-def _post_raw(url: str, body: dict[str, Any]) -> httpx.Response:
-    return httpx.post(f"{url}/v1/chat/completions", content=json.dumps(body),
+def _encoded(body: dict[str, Any]) -> bytes:
+    """A body encoded before the probe starts: encoding a million members holds this process's GIL,
+    and the probe would time the test's own pause instead of the gateway's."""
+    return json.dumps(body).encode()
+
+
+def _post_raw(url: str, body: bytes) -> httpx.Response:
+    return httpx.post(f"{url}/v1/chat/completions", content=body,
                       headers={"content-type": "application/json"}, timeout=60)
 
 
 def test_stop_strings_and_logit_bias_are_held_to_openais_limits(plain: Gateway) -> None:
     client = plain.openai()
     bias = {str(t): 1 for t in range(301)}
+    # 45 000 entries, sent raw: refused by their count, before they are converted into a request.
+    many = _encoded({"model": "gpt-4o-mini", "messages": HELLO, "logit_bias": {str(t): 1 for t in range(45_000)}})
+    # 150 000: more object members than a body may hold (server.max_json_members), refused before decoding.
+    members = _encoded({"model": "gpt-4o-mini", "messages": HELLO,
+                        "logit_bias": {str(t): 1 for t in range(150_000)}})
+    # A million: more items than a body may hold (server.max_json_items), refused before decoding.
+    million = _encoded({"model": "gpt-4o-mini", "messages": HELLO,
+                        "logit_bias": {str(t): 1 for t in range(1_000_000)}})
     with HealthProbe(plain.url) as probe:
         stops = _refused(lambda: client.chat.completions.create(model="gpt-4o-mini", messages=HELLO,
                                                                 stop=["a", "b", "c", "d", "e"]))
@@ -192,12 +227,9 @@ def test_stop_strings_and_logit_bias_are_held_to_openais_limits(plain: Gateway) 
         biases = _refused(lambda: client.chat.completions.create(model="gpt-4o-mini", messages=HELLO,
                                                                  logit_bias=bias))
         strong = _refused(lambda: client.completions.create(model="gpt-4o-mini", prompt="hi", logit_bias={"5": 101}))
-        # 200 000 entries, sent raw: refused by their count, before they are converted into a request.
-        raw = _post_raw(plain.url, {"model": "gpt-4o-mini", "messages": HELLO,
-                                    "logit_bias": {str(t): 1 for t in range(200_000)}})
-        # A million: more items than a body may hold (server.max_json_items), refused before decoding.
-        huge = _post_raw(plain.url, {"model": "gpt-4o-mini", "messages": HELLO,
-                                     "logit_bias": {str(t): 1 for t in range(1_000_000)}})
+        raw = _post_raw(plain.url, many)
+        keys = _post_raw(plain.url, members)
+        huge = _post_raw(plain.url, million)
     probe.assert_served()
     assert (stops["param"], stops["code"]) == ("stop", "array_above_max_length")
     assert (long_stop["param"], long_stop["code"]) == ("stop[1]", "string_above_max_length")
@@ -208,6 +240,8 @@ def test_stop_strings_and_logit_bias_are_held_to_openais_limits(plain: Gateway) 
     assert huge.status_code == 413
     assert huge.json()["error"]["code"] == "payload_too_large"
     assert "300000 items" in huge.json()["error"]["message"]
+    assert keys.status_code == 413
+    assert "50000 object members" in keys.json()["error"]["message"]
     ok = client.completions.create(model="gpt-4o-mini", prompt="hi", max_tokens=1, stop=["x" * 256] * 4,
                                    logit_bias={str(t): 1 for t in range(300)})
     assert len(ok.choices) == 1

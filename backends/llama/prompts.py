@@ -214,6 +214,22 @@ class PromptBuilder:
         if size > most:
             raise ContextTooLong(-(-size // per_token), limit, at_least=True)
 
+    def check_contents(self, messages: Sequence[ChatMessage]) -> None:
+        """Refuse, before the template renders them, messages whose contents alone cannot fit: the
+        rendered text holds each content (a template may trim its ends, not its inside), and rendering
+        megabytes costs far more than counting their characters."""
+        per_token = self.max_token_bytes
+        if per_token is None or self.strips_spaces:
+            return
+        limit = self.model.n_ctx_seq
+        most = limit * per_token
+        markers = len(IMAGE_MARKER) * sum(len(m.images) for m in messages)
+        if sum(len(m.content) for m in messages) - markers <= most:  # a character is at least one byte
+            return
+        chars = sum(len(m.content.strip()) for m in messages) - markers
+        if chars > most:
+            raise ContextTooLong(-(-chars // per_token), limit, at_least=True)
+
     def check_fits(self, n_prompt: int, sampling: SamplingParams) -> None:
         """Every biased token is in the vocabulary, and prompt + completion fit one sequence."""
         n_vocab = self.model.n_vocab
@@ -265,6 +281,7 @@ class PromptBuilder:
         if images and self.images is None:
             raise ImagesNotSupported(images[0].where)
         held, plan = output_rules(request)
+        self.check_contents(request.messages)
         text = self.render(request)
         model = self.model
         add_bos = model.add_bos and not (model.bos_text and text.startswith(model.bos_text))

@@ -71,9 +71,10 @@ async def read_object(request: Request[Any, Any, Any]) -> tuple[dict[str, Any], 
     server = config_of(request).server
     body = await request.body()
     if len(body) <= INLINE_JSON_BYTES:
-        raw = decode_object(body, server.max_json_depth, server.max_json_items)
+        raw = decode_object(body, server.max_json_depth, server.max_json_items, server.max_json_members)
     else:  # its walk for depth runs off the loop (the decoding itself holds the GIL wherever it runs)
-        raw = await asyncio.to_thread(decode_object, body, server.max_json_depth, server.max_json_items)
+        raw = await asyncio.to_thread(decode_object, body, server.max_json_depth, server.max_json_items,
+                                    server.max_json_members)
     return raw, ParamPolicy(server.unsupported_params)
 
 
