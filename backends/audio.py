@@ -175,6 +175,7 @@ def _resample(frames: Iterable[av.AudioFrame], *, rate: int, mono: bool, max_sec
         for frame in frames:
             decoded += frame.samples * len(frame.layout.channels) / (frame.sample_rate or rate)
             if max_seconds is not None and decoded > max_seconds:
+                parts.clear()  # the error's traceback holds this frame, and with it hours of samples
                 raise _too_long(max_seconds)
             if resampler is None:
                 # Packed samples: PyAV's planes of an 8-channel planar frame run one past the last channel,

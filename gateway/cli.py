@@ -49,6 +49,7 @@ def _serve(config: Config, host: str | None, port: int | None, allow_open_bind: 
     import msgspec
     import uvicorn
 
+    from gateway import memory
     from gateway.app import create_app
     from gateway.slowclients import guarded_h11
 
@@ -56,6 +57,7 @@ def _serve(config: Config, host: str | None, port: int | None, allow_open_bind: 
                                      allow_open_bind=config.server.allow_open_bind or allow_open_bind)
     config.server = server  # the app's Host allow-list and the open-bind check see the address used
     _setup_logging(config)
+    memory.set_up()
     refusal = _open_bind_refusal(server)
     if refusal is not None:
         print(f"syn4pse: {refusal}", file=sys.stderr)

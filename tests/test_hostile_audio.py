@@ -174,6 +174,36 @@ def test_a_flac_bomb_is_refused_in_each_dialect(gw: Gateway, speech_wav: bytes) 
     _idle(gw)
 
 
+@pytest.fixture(scope="module")
+def hour(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    """A gateway that decodes up to an hour of audio: enough for a bomb's samples to weigh hundreds of MB."""
+    gateway = Gateway(tmp_path_factory.mktemp("hostile-hour"),
+                      base_config("  audio:\n    max_decoded_seconds: 3600\n")).start()
+    yield gateway
+    gateway.stop()
+
+
+def _rss_mib(gw: Gateway) -> float:
+    assert gw.process is not None
+    with open(f"/proc/{gw.process.pid}/status") as status:
+        line = next(line for line in status if line.startswith("VmRSS:"))
+    return int(line.split()[1]) / 1024
+
+
+def test_the_memory_a_refused_bomb_took_goes_back_to_the_system(hour: Gateway, speech_wav: bytes) -> None:
+    """8 channels × 10 minutes: an hour of samples decoded (230 MB at 16 kHz, in thousands of frames),
+    then refused. The process must not keep them: not in the error's traceback, not in malloc's arenas."""
+    _transcribes(hour, speech_wav)  # whisper and its VAD loaded: the baseline
+    bomb = _flac_bomb(8, 600)
+    before = _rss_mib(hour)
+    for _ in range(2):
+        r = httpx.post(f"{hour.url}/v1/listen?multichannel=true", content=bomb, timeout=120)
+        assert r.status_code == 413, r.text
+    grown = _rss_mib(hour) - before
+    assert grown < 100, f"RSS grew by {grown:.0f} MiB and stayed"
+    _transcribes(hour, speech_wav)
+
+
 def test_idle_and_endless_sockets_are_closed_and_capped(gw: Gateway, speech_wav: bytes) -> None:
     with HealthProbe(gw.url) as probe:
         speak = _ws(gw, "/v1/speak?model=aura-asteria-en")
