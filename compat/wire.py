@@ -34,10 +34,14 @@ def _too_deep(value: Any, limit: int) -> bool:
     return False
 
 
+WALKED_AT_ONCE = 10_000
+"""Bodies with fewer commas than this are walked for their depth without counting their brackets first."""
+
+
 def _maybe_deep(body: bytes, commas: int, limit: int) -> bool:
     """Whether the depth walk is needed: k containers nest at most k deep, so their values sit at most
     k + 1 deep. The walk costs per item, the count per byte: a body of few items is walked at once."""
-    if commas < 10_000:
+    if commas < WALKED_AT_ONCE:
         return True
     return body.count(b"{") + body.count(b"[") >= limit
 

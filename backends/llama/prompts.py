@@ -196,14 +196,22 @@ class PromptBuilder:
         self.strips_spaces = strips_spaces
         """Some special token swallows the whitespace beside it: the size check counts no whitespace."""
 
+    def _most_bytes(self) -> int | None:
+        """The most bytes of text the context could hold; None: not known (no size check)."""
+        return None if self.max_token_bytes is None else self.model.n_ctx_seq * self.max_token_bytes
+
+    def _refuse_past(self, size: int, most: int) -> None:
+        """A text of ``size`` bytes (or characters, each at least a byte) past ``most`` cannot fit."""
+        if size > most:
+            assert self.max_token_bytes is not None
+            raise ContextTooLong(-(-size // self.max_token_bytes), self.model.n_ctx_seq, at_least=True)
+
     def check_size(self, text: str) -> None:
         """Refuse a text too large for the context without tokenising it (see the module's docstring).
         Costs at most one encoding of a text the context could hold, unless whitespace is not counted."""
-        per_token = self.max_token_bytes
-        if per_token is None:
+        most = self._most_bytes()
+        if most is None:
             return
-        limit = self.model.n_ctx_seq
-        most = limit * per_token
         chars = len(text)
         if chars * 4 <= most:  # a character is at most 4 bytes of UTF-8
             return
@@ -211,24 +219,19 @@ class PromptBuilder:
             size = len(text.encode()) - sum(text.count(c) for c in _ASCII_SPACES)
         else:
             size = chars if chars > most else len(text.encode())
-        if size > most:
-            raise ContextTooLong(-(-size // per_token), limit, at_least=True)
+        self._refuse_past(size, most)
 
     def check_contents(self, messages: Sequence[ChatMessage]) -> None:
         """Refuse, before the template renders them, messages whose contents alone cannot fit: the
         rendered text holds each content (a template may trim its ends, not its inside), and rendering
         megabytes costs far more than counting their characters."""
-        per_token = self.max_token_bytes
-        if per_token is None or self.strips_spaces:
+        most = self._most_bytes()
+        if most is None or self.strips_spaces:
             return
-        limit = self.model.n_ctx_seq
-        most = limit * per_token
         markers = len(IMAGE_MARKER) * sum(len(m.images) for m in messages)
-        if sum(len(m.content) for m in messages) - markers <= most:  # a character is at least one byte
+        if sum(len(m.content) for m in messages) - markers <= most:  # the cheap count first: no copies
             return
-        chars = sum(len(m.content.strip()) for m in messages) - markers
-        if chars > most:
-            raise ContextTooLong(-(-chars // per_token), limit, at_least=True)
+        self._refuse_past(sum(len(m.content.strip()) for m in messages) - markers, most)
 
     def check_fits(self, n_prompt: int, sampling: SamplingParams) -> None:
         """Every biased token is in the vocabulary, and prompt + completion fit one sequence."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import urllib.parse
 from collections.abc import Awaitable
@@ -70,11 +71,12 @@ async def read_object(request: Request[Any, Any, Any]) -> tuple[dict[str, Any], 
     """The JSON body, and a fresh parameter policy for this request."""
     server = config_of(request).server
     body = await request.body()
+    decode = functools.partial(decode_object, body, server.max_json_depth, server.max_json_items,
+                               server.max_json_members)
     if len(body) <= INLINE_JSON_BYTES:
-        raw = decode_object(body, server.max_json_depth, server.max_json_items, server.max_json_members)
+        raw = decode()
     else:  # its walk for depth runs off the loop (the decoding itself holds the GIL wherever it runs)
-        raw = await asyncio.to_thread(decode_object, body, server.max_json_depth, server.max_json_items,
-                                    server.max_json_members)
+        raw = await asyncio.to_thread(decode)
     return raw, ParamPolicy(server.unsupported_params)
 
 
