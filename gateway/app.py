@@ -33,6 +33,7 @@ from gateway.routes.audio import audio_router
 from gateway.routes.common import DROPPED_HEADER, ClientGone
 from gateway.routes.deepgram import deepgram_router
 from gateway.routes.openai import openai_router
+from gateway.routes.responses import responses_router
 from gateway.serving import Serving
 
 __all__ = ["create_app"]
@@ -88,20 +89,24 @@ def create_app(config: Config) -> Litestar:
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         app.state.config = config
         app.state.registry = registry
-        app.state.serving = Serving(registry, config)
+        app.state.serving = serving = Serving(registry, config)
         app.state.started_at = time.time()
         await registry.start()
+        await serving.responses.start()
         try:
             yield
         finally:
+            await serving.responses.close()
             await registry.close()
 
     handlers: list[Any] = [health, ready, admin_router(), openapi_json]
     if config.services.openai.enabled:
         handlers.append(openai_router("/v1"))
+        handlers.append(responses_router("/v1"))
         handlers.append(audio_router("/v1", config.server.max_audio_upload_bytes))
     if config.services.groq.enabled:
         handlers.append(openai_router("/openai/v1", dialect="groq"))
+        handlers.append(responses_router("/openai/v1", dialect="groq"))
         handlers.append(audio_router("/openai/v1", config.server.max_audio_upload_bytes, dialect="groq"))
     if config.services.deepgram.enabled:
         handlers.append(deepgram_router(config))

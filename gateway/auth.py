@@ -11,8 +11,9 @@ keys open the other routes too; without, ``/admin/*`` takes the API keys like ev
 
 from __future__ import annotations
 
+import hashlib
 import hmac
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping, Sequence
 from typing import Any
 
 import msgspec
@@ -22,11 +23,12 @@ from compat.deepgram.common import new_request_id
 from compat.errors import AuthenticationFailed, GatewayError
 from compat.openai.errors import encode_error
 
-__all__ = ["OPEN_PATHS", "AuthMiddleware", "header", "is_admin_path", "presented_keys", "refuse"]
+__all__ = ["OPEN_PATHS", "AuthMiddleware", "header", "is_admin_path", "owner_of", "presented_keys", "refuse"]
 
 OPEN_PATHS = frozenset({"/health"})
 DEEPGRAM_PATHS = ("/v1/listen", "/v1/speak")
 _OPENAI_SUBPROTOCOL = "openai-insecure-api-key."
+_OWNER = "syn4pse.owner"
 _encoder = msgspec.json.Encoder()
 
 # Plain ASGI types: this middleware sits outside the framework and touches raw messages.
@@ -62,13 +64,26 @@ def presented_keys(scope: Scope) -> list[str]:
     return keys
 
 
-def _valid(presented: Iterable[str], keys: tuple[bytes, ...]) -> bool:
-    found = False
+def _matching(presented: Iterable[str], keys: tuple[bytes, ...]) -> bytes | None:
+    """The configured key one of ``presented`` is, if any."""
+    found = None
     for candidate in presented:
         encoded = candidate.encode()
         for key in keys:  # compare against every key, whatever matches: no timing hint
-            found |= hmac.compare_digest(encoded, key)
+            if hmac.compare_digest(encoded, key):
+                found = key
     return found
+
+
+def _valid(presented: Iterable[str], keys: tuple[bytes, ...]) -> bool:
+    return _matching(presented, keys) is not None
+
+
+def owner_of(scope: Mapping[str, object]) -> str:
+    """Who a request acts for: a digest of the API key it was let in with ("" on a server without keys).
+    What it stores (a stored response) is that key's alone."""
+    state = scope.get("state")
+    return str(state.get(_OWNER, "")) if isinstance(state, dict) else ""
 
 
 class AdminOnly(GatewayError):
@@ -128,7 +143,12 @@ class AuthMiddleware:
             else:
                 await self._unauthenticated(scope, send)
             return
-        if not self._any or _valid(presented, self._any):
+        if not self._any:
+            await self._app(scope, receive, send)
+            return
+        key = _matching(presented, self._any)
+        if key is not None:
+            scope.setdefault("state", {})[_OWNER] = hashlib.sha256(key).hexdigest()
             await self._app(scope, receive, send)
             return
         await self._unauthenticated(scope, send)

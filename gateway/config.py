@@ -164,6 +164,21 @@ class LlmLimits(_Strict):
     sets no ``max_tokens`` has each choice capped at its share instead."""
 
 
+class ResponsesStore(_Strict):
+    """Where stored Responses (``store: true``, OpenAI's default) are kept, and for how long: the
+    ``previous_response_id`` chains, ``GET /v1/responses/{id}`` and background responses read them."""
+
+    path: str | None = "~/.local/share/syn4pse/responses.db"
+    """An SQLite file, so a restart loses nothing stored; None keeps them in memory only.
+    ``SYN4PSE_RESPONSES_STORE`` overrides it."""
+    ttl: Annotated[int, msgspec.Meta(ge=60)] = 30 * 24 * 3600
+    """Seconds a stored response is kept (OpenAI's: 30 days); then it is a 404."""
+    max_responses: Annotated[int, msgspec.Meta(ge=1)] = 10_000
+    """Most responses kept; past it the oldest go first."""
+    max_bytes: Annotated[int, msgspec.Meta(ge=1024 * 1024)] = 512 * 1024 * 1024
+    """Most bytes the stored responses take in all (their JSON); past it the oldest go first."""
+
+
 class ServerConfig(_Strict):
     host: str = "127.0.0.1"
     http_port: Port = 8000
@@ -245,6 +260,8 @@ class ServerConfig(_Strict):
     """Seconds an idle keep-alive connection stays open between requests."""
     llm_limits: LlmLimits = msgspec.field(default_factory=LlmLimits)
     """How much of an LLM one chat or completion request may take."""
+    responses: ResponsesStore = msgspec.field(default_factory=ResponsesStore)
+    """The Responses API's store (``/v1/responses``)."""
 
 
 class ServiceConfig(_Strict):
@@ -403,6 +420,11 @@ def _apply_env(server: dict[str, Any], environ: Mapping[str, str]) -> None:
             extra = [k.strip() for k in keys.split(",") if k.strip()]
             existing = server.get(key) or []
             server[key] = [*existing, *extra] if isinstance(existing, list) else existing
+    store = environ.get("SYN4PSE_RESPONSES_STORE")
+    if store:
+        responses = server.setdefault("responses", {})
+        if isinstance(responses, dict):
+            responses["path"] = store
     open_bind = environ.get("SYN4PSE_ALLOW_OPEN_BIND", "").strip().lower()
     if open_bind:
         if open_bind not in _BOOLEANS:

@@ -29,8 +29,8 @@ from compat.errors import (
 )
 from compat.errors import __all__ as _errors
 
-__all__ = [*_errors, "DEEPGRAM_FIELDS", "OPENAI_FIELDS", "Fields", "fields_of", "from_domain", "from_http_exception",
-           "to_gateway_error"]
+__all__ = [*_errors, "DEEPGRAM_FIELDS", "OPENAI_FIELDS", "RESPONSES_FIELDS", "Fields", "fields_of", "from_domain",
+           "from_http_exception", "to_gateway_error"]
 
 _OPENAI_NAMES = {Part.MODEL: "model", Part.LOGIT_BIAS: "logit_bias", Part.DIMENSIONS: "dimensions",
                  Part.LANGUAGE: "language", Part.VOICE: "voice", Part.OUTPUT_FORMAT: "response_format",
@@ -60,6 +60,10 @@ class Fields:
     names: dict[Part, str] = field(default_factory=lambda: dict(_OPENAI_NAMES))
     bad_audio: str | None = None
     """What to say of unreadable audio instead of the engine's words (a vendor's clients match its own)."""
+    output_schema: str = "response_format"
+    """Where the reply's JSON Schema is sent."""
+    tool_schema: str = "tools[{}].function.parameters"
+    """Where a tool's parameters' JSON Schema is sent (``{}``: the tool's index)."""
 
     def name(self, part: Part | None) -> str | None:
         if part is None:
@@ -70,14 +74,16 @@ class Fields:
 
 
 OPENAI_FIELDS = Fields(input="input")
+RESPONSES_FIELDS = Fields(input="input", names={**_OPENAI_NAMES, Part.OUTPUT_FORMAT: "text.format"},
+                          output_schema="text.format.schema", tool_schema="tools[{}].parameters")
 DEEPGRAM_FIELDS = Fields(input="audio", names=dict(_DEEPGRAM_NAMES),
                          bad_audio="failed to process audio: corrupt or unsupported data")
 
 
-def _schema_param(error: domain.BadSchema | domain.SchemaNotSatisfied) -> str:
+def _schema_param(error: domain.BadSchema | domain.SchemaNotSatisfied, fields: Fields) -> str:
     if error.part is Part.TOOLS:
         return "tools"
-    return "response_format" if error.tool is None else f"tools[{error.tool}].function.parameters"
+    return fields.output_schema if error.tool is None else fields.tool_schema.format(error.tool)
 
 
 def _message(error: DomainError, fields: Fields, param: str | None) -> str:
@@ -100,7 +106,7 @@ def _message(error: DomainError, fields: Fields, param: str | None) -> str:
         return f"{param} is {error.asked}, but this model's embeddings have {error.dimensions}."
     if isinstance(error, domain.BadSchema):
         place = f" at '{error.where}'" if error.where else ""
-        return f"Invalid schema for '{_schema_param(error)}'{place}: {error.why}"
+        return f"Invalid schema for '{_schema_param(error, fields)}'{place}: {error.why}"
     if isinstance(error, domain.SchemaNotSatisfied):
         keywords = ", ".join(k if t is None else f"tools[{t}].function.parameters {k}" for t, k in error.held)
         return (f"The model gave no reply valid for the schema in {error.attempts} samples ({error.problem})."
@@ -122,7 +128,7 @@ def from_domain(error: DomainError, fields: Fields = OPENAI_FIELDS) -> GatewayEr
         return ServerFailure(error.message)
     param = fields.name(error.part)
     if isinstance(error, domain.BadSchema | domain.SchemaNotSatisfied):
-        param = _schema_param(error)
+        param = _schema_param(error, fields)
     elif isinstance(error, domain.BadImage | domain.ImagesNotSupported):
         param = error.place or fields.input
     code = _IMAGE_CODES[error.problem] if isinstance(error, domain.BadImage) else _CODES.get(type(error))

@@ -19,7 +19,7 @@ from compat.errors import GatewayError, ServerFailure
 from compat.openai.errors import error_body
 from gateway.errors import from_domain
 
-__all__ = ["DONE", "KEEPALIVE", "event", "guarded", "sse_events", "sse_response"]
+__all__ = ["DONE", "KEEPALIVE", "event", "guarded", "sse_events", "sse_response", "typed_events"]
 
 log = logging.getLogger("syn4pse.sse")
 _encoder = msgspec.json.Encoder()
@@ -40,6 +40,12 @@ async def sse_events(payloads: AsyncIterator[Any]) -> AsyncIterator[bytes]:
     async for payload in payloads:
         yield KEEPALIVE if payload is None else event(payload)
     yield DONE
+
+
+async def typed_events(payloads: AsyncIterator[Any]) -> AsyncIterator[bytes]:
+    """The Responses API's stream: each event framed under its ``type`` (None: a keep-alive), no ``[DONE]``."""
+    async for payload in payloads:
+        yield KEEPALIVE if payload is None else event(payload, payload["type"])
 
 
 async def guarded(frames: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

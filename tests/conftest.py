@@ -88,6 +88,7 @@ class Gateway:
         self.log_path = workdir / "server.log"
         self.env = {**os.environ, "SYN4PSE_MODELS_PATH": str(workdir / "models"),
                     "HF_HOME": str(workdir / "hf-home"),
+                    "SYN4PSE_RESPONSES_STORE": str(workdir / "responses.db"),
                     **(env or {})}
         self.process: subprocess.Popen[bytes] | None = None
 

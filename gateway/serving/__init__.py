@@ -18,6 +18,7 @@ from gateway.serving.chat import Chat, Limits
 from gateway.serving.completions import Completions
 from gateway.serving.embeddings import Embeddings
 from gateway.serving.live import LiveTranscription
+from gateway.serving.responses import Responses
 from gateway.serving.speech import Speech
 from gateway.serving.transcription import Transcriptions
 from gateway.workers import Workers
@@ -39,6 +40,7 @@ class Serving:
         self.transcriptions = Transcriptions(registry, config, self.audio_work)
         self.speech = Speech(registry, config)
         self.live = LiveTranscription(registry, config, self.audio_work)
+        self.responses = Responses(self.chat, registry, config)
 
 
 def serving_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Serving:

@@ -93,9 +93,12 @@ class Owned(Generic[E]):
     idempotent; closing stops the work (closing a generation cancels it within one token).
     """
 
-    def __init__(self, pending: Pending[Any], events: AsyncGenerator[E, None]) -> None:
+    def __init__(self, pending: Pending[Any] | None, events: AsyncGenerator[E, None],
+                 inner: Owned[Any] | None = None) -> None:
         self._pending = pending
         self._events = events
+        self._inner = inner
+        """A stream these events read (and own): closed with them."""
         self._closed = False
 
     @property
@@ -122,7 +125,11 @@ class Owned(Generic[E]):
             with contextlib.suppress(RuntimeError):  # still running in a task being torn down: it ends with it
                 await self._events.aclose()
         finally:
-            release(self._pending)
+            try:
+                if self._inner is not None:
+                    await self._inner.aclose()
+            finally:
+                release(self._pending)
 
 
 class HeldSockets:

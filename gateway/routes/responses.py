@@ -1,0 +1,152 @@
+"""The Responses API (and Groq's, under ``/openai/v1``): create, retrieve, list input items, delete, cancel,
+over HTTP (JSON or SSE) and over a WebSocket at ``/v1/responses``.
+
+A stored response is its key's (:func:`gateway.auth.owner_of`): another key's ids are 404s. Over the
+WebSocket each ``response.create`` message is answered with the same events a stream sends, one
+response at a time; ``store: false`` responses chain on the socket itself.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import msgspec
+from litestar import Request, Response, Router, WebSocket, delete, get, post, websocket
+from litestar.exceptions import WebSocketDisconnect
+from litestar.params import FromPath
+from litestar.response import Stream
+
+from backends.errors import DomainError
+from compat.errors import GatewayError, InvalidRequest
+from compat.openai.responses_input import parse_response_request
+from compat.openai.responses_list import input_items_page, parse_list_query, parse_retrieve_query, socket_request
+from compat.wire import ParamPolicy, decode_object
+from gateway.auth import owner_of
+from gateway.errors import RESPONSES_FIELDS, Fields, from_domain
+from gateway.observability import meter_generation, set_request_model
+from gateway.ownership import own
+from gateway.routes.common import dropped_headers, json_response, read_object, unless_disconnected
+from gateway.serving import serving_of
+from gateway.serving.responses import Chains, Responses
+from gateway.sockets import close_quietly
+from gateway.sse import sse_response, typed_events
+
+__all__ = ["responses_router"]
+
+log = logging.getLogger("syn4pse.responses")
+_encoder = msgspec.json.Encoder()
+
+
+def _responses(connection: Request[Any, Any, Any] | WebSocket[Any, Any, Any]) -> Responses:
+    return serving_of(connection).responses
+
+
+@post("/responses", status_code=200, opt={"fields": RESPONSES_FIELDS})
+async def create_response(request: Request[Any, Any, Any]) -> Response[bytes] | Stream:
+    raw, policy = await read_object(request)
+    parsed = parse_response_request(raw, policy)
+    set_request_model(request, parsed.model)
+    headers = dropped_headers(request, policy)
+    responses, owner, meter = _responses(request), owner_of(request.scope), meter_generation(request)
+    if parsed.background:
+        queued, response_id = await responses.background(parsed, owner, meter)
+        if not parsed.stream:
+            return json_response(queued, headers)
+        return sse_response(typed_events(await responses.follow(response_id, owner)), headers)
+    if parsed.stream:
+        events = own(request, await responses.stream(parsed, owner, meter))
+        return sse_response(typed_events(events), headers)
+    body = await unless_disconnected(request, responses.create(parsed, owner, meter))
+    return json_response(body, headers)
+
+
+@get("/responses/{response_id:str}", opt={"fields": RESPONSES_FIELDS})
+async def retrieve_response(request: Request[Any, Any, Any], response_id: FromPath[str]) -> Response[bytes] | Stream:
+    query = parse_retrieve_query(request.query_params.dict())
+    responses, owner = _responses(request), owner_of(request.scope)
+    if query.stream:
+        return sse_response(typed_events(await responses.follow(response_id, owner, query.starting_after)))
+    return json_response(await responses.retrieve(response_id, owner))
+
+
+@get("/responses/{response_id:str}/input_items", opt={"fields": RESPONSES_FIELDS})
+async def list_input_items(request: Request[Any, Any, Any], response_id: FromPath[str]) -> Response[bytes]:
+    query = parse_list_query(request.query_params.dict())
+    items = await _responses(request).input_items(response_id, owner_of(request.scope))
+    return json_response(input_items_page(items, query))
+
+
+@delete("/responses/{response_id:str}", status_code=200, opt={"fields": RESPONSES_FIELDS})
+async def delete_response(request: Request[Any, Any, Any], response_id: FromPath[str]) -> Response[bytes]:
+    await _responses(request).delete(response_id, owner_of(request.scope))
+    return json_response({"id": response_id, "object": "response.deleted", "deleted": True})
+
+
+@post("/responses/{response_id:str}/cancel", status_code=200, opt={"fields": RESPONSES_FIELDS})
+async def cancel_response(request: Request[Any, Any, Any], response_id: FromPath[str]) -> Response[bytes]:
+    return json_response(await _responses(request).cancel(response_id, owner_of(request.scope)))
+
+
+@websocket("/responses")
+async def responses_socket(socket: WebSocket[Any, Any, Any]) -> None:
+    await socket.accept()
+    try:
+        await _ResponsesSocket(socket).serve()
+    except WebSocketDisconnect:
+        pass
+    finally:
+        await close_quietly(socket, 1000)
+
+
+class _ResponsesSocket:
+    """One socket: ``response.create`` messages in, each answered with its events, in order."""
+
+    def __init__(self, socket: WebSocket[Any, Any, Any]) -> None:
+        self._socket = socket
+        self._serving = serving_of(socket)
+        self._chains = Chains()
+        self._owner = owner_of(socket.scope)
+
+    async def serve(self) -> None:
+        server = self._serving.config.server
+        while True:
+            message = await self._socket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            text: str | None = message.get("text")  # type: ignore[assignment]
+            data: bytes = text.encode() if text is not None else message.get("bytes") or b""  # type: ignore[assignment]
+            try:
+                if len(data) > server.max_json_bytes:
+                    raise InvalidRequest(f"A message of {len(data)} bytes; at most {server.max_json_bytes}.")
+                raw = decode_object(data, server.max_json_depth, server.max_json_items, server.max_json_members)
+                await self._answer(socket_request(raw), ParamPolicy(server.unsupported_params))
+            except (GatewayError, DomainError) as e:
+                await self._send(_socket_error(e))
+
+    async def _answer(self, raw: dict[str, Any], policy: ParamPolicy) -> None:
+        parsed = parse_response_request(raw, policy)
+        set_request_model(self._socket, parsed.model)
+        events = own(self._socket, await self._serving.responses.stream(parsed, self._owner,
+                                                                      meter_generation(self._socket), self._chains))
+        try:
+            async for event in events:
+                if event is not None:
+                    await self._send(event)
+        finally:
+            await events.aclose()
+
+    async def _send(self, event: dict[str, Any]) -> None:
+        await self._socket.send_text(_encoder.encode(event).decode())
+
+
+def _socket_error(error: GatewayError | DomainError, fields: Fields = RESPONSES_FIELDS) -> dict[str, Any]:
+    """An error the socket answers a message with (the socket stays open), in OpenAI's shape."""
+    wire = error if isinstance(error, GatewayError) else from_domain(error, fields)
+    return {"type": "error", "status": wire.status,
+            "error": {"type": wire.kind, "code": wire.code, "message": wire.message, "param": wire.param}}
+
+
+def responses_router(path: str = "/v1", dialect: str = "openai") -> Router:
+    return Router(path=path, route_handlers=[create_response, retrieve_response, list_input_items, delete_response,
+                                             cancel_response, responses_socket], opt={"dialect": dialect})
