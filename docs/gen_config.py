@@ -70,8 +70,8 @@ NOTES: dict[str, str] = {
     "server.cors.allow_headers": "Request headers allowed cross-origin.",
     "server.cors.allow_credentials": "Whether browsers may send credentials.",
     "server.cors.max_age": "Seconds a browser may cache a preflight answer.",
-    "services.openai": "`/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`, `/v1/audio/*`, "
-                       "`/v1/models`.",
+    "services.openai": "`/v1/chat/completions`, `/v1/responses` (HTTP and WebSocket), `/v1/completions`, "
+                       "`/v1/embeddings`, `/v1/audio/*`, `/v1/models`.",
     "services.deepgram": "`/v1/listen` (REST and WebSocket) and `/v1/speak` (REST and WebSocket).",
     "services.openai.enabled": "Serve the dialect's routes.",
     "services.groq.enabled": "Serve the dialect's routes.",

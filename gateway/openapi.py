@@ -28,6 +28,7 @@ from compat.openai.completions import LegacyCompletionRequest, TextCompletion
 from compat.openai.embeddings import EmbeddingsRequest, EmbeddingsResponse
 from compat.openai.errors import ErrorEnvelope
 from compat.openai.models import ModelCard, ModelList
+from compat.openai.responses_input import ResponseCreate
 from gateway.config import Config
 
 __all__ = ["openapi_document", "openapi_json"]
@@ -70,6 +71,61 @@ class VoiceList(msgspec.Struct):
 
 class Health(msgspec.Struct):
     status: str
+
+
+class ResponseObject(msgspec.Struct):
+    """The ``response`` object (``compat.openai.responses`` builds it as a dict): the fields every client
+    reads; the others echo the request."""
+
+    id: str
+    object: Literal["response"]
+    created_at: int
+    status: Literal["completed", "incomplete", "failed", "cancelled", "queued", "in_progress"]
+    model: str
+    output: list[dict[str, Any]]
+    parallel_tool_calls: bool
+    tools: list[dict[str, Any]]
+    usage: dict[str, Any] | None
+    error: dict[str, Any] | None
+    incomplete_details: dict[str, Any] | None
+    metadata: dict[str, str]
+
+
+class ResponseEvent(msgspec.Struct):
+    """One event of a streamed response (``response.created`` … ``response.completed``, ``error``)."""
+
+    type: str
+    sequence_number: int
+
+
+class InputItemList(msgspec.Struct):
+    object: Literal["list"]
+    data: list[dict[str, Any]]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool
+
+
+class DeletedResponse(msgspec.Struct):
+    id: str
+    object: Literal["response.deleted"]
+    deleted: bool
+
+
+class RetrieveResponseQuery(msgspec.Struct, kw_only=True):
+    """``GET /v1/responses/{response_id}`` (``compat.openai.responses_list`` reads it)."""
+
+    stream: bool = False
+    starting_after: Annotated[int, msgspec.Meta(ge=0)] | UnsetType = UNSET
+
+
+class InputItemsQuery(msgspec.Struct, kw_only=True):
+    """``GET /v1/responses/{response_id}/input_items``."""
+
+    limit: Annotated[int, msgspec.Meta(ge=1, le=100)] = 20
+    order: Literal["asc", "desc"] = "desc"
+    after: str | UnsetType = UNSET
+    before: str | UnsetType = UNSET
 
 
 class ListenQuery(msgspec.Struct, kw_only=True):
@@ -123,7 +179,8 @@ _PUBLIC_NAMES = {"_Json": "Transcription", "_Verbose": "VerboseTranscription", "
 """Public names for the private structs of ``compat`` (msgspec names a component after its class)."""
 
 _TYPES: tuple[Any, ...] = (
-    ChatCompletionRequest, ChatCompletion, ChatCompletionChunk, LegacyCompletionRequest, TextCompletion,
+    ChatCompletionRequest, ChatCompletion, ChatCompletionChunk, ResponseCreate, ResponseObject, ResponseEvent,
+    InputItemList, DeletedResponse, LegacyCompletionRequest, TextCompletion,
     EmbeddingsRequest, EmbeddingsResponse, TranscriptionForm, TranslationForm, _Json, _Verbose, _TextDelta, _TextDone,
     SpeechBody, _AudioDelta, _AudioDone, VoiceList, ModelList, ModelCard, Health, ErrorEnvelope, SpeakText,
     ListenResponse, DeepgramError)
@@ -241,10 +298,26 @@ def _openai_paths(prefix: str, dialect: str, s: dict[Any, JSON]) -> JSON:
                   "text/vtt": {"schema": _TEXT}}
     model = {"name": "model", "in": "query", "required": False, "schema": _TEXT}
     model_id = {"name": "model_id", "in": "path", "required": True, "schema": _TEXT}
+    response_id = {"name": "response_id", "in": "path", "required": True, "schema": _TEXT}
+    response = {**_json(s[ResponseObject]), **_sse(s[ResponseEvent], error)}
     return {
         f"{prefix}/chat/completions": {"post": op(
             "createChatCompletion", "Chat, plain or streamed",
             {**_json(s[ChatCompletion]), **_sse(s[ChatCompletionChunk], error, done=True)}, body=_json(chat))},
+        f"{prefix}/responses": {"post": op(
+            "createResponse", "A response, plain, streamed or in the background", response,
+            body=_json(s[ResponseCreate]))},
+        f"{prefix}/responses/{{response_id}}": {
+            "get": op("getResponse", "A stored response, or a background one's events", response, (400, 401, 404),
+                      parameters=[response_id, *_query_parameters(RetrieveResponseQuery)]),
+            "delete": op("deleteResponse", "Delete a stored response", _json(s[DeletedResponse]), (401, 404),
+                         parameters=[response_id])},
+        f"{prefix}/responses/{{response_id}}/input_items": {"get": op(
+            "listInputItems", "A stored response's input items", _json(s[InputItemList]), (400, 401, 404),
+            parameters=[response_id, *_query_parameters(InputItemsQuery)])},
+        f"{prefix}/responses/{{response_id}}/cancel": {"post": op(
+            "cancelResponse", "Cancel a background response", _json(s[ResponseObject]), (400, 401, 404),
+            parameters=[response_id])},
         f"{prefix}/completions": {"post": op(
             "createCompletion", "Legacy completions, plain or streamed",
             {**_json(s[TextCompletion]), **_sse(s[TextCompletion], error, done=True)},

@@ -45,6 +45,8 @@ from gateway.openapi import ListenQuery, SpeakQuery, TranscriptionForm, openapi_
 
 MAX_TOKENS = 2
 MAX_PROMPTS = 2
+MIN_OUTPUT_TOKENS = 16
+"""The Responses API's least ``max_output_tokens`` (OpenAI's), and the most the fuzzing asks for."""
 MAX_CHOICES = 2
 MAX_SPEECH_CHARS = 40
 AUDIO_ENV = "SYN4PSE_FUZZ_AUDIO"
@@ -54,6 +56,7 @@ CHECKS = ("not_a_server_error,status_code_conformance,content_type_conformance,r
 MODELS = {  # a served model per operation, by the end of its path
     "/chat/completions": "gpt-4o-mini",
     "/completions": "gpt-4o-mini",
+    "/responses": "gpt-4o-mini",
     "/embeddings": "text-embedding-3-small",
     "/audio/transcriptions": "whisper-1",
     "/audio/translations": "whisper-1",
@@ -90,6 +93,8 @@ def _tame(fields: dict[str, Any], path: str) -> None:
             fields["prompt"] = fields["prompt"][:MAX_PROMPTS]
         if isinstance(fields.get("n"), int):
             fields["n"] = min(fields["n"], MAX_CHOICES)
+    if path.endswith("/responses") and isinstance(fields.get("max_output_tokens"), int):
+        fields["max_output_tokens"] = min(fields["max_output_tokens"], MIN_OUTPUT_TOKENS)
     if path.endswith(("/audio/speech", "/v1/speak")):
         for name in ("input", "text"):
             if isinstance(fields.get(name), str):
@@ -110,6 +115,8 @@ def before_call(context: schemathesis.HookContext, case: schemathesis.Case[Any],
         unbounded = body.get("max_tokens") is None and body.get("max_completion_tokens") is None
         if path.endswith("/completions") and unbounded:
             body["max_completion_tokens" if path.endswith("/chat/completions") else "max_tokens"] = MAX_TOKENS
+        if path.endswith("/responses") and body.get("max_output_tokens") is None:
+            body["max_output_tokens"] = MIN_OUTPUT_TOKENS
     recording = _recording()
     if recording is not None and case.meta is not None and case.meta.phase.name == "fuzzing":
         if isinstance(body, Binary):  # /v1/listen
@@ -169,7 +176,7 @@ def test_server_keeps_to_its_document(fuzzed_gateway: Gateway, tmp_path: Path) -
                f"{fuzzed_gateway.url}/openapi.json", "--checks", CHECKS, "--phases", "coverage,fuzzing",
                "--max-examples", "5", "--request-timeout", "30", "--seed", "1", "--generation-database", "none",
                "--no-color", "--output-truncate", "false"]
-    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180,
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=360,
                             check=False)
     output = result.stdout + result.stderr
     assert result.returncode == 0, f"{output}\n--- server log ---\n{fuzzed_gateway.log()[-5000:]}"
