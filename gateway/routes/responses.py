@@ -127,9 +127,9 @@ class _ResponsesSocket:
     async def _answer(self, raw: dict[str, Any], policy: ParamPolicy) -> None:
         parsed = parse_response_request(raw, policy)
         set_request_model(self._socket, parsed.model)
-        events = own(self._socket, await self._serving.responses.stream(parsed, self._owner,
-                                                                      meter_generation(self._socket), self._chains))
-        try:
+        events = await self._serving.responses.stream(parsed, self._owner, meter_generation(self._socket),
+                                                      self._chains)
+        try:  # closed here, not when the socket ends: a socket makes many
             async for event in events:
                 if event is not None:
                     await self._send(event)

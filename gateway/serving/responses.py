@@ -45,6 +45,7 @@ Event = dict[str, Any]
 _json = msgspec.json.Encoder()
 
 UNFINISHED = ("queued", "in_progress")
+TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed", "response.cancelled"})
 KEPT_RUNS = 256
 """Background runs whose events stay in memory (to be followed by id) after they finish."""
 
@@ -219,25 +220,31 @@ class Responses:
 
     async def _events(self, turn: _Turn, chat: Owned[ChatEvent], chains: Chains | None,
                       ) -> AsyncGenerator[Event | None, None]:
+        """The response's events; it is stored before its terminal event is sent, so a client that chains
+        from it as soon as it hears the end finds it."""
         builder = turn.builder
         for event in builder.start():
             yield event
+        ending: list[Event | None] = []
         try:
             async for chat_event in chat:
                 for out in builder.feed(chat_event):
+                    if out is not None and out["type"] in TERMINAL:
+                        await self._keep(turn, chains)
                     yield out
         except (GatewayError, DomainError) as e:
             error = e if isinstance(e, GatewayError) else from_domain(e, RESPONSES_FIELDS)
             log.warning("response %s ended by %s: %s", builder.response["id"], type(e).__name__, error.message)
-            for out in builder.fail(error):
-                yield out
+            ending = list(builder.fail(error))
         except Exception:
             log.exception("response %s failed", builder.response["id"])
-            for out in builder.fail(ServerFailure("The engine failed while generating.")):
-                yield out
+            ending = list(builder.fail(ServerFailure("The engine failed while generating.")))
         finally:
             await chat.aclose()
-        await self._keep(turn, chains)
+        if ending:
+            await self._keep(turn, chains)
+            for out in ending:
+                yield out
 
     # -- background responses -----------------------------------------------------------------------------
 
