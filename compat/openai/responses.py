@@ -118,8 +118,10 @@ class ResponseBuilder:
         return event
 
     def start(self) -> list[Event]:
-        return [self._event("response.created", response=self.snapshot()),
-                self._event("response.in_progress", response=self.snapshot("in_progress"))]
+        """``response.created`` (``queued``, for a background response), then ``response.in_progress``."""
+        created = self._event("response.created", response=self.snapshot())
+        self.response["status"] = "in_progress"
+        return [created, self._event("response.in_progress", response=self.snapshot())]
 
     def snapshot(self, status: str | None = None) -> dict[str, Any]:
         copy = {**self.response, "output": list(self.output)}

@@ -264,7 +264,6 @@ class Responses:
         while len(self._runs) > KEPT_RUNS and next(iter(self._runs.values())).done:
             self._runs.popitem(last=False)
         queued = turn.builder.snapshot()
-        turn.builder.response["status"] = "in_progress"
         run.task = asyncio.create_task(self._run(run), name=f"response {response_id}")
         return queued, response_id
 
@@ -273,6 +272,8 @@ class Responses:
             async for event in run.events_out:
                 if event is not None:
                     run.add(event)
+                    if event["type"] == "response.in_progress":  # polled, it says it runs
+                        await self._keep(run.turn, None)
         finally:
             await self._settle(run)
 
