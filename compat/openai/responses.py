@@ -37,7 +37,10 @@ def new_response_id() -> str:
 
 
 def usage_object(usage: Usage) -> dict[str, Any]:
-    return {"input_tokens": usage.prompt_tokens, "input_tokens_details": {"cached_tokens": usage.cached_tokens},
+    # cache_write_tokens is required in OpenAI's schema (LiveKit's plugin fails without it); nothing is
+    # written to a cache on request here, as OpenAI counts those writes
+    return {"input_tokens": usage.prompt_tokens,
+            "input_tokens_details": {"cached_tokens": usage.cached_tokens, "cache_write_tokens": 0},
             "output_tokens": usage.completion_tokens, "output_tokens_details": {"reasoning_tokens": 0},
             "total_tokens": usage.total_tokens}
 
@@ -227,9 +230,14 @@ class ResponseBuilder:
         self.response = failed(self.response, error)
         return [error_event(error, self._next()), self._event("response.failed", response=self.snapshot())]
 
-    def cancel(self) -> Event:
-        self.response["status"] = "cancelled"
-        return self._event("response.cancelled", response=self.snapshot())
+    def cancel(self) -> list[Event]:
+        """The response stopped before it finished (``/cancel``, a socket's ``response.cancel``): its open
+        items closed as ``incomplete``, then ``response.incomplete`` with the status ``cancelled``, the
+        terminal event clients wait for whatever the end."""
+        self._finish = "length"  # the items' status: incomplete
+        events = [*self._close_message(), *self._close_call()]
+        self.response.update(status="cancelled", completed_at=int(time.time()))
+        return [*events, self._event("response.incomplete", response=self.snapshot())]
 
     def _next(self) -> int:
         self.sequence += 1

@@ -9,8 +9,8 @@ from typing import Any
 from compat.errors import InvalidRequest
 from compat.openai.responses_input import INCLUDABLE
 
-__all__ = ["ListQuery", "RetrieveQuery", "input_items_page", "parse_list_query", "parse_retrieve_query",
-           "socket_request"]
+__all__ = ["ListQuery", "RetrieveQuery", "SocketCancel", "input_items_page", "parse_list_query",
+           "parse_retrieve_query", "socket_message"]
 
 _TRUE = {"true": True, "1": True, "false": False, "0": False}
 
@@ -101,13 +101,27 @@ def input_items_page(items: list[dict[str, Any]], query: ListQuery) -> dict[str,
             "has_more": (start + len(page) < end) if query.before is None else (end - len(page) > start)}
 
 
-def socket_request(message: dict[str, Any]) -> dict[str, Any]:
-    """The body a WebSocket ``response.create`` message carries (its fields are ``POST /v1/responses``'s).
-    Every response on a socket streams; background responses are HTTP's alone."""
+@dataclass(frozen=True, slots=True)
+class SocketCancel:
+    """``response.cancel``: stop the response running on the socket (``response_id`` names it, or not)."""
+
+    response_id: str | None
+
+
+def socket_message(message: dict[str, Any]) -> dict[str, Any] | SocketCancel:
+    """What a WebSocket message asks: the body of a ``response.create`` (its fields are those of
+    ``POST /v1/responses``; every response on a socket streams, background responses are HTTP's alone),
+    or a :class:`SocketCancel`."""
     kind = message.get("type")
+    if kind == "response.cancel":
+        response_id = message.get("response_id")
+        if response_id is not None and not isinstance(response_id, str):
+            raise InvalidRequest("Invalid 'response_id': expected a string.", param="response_id",
+                                 code="invalid_type")
+        return SocketCancel(response_id)
     if kind != "response.create":
-        raise InvalidRequest(f"Invalid 'type': '{str(kind)[:64]}'. This socket takes 'response.create' messages.",
-                             param="type", code="invalid_value")
+        raise InvalidRequest(f"Invalid 'type': '{str(kind)[:64]}'. This socket takes 'response.create' and"
+                             " 'response.cancel' messages.", param="type", code="invalid_value")
     body = {k: v for k, v in message.items() if k != "type"}
     if body.pop("stream", True) is not True:
         raise InvalidRequest("Responses on a WebSocket always stream: leave 'stream' out.", param="stream")

@@ -8,6 +8,8 @@ response at a time; ``store: false`` responses chain on the socket itself.
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import logging
 from typing import Any
 
@@ -18,9 +20,15 @@ from litestar.params import FromPath
 from litestar.response import Stream
 
 from backends.errors import DomainError
-from compat.errors import GatewayError, InvalidRequest
+from compat.errors import GatewayError, InvalidRequest, PayloadTooLarge
 from compat.openai.responses_input import parse_response_request
-from compat.openai.responses_list import input_items_page, parse_list_query, parse_retrieve_query, socket_request
+from compat.openai.responses_list import (
+    SocketCancel,
+    input_items_page,
+    parse_list_query,
+    parse_retrieve_query,
+    socket_message,
+)
 from compat.wire import ParamPolicy, decode_object
 from gateway.auth import owner_of
 from gateway.errors import RESPONSES_FIELDS, Fields, from_domain
@@ -100,41 +108,90 @@ async def responses_socket(socket: WebSocket[Any, Any, Any]) -> None:
 
 
 class _ResponsesSocket:
-    """One socket: ``response.create`` messages in, each answered with its events, in order."""
+    """One socket. Messages are read as they come, so a ``response.cancel`` stops the running response at
+    once (a voice agent's barge-in); ``response.create`` messages are answered in order, one at a time."""
 
     def __init__(self, socket: WebSocket[Any, Any, Any]) -> None:
         self._socket = socket
         self._serving = serving_of(socket)
+        self._server = self._serving.config.server
         self._chains = Chains()
         self._owner = owner_of(socket.scope)
+        self._inbox: asyncio.Queue[dict[str, Any] | GatewayError | DomainError | None] = asyncio.Queue(32)
+        self._stop: asyncio.Event | None = None
+        self._running: str | None = None
+        self._made: collections.deque[str] = collections.deque(maxlen=256)
+        """This socket's latest responses: a cancel that names one that has ended is no error."""
 
     async def serve(self) -> None:
-        server = self._serving.config.server
-        while True:
-            message = await self._socket.receive()
-            if message["type"] == "websocket.disconnect":
-                return
-            text: str | None = message.get("text")  # type: ignore[assignment]
-            data: bytes = text.encode() if text is not None else message.get("bytes") or b""  # type: ignore[assignment]
-            try:
-                if len(data) > server.max_json_bytes:
-                    raise InvalidRequest(f"A message of {len(data)} bytes; at most {server.max_json_bytes}.")
-                raw = decode_object(data, server.max_json_depth, server.max_json_items, server.max_json_members)
-                await self._answer(socket_request(raw), ParamPolicy(server.unsupported_params))
-            except (GatewayError, DomainError) as e:
-                await self._send(_socket_error(e))
+        reader = asyncio.create_task(self._read())
+        try:
+            while (item := await self._inbox.get()) is not None:
+                if isinstance(item, dict):
+                    await self._answer(item)
+                else:
+                    await self._send(_socket_error(item))
+        finally:
+            reader.cancel()
+            await asyncio.wait({reader})
 
-    async def _answer(self, raw: dict[str, Any], policy: ParamPolicy) -> None:
-        parsed = parse_response_request(raw, policy)
-        set_request_model(self._socket, parsed.model)
-        events = await self._serving.responses.stream(parsed, self._owner, meter_generation(self._socket),
-                                                      self._chains)
+    async def _read(self) -> None:
+        try:
+            while True:
+                message = await self._socket.receive()
+                if message["type"] == "websocket.disconnect":
+                    return
+                text: str | None = message.get("text")  # type: ignore[assignment]
+                data: bytes = text.encode() if text is not None else message.get("bytes") or b""  # type: ignore[assignment]
+                try:
+                    asked = socket_message(self._decode(data))
+                    if isinstance(asked, SocketCancel):
+                        self._cancel(asked.response_id)
+                    else:
+                        await self._inbox.put(asked)
+                except (GatewayError, DomainError) as e:
+                    await self._inbox.put(e)
+        finally:
+            if self._stop is not None:  # the client is gone: its response stops with it
+                self._stop.set()
+            await self._inbox.put(None)
+
+    def _decode(self, data: bytes) -> dict[str, Any]:
+        server = self._server
+        if len(data) > server.max_json_bytes:
+            raise PayloadTooLarge(f"A message of {len(data)} bytes; this socket takes at most {server.max_json_bytes}.")
+        return decode_object(data, server.max_json_depth, server.max_json_items, server.max_json_members)
+
+    def _cancel(self, response_id: str | None) -> None:
+        if response_id is None or response_id == self._running:
+            if self._stop is not None:
+                self._stop.set()
+        elif response_id not in self._made:
+            raise InvalidRequest(f"No response with id '{response_id[:64]}' is running on this socket.",
+                                 param="response_id")
+
+    async def _answer(self, raw: dict[str, Any]) -> None:
+        try:
+            parsed = parse_response_request(raw, ParamPolicy(self._server.unsupported_params))
+            set_request_model(self._socket, parsed.model)
+            self._stop = asyncio.Event()
+            events = await self._serving.responses.stream(parsed, self._owner, meter_generation(self._socket),
+                                                          self._chains, self._stop)
+        except (GatewayError, DomainError) as e:
+            self._stop = None
+            await self._send(_socket_error(e))
+            return
         try:  # closed here, not when the socket ends: a socket makes many
             async for event in events:
-                if event is not None:
-                    await self._send(event)
+                if event is None:
+                    continue
+                if event["type"] == "response.created":
+                    self._running = event["response"]["id"]
+                    self._made.append(event["response"]["id"])
+                await self._send(event)
         finally:
             await events.aclose()
+            self._running = self._stop = None
 
     async def _send(self, event: dict[str, Any]) -> None:
         await self._socket.send_text(_encoder.encode(event).decode())

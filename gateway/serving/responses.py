@@ -45,7 +45,7 @@ Event = dict[str, Any]
 _json = msgspec.json.Encoder()
 
 UNFINISHED = ("queued", "in_progress")
-TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed", "response.cancelled"})
+TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
 KEPT_RUNS = 256
 """Background runs whose events stay in memory (to be followed by id) after they finish."""
 
@@ -103,6 +103,26 @@ class _Run:
     @property
     def running(self) -> bool:
         return self.task is not None and not self.task.done()
+
+
+async def _until(events: AsyncIterator[ChatEvent], stop: asyncio.Event) -> AsyncIterator[ChatEvent]:
+    """``events`` until they end or ``stop`` is set, whichever comes first."""
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        while True:
+            following = asyncio.ensure_future(anext(events))
+            await asyncio.wait({following, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            if not following.done():
+                following.cancel()
+                await asyncio.wait({following})
+                return
+            try:
+                event = following.result()
+            except StopAsyncIteration:
+                return
+            yield event
+    finally:
+        stopped.cancel()
 
 
 def _not_found(response_id: str) -> NotFound:
@@ -207,19 +227,21 @@ class Responses:
         await self._keep(turn, None)
         return turn.builder.response
 
-    async def _open(self, turn: _Turn, meter: Meter, chains: Chains | None) -> Owned[Event | None]:
+    async def _open(self, turn: _Turn, meter: Meter, chains: Chains | None,
+                    stop: asyncio.Event | None = None) -> Owned[Event | None]:
         chat = await self._truncated(turn, lambda r: self._chat.stream(turn.parsed.model, r, meter,
                                                                        received=turn.received))
-        return Owned(None, self._events(turn, chat, chains), inner=chat)
+        return Owned(None, self._events(turn, chat, chains, stop), inner=chat)
 
-    async def stream(self, parsed: ParsedResponse, owner: str, meter: Meter,
-                     chains: Chains | None = None) -> Owned[Event | None]:
-        """The response as its events (None: a keep-alive). A bad request fails here, before any event."""
+    async def stream(self, parsed: ParsedResponse, owner: str, meter: Meter, chains: Chains | None = None,
+                     stop: asyncio.Event | None = None) -> Owned[Event | None]:
+        """The response as its events (None: a keep-alive). A bad request fails here, before any event.
+        Setting ``stop`` cancels it: the generation stops and the response ends ``cancelled``."""
         turn = await self._turn(parsed, owner, chains, "in_progress")
-        return await self._open(turn, meter, chains)
+        return await self._open(turn, meter, chains, stop)
 
     async def _events(self, turn: _Turn, chat: Owned[ChatEvent], chains: Chains | None,
-                      ) -> AsyncGenerator[Event | None, None]:
+                      stop: asyncio.Event | None = None) -> AsyncGenerator[Event | None, None]:
         """The response's events; it is stored before its terminal event is sent, so a client that chains
         from it as soon as it hears the end finds it."""
         builder = turn.builder
@@ -227,7 +249,7 @@ class Responses:
             yield event
         ending: list[Event | None] = []
         try:
-            async for chat_event in chat:
+            async for chat_event in chat if stop is None else _until(chat, stop):
                 for out in builder.feed(chat_event):
                     if out is not None and out["type"] in TERMINAL:
                         await self._keep(turn, chains)
@@ -241,6 +263,8 @@ class Responses:
             ending = list(builder.fail(ServerFailure("The engine failed while generating.")))
         finally:
             await chat.aclose()
+        if not ending and stop is not None and stop.is_set() and builder.response["status"] in UNFINISHED:
+            ending = list(builder.cancel())
         if ending:
             await self._keep(turn, chains)
             for out in ending:
@@ -285,7 +309,8 @@ class Responses:
         run.settled = True
         await run.events_out.aclose()
         if run.turn.builder.response["status"] in UNFINISHED:
-            run.add(run.turn.builder.cancel())
+            for event in run.turn.builder.cancel():
+                run.add(event)
             with contextlib.suppress(Exception):
                 await self._keep(run.turn, None)
         run.end()
@@ -344,7 +369,11 @@ class Responses:
 
     async def delete(self, response_id: str, owner: str) -> None:
         run = self._runs.get(response_id)
+        if run is not None and run.task is not None and run.running and await self.store.get(response_id, owner):
+            # Stopped (and settled) first: a run settling after the delete would store its response again.
+            run.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(run.task)
+            await self._settle(run)
         if not await self.store.delete(response_id, owner):
             raise _not_found(response_id)
-        if run is not None and run.task is not None and run.running:
-            run.task.cancel()
