@@ -1,18 +1,24 @@
 """The voice-agent frameworks against a real gateway, with no network and no room.
 
 pipecat's services and LiveKit Agents' plugins get only the gateway's address on 127.0.0.1 (through
-:class:`RecordingProxy` for chat, so a test can show what the framework sent after a tool ran). Their
+:class:`RecordingProxy` for chat and HTTP responses, and :class:`SocketRecorder` for the Responses
+WebSocket, so a test can show what the framework sent after a tool ran or a turn was chained). Their
 telemetry is switched off before they are imported, and :func:`no_network` fails a test that tries to
 reach any host but 127.0.0.1: nothing may fetch a model or report usage.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import io
+import json
 import os
 import re
 import sys
+import threading
 import wave
+from collections.abc import Iterator
 from difflib import SequenceMatcher
 from pathlib import Path
 from typing import Any
@@ -20,6 +26,10 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.http11 import Request, Response
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # tests/: the gateway fixture and helpers
 
@@ -81,3 +91,65 @@ def check_speech(gateway: Any, pcm: bytes, rate: int, text: str) -> None:
     assert np.sqrt(np.mean(samples.astype(np.float64) ** 2)) > 300  # speech, not silence
     heard = transcribe_pcm(gateway, pcm, rate)
     assert similarity(text, heard) > 0.8, heard
+
+
+class SocketRecorder:
+    """A WebSocket pass-through to the gateway (for the Responses API's socket) that keeps, per connection,
+    the path it asked for and every JSON message each side sent, in order. A refused upgrade is passed
+    back to the client with the gateway's status."""
+
+    def __init__(self, upstream: str) -> None:
+        self.connections: list[SocketRecorder.Connection] = []
+        self._upstream = upstream.replace("http://", "ws://")
+        self._links: dict[ServerConnection, tuple[ClientConnection, SocketRecorder.Connection]] = {}
+        self._loop = asyncio.new_event_loop()
+        threading.Thread(target=self._loop.run_forever, daemon=True).start()
+        self._server = asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
+        self.url = f"ws://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+
+    class Connection:
+        def __init__(self, path: str, authorization: str | None) -> None:
+            self.path = path
+            self.authorization = authorization
+            self.sent: list[dict[str, Any]] = []  # by the client
+            self.received: list[dict[str, Any]] = []  # by the client, from the gateway
+
+    async def _start(self) -> Any:
+        return await serve(self._relay, "127.0.0.1", 0, process_request=self._open, compression=None)
+
+    async def _open(self, client: ServerConnection, request: Request) -> Response | None:
+        auth = request.headers.get("Authorization")
+        try:
+            upstream = await connect(self._upstream + request.path, proxy=None, compression=None,
+                                     additional_headers={"Authorization": auth} if auth else None)
+        except InvalidStatus as e:
+            return client.respond(e.response.status_code, e.response.body.decode(errors="replace"))
+        record = SocketRecorder.Connection(request.path, auth)
+        self.connections.append(record)
+        self._links[client] = upstream, record
+        return None
+
+    async def _relay(self, client: ServerConnection) -> None:
+        upstream, record = self._links.pop(client)
+
+        async def pump(source: Any, sink: Any, kept: list[dict[str, Any]]) -> None:
+            with contextlib.suppress(ConnectionClosed):
+                async for message in source:
+                    with contextlib.suppress(ValueError):
+                        kept.append(json.loads(message))
+                    await sink.send(message)
+            await sink.close()
+
+        await asyncio.gather(pump(client, upstream, record.sent), pump(upstream, client, record.received))
+
+    def close(self) -> None:
+        self._server.close()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+
+
+@pytest.fixture(scope="session")
+def socket_recorder(gateway: Any) -> Iterator[SocketRecorder]:
+    """One recording WebSocket pass-through to the session's gateway."""
+    recorder = SocketRecorder(gateway.url)
+    yield recorder
+    recorder.close()
