@@ -84,7 +84,8 @@ class _Run:
     """A background response as it runs: its events so far, for whoever follows it."""
 
     turn: _Turn
-    events_out: Owned[Event | None]
+    events_out: Owned[Event | None] | None = None
+    """Its events, once the model took it."""
     events: list[Event] = field(default_factory=list)
     done: bool = False
     settled: bool = False
@@ -209,7 +210,7 @@ class Responses:
         """Store the response (or only its status, while it runs) and keep its conversation."""
         body = turn.builder.response
         done = body["status"] not in UNFINISHED
-        history = [*turn.history, *(stored_item(i) for i in turn.parsed.items), *body["output"]] if done else []
+        history = [*turn.history, *(stored_item(i) for i in turn.parsed.items), *(body["output"] if done else ())]
         if chains is not None and done:
             chains.keep(body["id"], history)
         if not turn.parsed.store:
@@ -273,26 +274,33 @@ class Responses:
     # -- background responses -----------------------------------------------------------------------------
 
     async def background(self, parsed: ParsedResponse, owner: str, meter: Meter) -> tuple[dict[str, Any], str]:
-        """Start a background response: admitted and checked now (a bad request is still a 400), stored
-        as ``queued``, then run on its own. Returns its object, and its id to follow its events by."""
+        """Start a background response: checked now (a bad request or an unknown model is still a 400 or a
+        404), stored as ``queued`` and answered at once; it waits for the model and runs on its own, and
+        what fails from then on (a full queue, a prompt past the context) fails the response. Returns its
+        object, and its id to follow its events by."""
+        self._registry.resolve(parsed.model)
         turn = await self._turn(parsed, owner, None, "queued")
-        events = await self._open(turn, meter, None)
-        try:
-            await self._keep(turn, None)
-        except BaseException:
-            await events.aclose()
-            raise
+        await self._keep(turn, None)
         response_id = turn.builder.response["id"]
-        run = _Run(turn, events)
+        run = _Run(turn)
         self._runs[response_id] = run
         while len(self._runs) > KEPT_RUNS and next(iter(self._runs.values())).done:
             self._runs.popitem(last=False)
         queued = turn.builder.snapshot()
-        run.task = asyncio.create_task(self._run(run), name=f"response {response_id}")
+        run.task = asyncio.create_task(self._run(run, meter), name=f"response {response_id}")
         return queued, response_id
 
-    async def _run(self, run: _Run) -> None:
+    async def _run(self, run: _Run, meter: Meter) -> None:
+        builder = run.turn.builder
         try:
+            try:
+                run.events_out = await self._open(run.turn, meter, None)
+            except (GatewayError, DomainError) as e:
+                error = e if isinstance(e, GatewayError) else from_domain(e, RESPONSES_FIELDS)
+                for said in [*builder.start(), *builder.fail(error)]:
+                    run.add(said)
+                await self._keep(run.turn, None)
+                return
             async for event in run.events_out:
                 if event is not None:
                     run.add(event)
@@ -307,8 +315,12 @@ class Responses:
         if run.settled:
             return
         run.settled = True
-        await run.events_out.aclose()
+        if run.events_out is not None:
+            await run.events_out.aclose()
         if run.turn.builder.response["status"] in UNFINISHED:
+            if not run.events:  # cancelled while it waited for the model: it still begins as every one does
+                for event in run.turn.builder.start():
+                    run.add(event)
             for event in run.turn.builder.cancel():
                 run.add(event)
             with contextlib.suppress(Exception):
