@@ -40,6 +40,13 @@ CREATE TABLE IF NOT EXISTS responses (
     history BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS responses_by_created ON responses (created);
+CREATE TABLE IF NOT EXISTS items (
+    id TEXT NOT NULL,
+    response_id TEXT NOT NULL,
+    item BLOB NOT NULL,
+    PRIMARY KEY (id, response_id)
+);
+CREATE INDEX IF NOT EXISTS items_by_response ON items (response_id);
 """
 
 
@@ -54,10 +61,12 @@ class StoredResponse:
     """Its input items, as listed by ``GET /v1/responses/{id}/input_items``."""
     history: bytes
     """The conversation up to and including its output: where a continuation starts."""
+    items: tuple[tuple[str, bytes], ...] = ()
+    """Its input and output items by id, for ``item_reference`` inputs (not read back by :meth:`get`)."""
 
     @property
     def size(self) -> int:
-        return len(self.body) + len(self.input) + len(self.history)
+        return len(self.body) + len(self.input) + len(self.history) + sum(len(item) for _, item in self.items)
 
 
 class ResponseStore:
@@ -102,22 +111,42 @@ class ResponseStore:
                     " history = excluded.history",
                     (stored.id, stored.owner, stored.status, now, now + self.config.ttl, stored.size,
                      stored.body, stored.input, stored.history))
+                db.executemany("INSERT OR REPLACE INTO items (id, response_id, item) VALUES (?, ?, ?)",
+                               [(item_id, stored.id, item) for item_id, item in stored.items])
                 self._evict(db, now)
 
         await self._run(put)
 
     def _evict(self, db: sqlite3.Connection, now: float) -> None:
-        db.execute("DELETE FROM responses WHERE expires <= ?", (now,))
+        for (gone,) in db.execute("SELECT id FROM responses WHERE expires <= ?", (now,)).fetchall():
+            self._drop(db, gone)
         count, size = db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM responses").fetchone()
         if count <= self.config.max_responses and size <= self.config.max_bytes:
             return
         dropped = 0
-        for rowid, row_size in db.execute("SELECT rowid, size FROM responses ORDER BY created").fetchall():
+        for response_id, row_size in db.execute("SELECT id, size FROM responses ORDER BY created").fetchall():
             if count <= self.config.max_responses and size <= self.config.max_bytes:
                 break
-            db.execute("DELETE FROM responses WHERE rowid = ?", (rowid,))
+            self._drop(db, response_id)
             count, size, dropped = count - 1, size - row_size, dropped + 1
         log.info("response store: dropped the %d oldest responses (server.responses limits)", dropped)
+
+    @staticmethod
+    def _drop(db: sqlite3.Connection, response_id: str) -> bool:
+        db.execute("DELETE FROM items WHERE response_id = ?", (response_id,))
+        return db.execute("DELETE FROM responses WHERE id = ?", (response_id,)).rowcount > 0
+
+    async def item(self, item_id: str, owner: str) -> bytes | None:
+        """An item of one of ``owner``'s live stored responses, by its id (the latest, if several hold it)."""
+        now = self._clock()
+
+        def find(db: sqlite3.Connection) -> bytes | None:
+            row = db.execute("SELECT i.item FROM items i JOIN responses r ON r.id = i.response_id WHERE i.id = ?"
+                             " AND r.owner = ? AND r.expires > ? ORDER BY r.created DESC LIMIT 1",
+                             (item_id, owner, now)).fetchone()
+            return None if row is None else bytes(row[0])
+
+        return await self._run(find)
 
     async def get(self, response_id: str, owner: str) -> StoredResponse | None:
         """The response, if it is stored, not expired, and ``owner``'s."""
@@ -134,9 +163,11 @@ class ResponseStore:
 
     async def delete(self, response_id: str, owner: str) -> bool:
         def delete(db: sqlite3.Connection) -> bool:
-            cursor = db.execute("DELETE FROM responses WHERE id = ? AND owner = ? AND expires > ?",
-                                (response_id, owner, self._clock()))
-            return cursor.rowcount > 0
+            with db:
+                db.execute("BEGIN")
+                found = db.execute("SELECT 1 FROM responses WHERE id = ? AND owner = ? AND expires > ?",
+                                   (response_id, owner, self._clock())).fetchone()
+                return found is not None and self._drop(db, response_id)
 
         return await self._run(delete)
 

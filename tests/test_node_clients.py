@@ -36,7 +36,8 @@ def _node() -> str:
 
 
 def test_node_cases_exist() -> None:
-    assert {p.name for p in NODE_CASES} >= {"openai-sdk.test.js", "ai-sdk.test.js"}
+    assert {p.name for p in NODE_CASES} >= {"openai-sdk.test.js", "ai-sdk.test.js", "openai-sdk-responses.test.js",
+                                             "ai-sdk-responses.test.js"}
 
 
 # One file is a dozen model calls; on a loaded machine that can pass the suite's 600 s per test.

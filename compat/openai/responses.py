@@ -81,7 +81,7 @@ def head_object(response_id: str, parsed: ParsedResponse, status: str) -> dict[s
         "safety_identifier": r.safety_identifier, "service_tier": "default", "store": parsed.store,
         "temperature": parsed.sampling.temperature,
         "text": {"format": _format_object(parsed), "verbosity": (r.text.verbosity if r.text else None) or "medium"},
-        "tool_choice": r.tool_choice if r.tool_choice is not None else parsed.tool_choice,
+        "tool_choice": r.tool_choice if r.tool_choice is not None else "auto",  # OpenAI's default, tools or not
         "tools": _tool_object(parsed), "top_logprobs": r.top_logprobs or 0, "top_p": parsed.sampling.top_p,
         "truncation": parsed.truncation, "usage": None, "user": r.user, "metadata": r.metadata or {},
     }

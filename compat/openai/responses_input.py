@@ -23,6 +23,8 @@ from compat.wire import ParamPolicy, to_struct
 
 __all__ = [
     "INCLUDABLE",
+    "Item",
+    "ItemReference",
     "ParsedResponse",
     "ResponseCreate",
     "chat_messages",
@@ -436,8 +438,8 @@ def chat_messages(instructions: str | None, items: list[Item], policy: ParamPoli
                                      param=where)
             text, _ = split_content(_chat_parts(item.output, where, policy), where, policy)
             messages.append(ChatMessage(role="tool", content=text, tool_call_id=item.call_id))
-        elif isinstance(item, ItemReference):
-            policy.unsupported(where, "item references are not supported: send the item itself")
+        elif isinstance(item, ItemReference):  # the serving layer puts the items they name in their place
+            raise InvalidRequest(f"Item with id '{item.id[:64]}' not found.", param=where, code="item_not_found")
     if not any(m.role != "system" for m in messages):
         raise InvalidRequest("No input is left to answer.", param="input")
     return tuple(messages)

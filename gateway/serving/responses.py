@@ -28,7 +28,7 @@ from backends.errors import ContextTooLong, DomainError
 from backends.types import ChatMessage, ChatRequest
 from compat.errors import GatewayError, InvalidRequest, NotFound, ServerFailure
 from compat.openai.responses import ResponseBuilder, failed, new_response_id
-from compat.openai.responses_input import ParsedResponse, chat_messages, parse_items, stored_item
+from compat.openai.responses_input import Item, ItemReference, ParsedResponse, chat_messages, parse_items, stored_item
 from gateway.config import Config
 from gateway.errors import RESPONSES_FIELDS, from_domain
 from gateway.registry import Registry
@@ -66,6 +66,14 @@ class Chains:
     def get(self, response_id: str) -> list[Any] | None:
         return self._history.get(response_id)
 
+    def item(self, item_id: str) -> dict[str, Any] | None:
+        """An item of one of the kept conversations, by its id."""
+        for history in reversed(self._history.values()):
+            for item in history:
+                if isinstance(item, dict) and item.get("id") == item_id:
+                    return item
+        return None
+
 
 @dataclass
 class _Turn:
@@ -74,6 +82,8 @@ class _Turn:
     parsed: ParsedResponse
     owner: str
     history: list[Any]
+    inputs: list[dict[str, Any]]
+    """Its input items in their stored form (references resolved to the items they name)."""
     request: ChatRequest
     builder: ResponseBuilder
     received: float
@@ -176,10 +186,31 @@ class Responses:
         history: list[Any] = []
         if parsed.previous_response_id is not None:
             history = await self._history(parsed.previous_response_id, owner, chains)
-        items = parse_items(history, "previous_response_id") + parsed.items
+        new = await self._referenced(parsed.items, history, owner, chains)
+        items = parse_items(history, "previous_response_id") + new
         messages = chat_messages(parsed.instructions, items, parsed.policy, first_new=len(history))
         request = await resolve_chat_images(self._config, self._registry, parsed.model, parsed.chat_request(messages))
-        return _Turn(parsed, owner, history, request, ResponseBuilder(new_response_id(), parsed, status), received)
+        return _Turn(parsed, owner, history, [stored_item(i) for i in new], request,
+                     ResponseBuilder(new_response_id(), parsed, status), received)
+
+    async def _referenced(self, items: list[Item], history: list[Any], owner: str, chains: Chains | None) -> list[Item]:
+        """``items`` with each ``item_reference`` replaced by the item it names: from the conversation
+        continued, this socket's chains, or the owner's stored responses."""
+        out: list[Item] = []
+        for i, item in enumerate(items):
+            if not isinstance(item, ItemReference):
+                out.append(item)
+                continue
+            found = next((h for h in history if isinstance(h, dict) and h.get("id") == item.id), None)
+            if found is None and chains is not None:
+                found = chains.item(item.id)
+            if found is None and (stored := await self.store.item(item.id, owner)) is not None:
+                found = msgspec.json.decode(stored)
+            if found is None:
+                raise InvalidRequest(f"Item with id '{item.id[:64]}' not found.", param=f"input[{i}]",
+                                     code="item_not_found")
+            out.extend(parse_items([found], f"input[{i}]"))
+        return out
 
     async def _history(self, response_id: str, owner: str, chains: Chains | None) -> list[Any]:
         if chains is not None and (kept := chains.get(response_id)) is not None:
@@ -210,13 +241,14 @@ class Responses:
         """Store the response (or only its status, while it runs) and keep its conversation."""
         body = turn.builder.response
         done = body["status"] not in UNFINISHED
-        history = [*turn.history, *(stored_item(i) for i in turn.parsed.items), *(body["output"] if done else ())]
+        history = [*turn.history, *turn.inputs, *(body["output"] if done else ())]
         if chains is not None and done:
             chains.keep(body["id"], history)
         if not turn.parsed.store:
             return
-        stored = StoredResponse(body["id"], turn.owner, body["status"], _json.encode(body),
-                                _json.encode([stored_item(i) for i in turn.parsed.items]), _json.encode(history))
+        items = tuple((i["id"], _json.encode(i)) for i in [*turn.inputs, *body["output"]] if "id" in i) if done else ()
+        stored = StoredResponse(body["id"], turn.owner, body["status"], _json.encode(body), _json.encode(turn.inputs),
+                                _json.encode(history), items)
         await self.store.put(stored)
 
     async def create(self, parsed: ParsedResponse, owner: str, meter: Meter) -> dict[str, Any]:

@@ -18,27 +18,32 @@ export const EMBEDDING_MODEL = 'text-embedding-3-small';
 // Every case waits on a CPU model that other tests load too.
 export const CASE = { timeout: 180_000 };
 
-/** A fetch that keeps the JSON body of every request it sends, in order. */
+/** A fetch that keeps the JSON body of every request it sends, in order, and each request's method and
+ * path (below the base URL, e.g. `POST /responses`) in `paths`. */
 export function recordingFetch() {
   const sent = [];
+  const paths = [];
+  const prefix = new URL(baseURL).pathname.replace(/\/$/, '');
   const fetcher = async (input, init) => {
+    const { pathname } = new URL(input instanceof Request ? input.url : input);
+    paths.push(`${init?.method ?? 'GET'} ${pathname.slice(prefix.length)}`);
     if (typeof init?.body === 'string') sent.push(JSON.parse(init.body));
     return fetch(input, init);
   };
-  return { sent, fetch: fetcher };
+  return { sent, paths, fetch: fetcher };
 }
 
 /** The OpenAI Node SDK as an application builds it, plus the bodies it sent. */
 export function openaiClient() {
-  const { sent, fetch } = recordingFetch();
+  const { sent, paths, fetch } = recordingFetch();
   const client = new OpenAI({ baseURL, apiKey, maxRetries: 0, timeout: 150_000, fetch });
-  return { client, sent };
+  return { client, sent, paths };
 }
 
 /** The AI SDK's OpenAI provider, plus the bodies it sent. */
 export function aiProvider() {
-  const { sent, fetch } = recordingFetch();
-  return { openai: createOpenAI({ baseURL, apiKey, fetch }), sent };
+  const { sent, paths, fetch } = recordingFetch();
+  return { openai: createOpenAI({ baseURL, apiKey, fetch }), sent, paths };
 }
 
 /** The AI SDK's provider for OpenAI-compatible servers, as its docs set it up for one, plus the bodies it sent. */
