@@ -4,34 +4,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { z } from 'zod';
-import { generateObject, generateText, Output, stepCountIs, streamText, tool } from 'ai';
+import { generateObject, generateText, Output, streamText } from 'ai';
 import { aiProvider, CASE, CHAT_MODEL } from './gateway.js';
-
-const Forecast = z.object({ city: z.string(), days: z.number().int().min(1).max(7) });
-
-/** A tool that records every call it runs and answers with a marked result. */
-function forecastTool() {
-  const calls = [];
-  const weather = tool({
-    description: 'The forecast for a city, for a number of days.',
-    inputSchema: Forecast,
-    execute: async (input) => {
-      calls.push(input);
-      return { city: input.city, days: input.days, outlook: 'sunny', station: 'ZX-4417' };
-    },
-  });
-  return { calls, weather };
-}
+import { firstStepForced, Forecast, forecastTool } from './forecast.js';
 
 /** The items of a Responses request body's `input` of one type. */
 const itemsOf = (body, type) => body.input.filter((item) => item.type === type);
-
-/** The first step is forced to the tool; the next one answers in text, so the loop ends there. */
-const firstStepForced = (toolName) => ({
-  toolChoice: { type: 'tool', toolName },
-  stopWhen: stepCountIs(3),
-  prepareStep: ({ stepNumber }) => (stepNumber === 0 ? {} : { toolChoice: 'none' }),
-});
 
 /** Asserts the second request of a tool loop sent the call and its result back as items. */
 function assertToolRoundTrip(sent, call) {

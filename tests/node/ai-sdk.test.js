@@ -5,25 +5,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { z } from 'zod';
 import {
-  embed, embedMany, cosineSimilarity, generateObject, generateText, Output, stepCountIs, streamText, tool,
+  embed, embedMany, cosineSimilarity, generateObject, generateText, Output, streamText,
 } from 'ai';
 import { aiProvider, CASE, CHAT_MODEL, compatibleProvider, EMBEDDING_MODEL } from './gateway.js';
-
-const Forecast = z.object({ city: z.string(), days: z.number().int().min(1).max(7) });
-
-/** A tool that records every call it runs and answers with a marked result. */
-function forecastTool() {
-  const calls = [];
-  const weather = tool({
-    description: 'The forecast for a city, for a number of days.',
-    inputSchema: Forecast,
-    execute: async (input) => {
-      calls.push(input);
-      return { city: input.city, days: input.days, outlook: 'sunny', station: 'ZX-4417' };
-    },
-  });
-  return { calls, weather };
-}
+import { firstStepForced, Forecast, forecastTool } from './forecast.js';
 
 function assertForecastInput(input) {
   const { city, days } = Forecast.parse(input);
@@ -35,14 +20,6 @@ function assertForecastInput(input) {
 function toolMessage(body, id) {
   return body.messages.find((m) => m.role === 'tool' && m.tool_call_id === id);
 }
-
-// The first step is forced to the tool; the next one may answer in text, so the loop ends. Tool and
-// object cases run at temperature 0: the same run every time, never cut short by an unlucky sample.
-const firstStepForced = (toolName) => ({
-  toolChoice: { type: 'tool', toolName },
-  stopWhen: stepCountIs(3),
-  prepareStep: ({ stepNumber }) => (stepNumber === 0 ? {} : { toolChoice: 'none' }),
-});
 
 test('generateText: a forced tool call, its result in the next step', CASE, async () => {
   const { openai, sent } = aiProvider();
