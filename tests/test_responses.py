@@ -42,6 +42,7 @@ TIME: FunctionToolParam = {"type": "function", "name": "get_time", "description"
                                        "required": ["zone"], "additionalProperties": False},
                         "strict": True}
 ASK_WEATHER = "What is the weather in Paris?"
+PNG_1X1 = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==")
 
 
 def _usage_adds_up(r: Response, most: int | None = None) -> None:
@@ -533,6 +534,30 @@ def test_an_item_reference_finds_only_the_keys_own_items(keyed: Gateway) -> None
         a.responses.delete(response_id)
     with pytest.raises(openai.BadRequestError):
         a.responses.create(model=MODEL, input=reference, max_output_tokens=16)
+
+
+def test_input_tokens_counts_what_a_response_would_read(client: OpenAI) -> None:
+    """``POST /v1/responses/input_tokens`` (pydantic-ai's token counting): the prompt, nothing generated."""
+    ask = {"model": MODEL, "instructions": "Answer briefly.", "input": "Name three rivers.", "tools": [WEATHER]}
+    counted = client.responses.input_tokens.count(**ask)  # type: ignore[arg-type]
+    made = client.responses.create(**ask, max_output_tokens=16, temperature=0)  # type: ignore[arg-type]
+    assert made.usage is not None and counted.input_tokens == made.usage.input_tokens
+    assert counted.object == "response.input_tokens"
+    longer = client.responses.input_tokens.count(**{**ask, "input": "And lakes?"},  # type: ignore[arg-type]
+                                                 previous_response_id=made.id)
+    assert longer.input_tokens > counted.input_tokens  # the conversation continued is counted too
+    with pytest.raises(openai.NotFoundError) as e:
+        client.post("/responses/compact", body={"model": MODEL, "input": "Hi"}, cast_to=object)
+    assert "compact" in e.value.message
+
+
+def test_an_image_in_a_function_output_is_refused_not_dropped(client: OpenAI) -> None:
+    r = _weather_call(client)
+    image = {"type": "input_image", "image_url": "data:image/png;base64," + PNG_1X1}
+    with pytest.raises(openai.BadRequestError) as e:
+        client.responses.create(model=MODEL, previous_response_id=r.id, max_output_tokens=16, input=[  # type: ignore[arg-type]
+            {"type": "function_call_output", "call_id": _call(r).call_id, "output": [image]}])
+    assert e.value.param is not None and e.value.param.startswith("input[0]")
 
 
 # -- refusals ------------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from backends.types import ChatMessage, ChatRequest, OutputFormat, SamplingParams, ToolCall, ToolSpec
+from backends.types import IMAGE_MARKER, ChatMessage, ChatRequest, OutputFormat, SamplingParams, ToolCall, ToolSpec
 from compat.errors import InvalidRequest
 from compat.openai.content import ContentPart, ImagePart, ImageURL, RefusalPart, TextPart, split_content
 from compat.wire import ParamPolicy, to_struct
@@ -436,7 +436,11 @@ def chat_messages(instructions: str | None, items: list[Item], policy: ParamPoli
             if item.call_id not in called:
                 raise InvalidRequest(f"No tool call found for function call output with call_id {item.call_id}.",
                                      param=where)
-            text, _ = split_content(_chat_parts(item.output, where, policy), where, policy)
+            text, images = split_content(_chat_parts(item.output, where, policy), where, policy)
+            for image in images:  # a tool message carries text only: an image would never reach the model
+                policy.unsupported(image.where, "images in a function call's output are not read; send the image"
+                                                " in a user message")
+            text = text.replace(IMAGE_MARKER, "")
             messages.append(ChatMessage(role="tool", content=text, tool_call_id=item.call_id))
         elif isinstance(item, ItemReference):  # the serving layer puts the items they name in their place
             raise InvalidRequest(f"Item with id '{item.id[:64]}' not found.", param=where, code="item_not_found")

@@ -20,7 +20,7 @@ from litestar.params import FromPath
 from litestar.response import Stream
 
 from backends.errors import DomainError
-from compat.errors import GatewayError, InvalidRequest, PayloadTooLarge
+from compat.errors import GatewayError, InvalidRequest, NotFound, PayloadTooLarge
 from compat.openai.responses_input import parse_response_request
 from compat.openai.responses_list import (
     SocketCancel,
@@ -67,6 +67,22 @@ async def create_response(request: Request[Any, Any, Any]) -> Response[bytes] | 
         return sse_response(typed_events(events), headers)
     body = await unless_disconnected(request, responses.create(parsed, owner, meter))
     return json_response(body, headers)
+
+
+@post("/responses/input_tokens", status_code=200, opt={"fields": RESPONSES_FIELDS})
+async def count_input_tokens(request: Request[Any, Any, Any]) -> Response[bytes]:
+    raw, policy = await read_object(request)
+    parsed = parse_response_request(raw, policy)
+    set_request_model(request, parsed.model)
+    count = await unless_disconnected(request, _responses(request).count(parsed, owner_of(request.scope)))
+    return json_response({"object": "response.input_tokens", "input_tokens": count}, dropped_headers(request, policy))
+
+
+@post("/responses/compact", status_code=200, opt={"fields": RESPONSES_FIELDS})
+async def compact_response(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """Said plainly, not a 405 from the ``{response_id}`` routes: compaction is not served."""
+    raise NotFound("POST /v1/responses/compact (compacting a conversation) is not available on this server: continue"
+                   " it with previous_response_id and truncation 'auto' instead.")
 
 
 @get("/responses/{response_id:str}", opt={"fields": RESPONSES_FIELDS})
@@ -205,5 +221,6 @@ def _socket_error(error: GatewayError | DomainError, fields: Fields = RESPONSES_
 
 
 def responses_router(path: str = "/v1", dialect: str = "openai") -> Router:
-    return Router(path=path, route_handlers=[create_response, retrieve_response, list_input_items, delete_response,
-                                             cancel_response, responses_socket], opt={"dialect": dialect})
+    return Router(path=path, route_handlers=[create_response, count_input_tokens, compact_response, retrieve_response,
+                                             list_input_items, delete_response, cancel_response, responses_socket],
+                  opt={"dialect": dialect})

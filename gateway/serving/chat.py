@@ -222,6 +222,12 @@ class Chat:
             reader = await collect(held.backend, prompt, clock, meter)
         return ChatAnswer(reader.results(), reader.usage(), clock.timings())
 
+    async def count(self, model: str, request: ChatRequest) -> int:
+        """The prompt tokens ``request`` makes on ``model`` (its template rendered, its text tokenised);
+        nothing is generated."""
+        async with self._registry.lease(model, CHAT) as held:
+            return (await held.backend.prepare_chat(request)).n_tokens
+
     async def stream(self, model: str, request: ChatRequest, meter: Meter, *,
                      received: float | None = None) -> Owned[ChatEvent]:
         """The answer as events. A bad request fails here, before any event, when the model is loaded

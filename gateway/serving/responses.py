@@ -260,6 +260,12 @@ class Responses:
         await self._keep(turn, None)
         return turn.builder.response
 
+    async def count(self, parsed: ParsedResponse, owner: str) -> int:
+        """The input tokens the response would read (``POST /v1/responses/input_tokens``), after truncation."""
+        turn = await self._turn(parsed, owner, None, "in_progress")
+        count: int = await self._truncated(turn, lambda r: self._chat.count(parsed.model, r))
+        return count
+
     async def _open(self, turn: _Turn, meter: Meter, chains: Chains | None,
                     stop: asyncio.Event | None = None) -> Owned[Event | None]:
         chat = await self._truncated(turn, lambda r: self._chat.stream(turn.parsed.model, r, meter,
