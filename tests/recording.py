@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 __all__ = ["RecordingProxy", "install_network_guard", "new_network_attempts", "no_network", "proxy",
-           "tool_result_reached_next_request"]
+           "tool_output_reached_next_response", "tool_result_reached_next_request"]
 
 _LOCAL = ("127.0.0.1", "::1", "localhost")
 _attempts: list[str] = []
@@ -110,6 +110,11 @@ class RecordingProxy:
         return [body for path, body in self.requests[since:]
                 if path.endswith("/chat/completions") and isinstance(body, dict)]
 
+    def response_bodies(self, since: int = 0) -> list[dict[str, Any]]:
+        """The ``POST /responses`` request bodies (the Responses API) from request number ``since`` on."""
+        return [body for path, body in self.requests[since:]
+                if path.split("?")[0].endswith("/responses") and isinstance(body, dict)]
+
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
@@ -122,6 +127,20 @@ def tool_result_reached_next_request(proxy: RecordingProxy, since: int, result_t
             if message.get("role") == "tool" and result_text in json.dumps(message.get("content")):
                 return body
     raise AssertionError(f"no request after the call carried the tool's result {result_text!r}")
+
+
+def tool_output_reached_next_response(proxy: RecordingProxy, since: int, result_text: str,
+                                      call_id: str | None = None) -> dict[str, Any]:
+    """The first Responses request after ``since`` whose input carries ``result_text`` as a
+    ``function_call_output`` item (of the call ``call_id``, when given)."""
+    for body in proxy.response_bodies(since):
+        items = body.get("input")
+        for item in items if isinstance(items, list) else []:
+            if (isinstance(item, dict) and item.get("type") == "function_call_output"
+                    and call_id in (None, item.get("call_id")) and result_text in json.dumps(item.get("output"))):
+                return body
+    raise AssertionError(f"no Responses request after the call carried the tool's result {result_text!r}"
+                         + (f" for call {call_id!r}" if call_id else ""))
 
 
 # Fixtures for a client group's conftest.py to import (``from recording import no_network, proxy``).
