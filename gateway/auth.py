@@ -7,6 +7,8 @@ A refusal is a 401 in the dialect of the route: Deepgram's shape on ``/v1/listen
 OpenAI's everywhere else; a refused WebSocket handshake gets the same 401 as an HTTP answer.
 With ``server.admin_keys`` set, ``/admin/*`` takes only an admin key (an API key gets a 403), and admin
 keys open the other routes too; without, ``/admin/*`` takes the API keys like every route.
+A request let in by a key acts for it (:func:`owner_of`, a digest of the key): what it stores, a stored
+response, is that key's alone.
 """
 
 from __future__ import annotations

@@ -163,7 +163,8 @@ class Responses:
         self._runs: OrderedDict[str, _Run] = OrderedDict()
 
     async def start(self) -> None:
-        """Background responses a stopped server left unfinished are failed: nothing runs them now."""
+        """Background responses a server left unfinished (it was killed: a server that stops cancels its
+        own, :meth:`close`) are failed: nothing runs them now."""
         error = ServerFailure("The server stopped before this response finished.")
         for stored in await self.store.with_status(UNFINISHED):
             body = failed(msgspec.json.decode(stored.body), error)
