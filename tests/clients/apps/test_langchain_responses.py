@@ -12,8 +12,8 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, Huma
 from langchain_core.tools import tool
 from langchain_openai import ChatOpenAI
 from openai import OpenAI
-from pydantic import BaseModel, Field
 from recording import RecordingProxy, tool_output_reached_next_response
+from test_langchain import Invoice  # the same invoice, read over the Responses API
 
 
 def _llm(base_url: str, **kwargs: Any) -> ChatOpenAI:
@@ -92,14 +92,6 @@ def test_bind_tools_round_trip(proxy: RecordingProxy, base_url: str, streaming: 
     [call] = [item for item in after["input"] if item.get("type") == "function_call"]
     assert call["call_id"] == call_id and call["name"] == "get_weather"
     assert after["tool_choice"] == "none"
-
-
-class Invoice(BaseModel):
-    """An invoice read from text."""
-
-    amount_cents: int = Field(ge=1, le=10_000_000)
-    currency: str = Field(pattern=r"^[A-Z]{3}$")
-    paid: bool
 
 
 @pytest.mark.parametrize("method", ["json_schema", "function_calling"])
