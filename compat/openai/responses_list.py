@@ -6,11 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from compat.errors import InvalidRequest
+from compat.errors import GatewayError, InvalidRequest
 from compat.openai.responses_input import INCLUDABLE
 
-__all__ = ["ListQuery", "RetrieveQuery", "SocketCancel", "input_items_page", "parse_list_query",
-           "parse_retrieve_query", "socket_message"]
+__all__ = ["ListQuery", "RetrieveQuery", "SocketCancel", "deleted_body", "input_items_page", "input_tokens_body",
+           "parse_list_query", "parse_retrieve_query", "socket_error", "socket_message"]
 
 _TRUE = {"true": True, "1": True, "false": False, "0": False}
 
@@ -130,3 +130,17 @@ def socket_message(message: dict[str, Any]) -> dict[str, Any] | SocketCancel:
                              param="background")
     body["stream"] = True
     return body
+
+
+def socket_error(error: GatewayError) -> dict[str, Any]:
+    """An error a WebSocket answers a message with (the socket stays open), in OpenAI's shape."""
+    return {"type": "error", "status": error.status,
+            "error": {"type": error.kind, "code": error.code, "message": error.message, "param": error.param}}
+
+
+def input_tokens_body(count: int) -> dict[str, Any]:
+    return {"object": "response.input_tokens", "input_tokens": count}
+
+
+def deleted_body(response_id: str) -> dict[str, Any]:
+    return {"id": response_id, "object": "response.deleted", "deleted": True}

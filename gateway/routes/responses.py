@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import logging
 from typing import Any
 
 import msgspec
@@ -24,14 +23,17 @@ from compat.errors import GatewayError, InvalidRequest, NotFound, PayloadTooLarg
 from compat.openai.responses_input import parse_response_request
 from compat.openai.responses_list import (
     SocketCancel,
+    deleted_body,
     input_items_page,
+    input_tokens_body,
     parse_list_query,
     parse_retrieve_query,
+    socket_error,
     socket_message,
 )
 from compat.wire import ParamPolicy, decode_object
 from gateway.auth import owner_of
-from gateway.errors import RESPONSES_FIELDS, Fields, from_domain
+from gateway.errors import RESPONSES_FIELDS, from_domain
 from gateway.observability import meter_generation, set_request_model
 from gateway.ownership import own
 from gateway.routes.common import dropped_headers, json_response, read_object, unless_disconnected
@@ -42,7 +44,6 @@ from gateway.sse import sse_response, typed_events
 
 __all__ = ["responses_router"]
 
-log = logging.getLogger("syn4pse.responses")
 _encoder = msgspec.json.Encoder()
 
 
@@ -75,7 +76,7 @@ async def count_input_tokens(request: Request[Any, Any, Any]) -> Response[bytes]
     parsed = parse_response_request(raw, policy)
     set_request_model(request, parsed.model)
     count = await unless_disconnected(request, _responses(request).count(parsed, owner_of(request.scope)))
-    return json_response({"object": "response.input_tokens", "input_tokens": count}, dropped_headers(request, policy))
+    return json_response(input_tokens_body(count), dropped_headers(request, policy))
 
 
 @post("/responses/compact", status_code=200, opt={"fields": RESPONSES_FIELDS})
@@ -104,7 +105,7 @@ async def list_input_items(request: Request[Any, Any, Any], response_id: FromPat
 @delete("/responses/{response_id:str}", status_code=200, opt={"fields": RESPONSES_FIELDS})
 async def delete_response(request: Request[Any, Any, Any], response_id: FromPath[str]) -> Response[bytes]:
     await _responses(request).delete(response_id, owner_of(request.scope))
-    return json_response({"id": response_id, "object": "response.deleted", "deleted": True})
+    return json_response(deleted_body(response_id))
 
 
 @post("/responses/{response_id:str}/cancel", status_code=200, opt={"fields": RESPONSES_FIELDS})
@@ -213,11 +214,8 @@ class _ResponsesSocket:
         await self._socket.send_text(_encoder.encode(event).decode())
 
 
-def _socket_error(error: GatewayError | DomainError, fields: Fields = RESPONSES_FIELDS) -> dict[str, Any]:
-    """An error the socket answers a message with (the socket stays open), in OpenAI's shape."""
-    wire = error if isinstance(error, GatewayError) else from_domain(error, fields)
-    return {"type": "error", "status": wire.status,
-            "error": {"type": wire.kind, "code": wire.code, "message": wire.message, "param": wire.param}}
+def _socket_error(error: GatewayError | DomainError) -> dict[str, Any]:
+    return socket_error(error if isinstance(error, GatewayError) else from_domain(error, RESPONSES_FIELDS))
 
 
 def responses_router(path: str = "/v1", dialect: str = "openai") -> Router:
