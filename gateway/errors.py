@@ -29,7 +29,8 @@ from compat.errors import (
 )
 from compat.errors import __all__ as _errors
 
-__all__ = [*_errors, "DEEPGRAM_FIELDS", "OPENAI_FIELDS", "RESPONSES_FIELDS", "Fields", "fields_of", "from_domain",
+__all__ = [*_errors, "DEEPGRAM_FIELDS", "OPENAI_FIELDS", "RESPONSES_FIELDS", "Fields", "as_wire", "fields_of",
+           "from_domain",
            "from_http_exception", "to_gateway_error"]
 
 _OPENAI_NAMES = {Part.MODEL: "model", Part.LOGIT_BIAS: "logit_bias", Part.DIMENSIONS: "dimensions",
@@ -133,6 +134,11 @@ def from_domain(error: DomainError, fields: Fields = OPENAI_FIELDS) -> GatewayEr
         param = error.place or fields.input
     code = _IMAGE_CODES[error.problem] if isinstance(error, domain.BadImage) else _CODES.get(type(error))
     return InvalidRequest(_message(error, fields, param), param=param, code=code)
+
+
+def as_wire(error: GatewayError | DomainError, fields: Fields = OPENAI_FIELDS) -> GatewayError:
+    """The wire error for either kind: a wire error as it is, a domain error named in ``fields``' terms."""
+    return error if isinstance(error, GatewayError) else from_domain(error, fields)
 
 
 def fields_of(request: Request[Any, Any, Any]) -> Fields:

@@ -17,7 +17,7 @@ from litestar.response import Stream
 from backends.errors import DomainError
 from compat.errors import GatewayError, ServerFailure
 from compat.openai.errors import error_body
-from gateway.errors import from_domain
+from gateway.errors import as_wire
 
 __all__ = ["DONE", "KEEPALIVE", "event", "guarded", "sse_events", "sse_response", "typed_events"]
 
@@ -55,7 +55,7 @@ async def guarded(frames: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
             yield frame
     except (GatewayError, DomainError) as e:
         log.warning("stream ended by %s: %s", type(e).__name__, e.message)
-        yield event(error_body(e if isinstance(e, GatewayError) else from_domain(e)))
+        yield event(error_body(as_wire(e)))
     except Exception:
         log.exception("stream failed")
         yield event(error_body(ServerFailure("The engine failed while generating.")))

@@ -10,8 +10,9 @@ JSON and sent as they are.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
 from typing import Any
+
+import msgspec
 
 from backends.answers import (
     AnswerEnd,
@@ -25,9 +26,10 @@ from backends.answers import (
 )
 from backends.types import FinishReason, TokenLogprob, Usage
 from compat.errors import GatewayError
+from compat.openai.chat import logprobs_body
 from compat.openai.responses_input import ParsedResponse, new_item_id
 
-__all__ = ["ResponseBuilder", "error_event", "failed", "new_response_id", "usage_object"]
+__all__ = ["ResponseBuilder", "failed", "new_response_id", "usage_object"]
 
 Event = dict[str, Any]
 
@@ -45,10 +47,10 @@ def usage_object(usage: Usage) -> dict[str, Any]:
             "total_tokens": usage.total_tokens}
 
 
-def _logprobs(entries: Iterable[TokenLogprob] | None) -> list[dict[str, Any]]:
-    return [{"token": e.token, "logprob": e.logprob, "bytes": list(e.bytes),
-             "top_logprobs": [{"token": t.token, "logprob": t.logprob, "bytes": list(t.bytes)} for t in e.top]}
-            for e in entries or ()]
+def _logprobs(entries: tuple[TokenLogprob, ...] | None) -> list[dict[str, Any]]:
+    """The tokens' log-probabilities in chat's shape, which an ``output_text``'s ``logprobs`` share."""
+    content: list[dict[str, Any]] = msgspec.to_builtins(logprobs_body(entries or ()).content)
+    return content
 
 
 def _tool_object(parsed: ParsedResponse) -> list[dict[str, Any]]:
@@ -87,11 +89,6 @@ def head_object(response_id: str, parsed: ParsedResponse, status: str) -> dict[s
     }
 
 
-def error_event(error: GatewayError, sequence_number: int) -> Event:
-    return {"type": "error", "code": error.code or error.kind, "message": error.message, "param": error.param,
-            "sequence_number": sequence_number}
-
-
 def failed(response: dict[str, Any], error: GatewayError) -> dict[str, Any]:
     """``response`` ended by ``error``: its status and error set, its output kept as far as it came."""
     return {**response, "status": "failed", "error": {"code": error.code or "server_error", "message": error.message}}
@@ -126,11 +123,9 @@ class ResponseBuilder:
         self.response["status"] = "in_progress"
         return [created, self._event("response.in_progress", response=self.snapshot())]
 
-    def snapshot(self, status: str | None = None) -> dict[str, Any]:
-        copy = {**self.response, "output": list(self.output)}
-        if status is not None:
-            copy["status"] = status
-        return copy
+    def snapshot(self) -> dict[str, Any]:
+        """The response as it stands: events carry copies, later steps do not change them."""
+        return {**self.response, "output": list(self.output)}
 
     def feed(self, event: ChatEvent) -> list[Event | None]:
         """The events ``event`` makes (None: a keep-alive, the model still loading)."""
@@ -228,7 +223,8 @@ class ResponseBuilder:
     def fail(self, error: GatewayError) -> list[Event]:
         """An ``error`` event, then ``response.failed``: what a failure after the stream began says."""
         self.response = failed(self.response, error)
-        return [error_event(error, self._next()), self._event("response.failed", response=self.snapshot())]
+        return [self._event("error", code=error.code or error.kind, message=error.message, param=error.param),
+                self._event("response.failed", response=self.snapshot())]
 
     def cancel(self) -> list[Event]:
         """The response stopped before it finished (``/cancel``, a socket's ``response.cancel``): its open
@@ -238,10 +234,6 @@ class ResponseBuilder:
         events = [*self._close_message(), *self._close_call()]
         self.response.update(status="cancelled", completed_at=int(time.time()))
         return [*events, self._event("response.incomplete", response=self.snapshot())]
-
-    def _next(self) -> int:
-        self.sequence += 1
-        return self.sequence - 1
 
     def answer(self, answer: ChatAnswer) -> dict[str, Any]:
         """A whole answer read into the response, as :meth:`feed` would have read its stream."""

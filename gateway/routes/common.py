@@ -15,13 +15,14 @@ from litestar import Request, Response
 from compat.groq import Groq
 from compat.openai.dialect import OpenAI
 from compat.wire import ParamPolicy, decode_object
-from gateway.config import Config
+from gateway.config import Config, ServerConfig
 from gateway.registry import Registry
 
 __all__ = [
     "DROPPED_HEADER",
     "ClientGone",
     "config_of",
+    "decode_json",
     "dialect_of",
     "dropped_headers",
     "is_groq",
@@ -67,12 +68,16 @@ INLINE_JSON_BYTES = 256 * 1024
 """Bodies up to this size are decoded on the event loop: a thread's hand-over would cost more."""
 
 
+def decode_json(server: ServerConfig, body: bytes) -> dict[str, Any]:
+    """A JSON object, held to the server's bounds on its depth, items and members."""
+    return decode_object(body, server.max_json_depth, server.max_json_items, server.max_json_members)
+
+
 async def read_object(request: Request[Any, Any, Any]) -> tuple[dict[str, Any], ParamPolicy]:
     """The JSON body, and a fresh parameter policy for this request."""
     server = config_of(request).server
     body = await request.body()
-    decode = functools.partial(decode_object, body, server.max_json_depth, server.max_json_items,
-                               server.max_json_members)
+    decode = functools.partial(decode_json, server, body)
     if len(body) <= INLINE_JSON_BYTES:
         raw = decode()
     else:  # its walk for depth runs off the loop (the decoding itself holds the GIL wherever it runs)

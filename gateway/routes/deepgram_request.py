@@ -17,7 +17,7 @@ from litestar.exceptions import HTTPException
 
 from backends.errors import DomainError
 from compat.deepgram.common import auth_subprotocol, error_body, new_request_id
-from gateway.errors import DEEPGRAM_FIELDS, GatewayError, ServerFailure, from_domain, from_http_exception
+from gateway.errors import DEEPGRAM_FIELDS, GatewayError, ServerFailure, as_wire, from_http_exception
 from gateway.routes.common import ClientGone
 from gateway.sockets import close_quietly
 
@@ -52,7 +52,7 @@ def offered_subprotocol(socket: WebSocket[Any, Any, Any]) -> str | None:
 
 def wire_error(error: GatewayError | DomainError) -> GatewayError:
     """A domain error named in Deepgram's terms (its words for unreadable audio); a wire error as it is."""
-    return error if isinstance(error, GatewayError) else from_domain(error, DEEPGRAM_FIELDS)
+    return as_wire(error, DEEPGRAM_FIELDS)
 
 
 async def close_with(socket: WebSocket[Any, Any, Any], error: GatewayError | DomainError | Exception, *,

@@ -31,12 +31,12 @@ from compat.openai.responses_list import (
     socket_error,
     socket_message,
 )
-from compat.wire import ParamPolicy, decode_object
+from compat.wire import ParamPolicy
 from gateway.auth import owner_of
-from gateway.errors import RESPONSES_FIELDS, from_domain
+from gateway.errors import RESPONSES_FIELDS, as_wire
 from gateway.observability import meter_generation, set_request_model
 from gateway.ownership import own
-from gateway.routes.common import dropped_headers, json_response, read_object, unless_disconnected
+from gateway.routes.common import decode_json, dropped_headers, json_response, read_object, unless_disconnected
 from gateway.serving import serving_of
 from gateway.serving.responses import Chains, Responses
 from gateway.sockets import close_quietly
@@ -147,7 +147,7 @@ class _ResponsesSocket:
                 if isinstance(item, dict):
                     await self._answer(item)
                 else:
-                    await self._send(_socket_error(item))
+                    await self._send(socket_error(as_wire(item, RESPONSES_FIELDS)))
         finally:
             reader.cancel()
             await asyncio.wait({reader})
@@ -177,7 +177,7 @@ class _ResponsesSocket:
         server = self._server
         if len(data) > server.max_json_bytes:
             raise PayloadTooLarge(f"A message of {len(data)} bytes; this socket takes at most {server.max_json_bytes}.")
-        return decode_object(data, server.max_json_depth, server.max_json_items, server.max_json_members)
+        return decode_json(server, data)
 
     def _cancel(self, response_id: str | None) -> None:
         if response_id is None or response_id == self._running:
@@ -196,7 +196,7 @@ class _ResponsesSocket:
                                                           self._chains, self._stop)
         except (GatewayError, DomainError) as e:
             self._stop = None
-            await self._send(_socket_error(e))
+            await self._send(socket_error(as_wire(e, RESPONSES_FIELDS)))
             return
         try:  # closed here, not when the socket ends: a socket makes many
             async for event in events:
@@ -212,10 +212,6 @@ class _ResponsesSocket:
 
     async def _send(self, event: dict[str, Any]) -> None:
         await self._socket.send_text(_encoder.encode(event).decode())
-
-
-def _socket_error(error: GatewayError | DomainError) -> dict[str, Any]:
-    return socket_error(error if isinstance(error, GatewayError) else from_domain(error, RESPONSES_FIELDS))
 
 
 def responses_router(path: str = "/v1", dialect: str = "openai") -> Router:

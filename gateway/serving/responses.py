@@ -30,7 +30,7 @@ from compat.errors import GatewayError, InvalidRequest, NotFound, ServerFailure
 from compat.openai.responses import ResponseBuilder, failed, new_response_id
 from compat.openai.responses_input import Item, ItemReference, ParsedResponse, chat_messages, parse_items, stored_item
 from gateway.config import Config
-from gateway.errors import RESPONSES_FIELDS, from_domain
+from gateway.errors import RESPONSES_FIELDS, as_wire
 from gateway.registry import Registry
 from gateway.response_store import ResponseStore, StoredResponse
 from gateway.serving.chat import Chat, Meter
@@ -295,7 +295,7 @@ class Responses:
                         await self._keep(turn, chains)
                     yield out
         except (GatewayError, DomainError) as e:
-            error = e if isinstance(e, GatewayError) else from_domain(e, RESPONSES_FIELDS)
+            error = as_wire(e, RESPONSES_FIELDS)
             log.warning("response %s ended by %s: %s", builder.response["id"], type(e).__name__, error.message)
             ending = list(builder.fail(error))
         except Exception:
@@ -335,8 +335,7 @@ class Responses:
             try:
                 run.events_out = await self._open(run.turn, meter, None)
             except (GatewayError, DomainError) as e:
-                error = e if isinstance(e, GatewayError) else from_domain(e, RESPONSES_FIELDS)
-                for said in [*builder.start(), *builder.fail(error)]:
+                for said in [*builder.start(), *builder.fail(as_wire(e, RESPONSES_FIELDS))]:
                     run.add(said)
                 await self._keep(run.turn, None)
                 return
@@ -368,7 +367,7 @@ class Responses:
 
     async def follow(self, response_id: str, owner: str, after: int = -1) -> AsyncIterator[Event]:
         """A background response's events after ``after`` (a ``sequence_number``), as they come."""
-        await self.retrieve(response_id, owner)
+        await self._stored(response_id, owner)  # another key's, or none: a 404
         run = self._runs.get(response_id)
         if run is None:
             raise InvalidRequest("Only background responses can be streamed by id, while this server keeps"
