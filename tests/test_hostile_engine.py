@@ -216,6 +216,37 @@ def test_a_choice_whose_sampling_raises_fails_alone(gw: InProcess, stream: bool,
     _serves(gw, "smollm2")
 
 
+def test_a_response_whose_sampling_raises_ends_in_an_error_event(gw: InProcess,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Responses stream that fails after it began: an ``error`` event, then ``response.failed`` carrying the
+    error and the text so far; the response is stored as failed, and the slot is given back."""
+    scheduler = _llama(gw)._scheduler
+    real = scheduler._sample
+
+    def sample(seq: Any, index: int) -> None:
+        if seq.prompt.sampling.max_tokens == FAULTY and seq.generated >= 4:
+            raise RuntimeError(f"injected fault reading {LEAKED}")
+        real(seq, index)
+
+    monkeypatch.setattr(scheduler, "_sample", sample)
+    client = openai.OpenAI(base_url=f"{gw.url}/v1", api_key="x", max_retries=0, timeout=120)
+    events = list(client.responses.create(model="smollm2", input="Tell me a story.", max_output_tokens=FAULTY,
+                                          stream=True))
+    kinds = [e.type for e in events]
+    assert kinds[:2] == ["response.created", "response.in_progress"] and kinds[-2:] == ["error", "response.failed"]
+    assert "response.output_text.delta" in kinds  # it had begun
+    error, failed = events[-2], events[-1]
+    assert error.code == "engine_failure" and "sampling" in error.message  # type: ignore[union-attr]
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    assert failed.response.status == "failed" and failed.response.error is not None  # type: ignore[union-attr]
+    assert failed.response.error.code == "engine_failure"  # type: ignore[union-attr]
+    _no_path(gw, json.dumps([e.model_dump() for e in events]))
+    assert client.responses.retrieve(failed.response.id).status == "failed"  # type: ignore[union-attr]
+    _idle(gw)
+    monkeypatch.undo()
+    _serves(gw, "smollm2")
+
+
 def _wait_replaced(gw: InProcess, old: LlamaCppBackend) -> dict[str, Any]:
     """The broken model's listing once the registry has unloaded it."""
     deadline = time.monotonic() + 30

@@ -152,6 +152,30 @@ def test_the_response_echoes_the_request(client: OpenAI) -> None:
     assert _call(named).name == "get_time"
 
 
+def test_the_fields_accepted_as_what_they_are_here(client: OpenAI) -> None:
+    """Reasoning items and settings, caller ids, cache hints and the service tier are accepted; logprobs are
+    honoured; ``parallel_tool_calls`` is echoed."""
+    plain = client.responses.create(model=MODEL, input="Say hello.", temperature=0, max_output_tokens=16)
+    r = client.responses.create(
+        model=MODEL, temperature=0, max_output_tokens=16, reasoning={"effort": "low"}, safety_identifier="user-7",
+        prompt_cache_key="greetings", service_tier="auto", parallel_tool_calls=False, user="u-7",
+        include=["message.output_text.logprobs"], top_logprobs=2, truncation="auto",
+        input=[{"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": "opaque"},  # type: ignore[list-item]
+               {"role": "user", "content": "Say hello."}])
+    assert r.usage is not None and plain.usage is not None
+    assert r.usage.input_tokens == plain.usage.input_tokens  # the reasoning item is not read
+    assert r.output_text == plain.output_text
+    assert r.reasoning is not None and r.reasoning.effort == "low"
+    assert r.safety_identifier == "user-7" and r.prompt_cache_key == "greetings" and r.user == "u-7"
+    assert r.service_tier == "default" and r.parallel_tool_calls is False and r.truncation == "auto"
+    assert r.top_logprobs == 2
+    part = _message(r).content[0]
+    assert part.type == "output_text" and part.logprobs
+    assert all(len(entry.top_logprobs) == 2 for entry in part.logprobs)
+    assert "".join(entry.token for entry in part.logprobs) == part.text
+    assert not _message(plain).content[0].logprobs  # type: ignore[union-attr]  # only when included
+
+
 # -- streaming ------------------------------------------------------------------------------------------
 
 
