@@ -520,6 +520,30 @@ def test_ocr_text_reaches_the_prompt(ocr_gateway: Gateway) -> None:
     assert with_image.usage.prompt_tokens > without.usage.prompt_tokens + 5
 
 
+def test_an_input_image_of_the_responses_api_is_read_the_same_way(ocr_gateway: Gateway) -> None:
+    """``input_image`` parts (``POST /v1/responses``) go through the chat's image path: checked, read by OCR;
+    and the image comes back again with a continuation."""
+    client = ocr_gateway.openai()
+    image = {"type": "input_image", "image_url": data_url(render("PARCEL 5150"), "image/png")}
+    ask: Any = [{"role": "user", "content": [{"type": "input_text", "text": "What does the note say?"}, image]}]
+    with_image = client.responses.create(model="smollm2", input=ask, max_output_tokens=16, temperature=0)
+    without = client.responses.create(model="smollm2", input="What does the note say?", max_output_tokens=16,
+                                      temperature=0)
+    assert any("[Text found in image 1: " in line and "5150" in line for line in _prompts(ocr_gateway))
+    assert with_image.usage is not None and without.usage is not None
+    assert with_image.usage.input_tokens > without.usage.input_tokens + 5
+    listed = client.responses.input_items.list(with_image.id).data[0].model_dump()
+    assert listed["content"][1]["type"] == "input_image"
+    before = len(_prompts(ocr_gateway))
+    client.responses.create(model="smollm2", previous_response_id=with_image.id, input="And again?",
+                            max_output_tokens=16, temperature=0)
+    assert any("5150" in line for line in _prompts(ocr_gateway)[before:])
+    bad: Any = [{"role": "user", "content": [{"type": "input_image", "image_url": "file:///etc/passwd"}]}]
+    with pytest.raises(openai.BadRequestError) as e:
+        client.responses.create(model="smollm2", input=bad, max_output_tokens=16)
+    assert e.value.param == "input[0].content[0]"
+
+
 @pytest.mark.parametrize("fmt", list(FORMATS))
 def test_each_image_type_as_a_data_url(ocr_gateway: Gateway, fmt: str) -> None:
     code = {"png": "1101", "jpeg": "2202", "webp": "3303", "gif": "4404"}[fmt]
