@@ -13,8 +13,10 @@ from dataclasses import dataclass
 from backends.types import TranscriptionInfo, TranscriptSegment, TranscriptWord
 
 __all__ = [
+    "AudioProgress",
     "ChannelTranscript",
     "ChannelsTranscribed",
+    "EagerEndOfTurn",
     "LiveEvent",
     "LiveTranscript",
     "SpeechAudio",
@@ -25,6 +27,7 @@ __all__ = [
     "TranscriptDelta",
     "TranscriptDone",
     "TranscriptEvent",
+    "TurnResumed",
     "UtteranceEnd",
 ]
 
@@ -124,6 +127,8 @@ class LiveTranscript:
     """Final because a pause ended the speech."""
     from_finalize: bool = False
     """Final because the client asked for it."""
+    end_of_turn_confidence: float | None = None
+    """How sure it was that the speaker's turn had ended when this result was made (turn-taking streams)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,4 +136,32 @@ class UtteranceEnd:
     last_word_end: float
 
 
-LiveEvent = SpeechStarted | LiveTranscript | UtteranceEnd
+@dataclass(frozen=True, slots=True)
+class EagerEndOfTurn:
+    """The turn has probably ended: its transcript so far, early enough to start a reply on speculation.
+    A :class:`TurnResumed` follows if the speaker goes on; otherwise the final with ``speech_final``."""
+
+    words: tuple[TranscriptWord, ...]
+    start: float
+    end: float
+    confidence: float
+
+
+@dataclass(frozen=True, slots=True)
+class TurnResumed:
+    """Speech went on after an :class:`EagerEndOfTurn`: the turn is not over."""
+
+    start: float
+    end: float
+
+
+@dataclass(frozen=True, slots=True)
+class AudioProgress:
+    """So much of the stream has been heard (sent at a steady pace of audio, when asked for)."""
+
+    end: float
+    end_of_turn_confidence: float
+    """How sure it is, at ``end``, that the speaker's turn is over (0 while speech goes on)."""
+
+
+LiveEvent = SpeechStarted | LiveTranscript | UtteranceEnd | EagerEndOfTurn | TurnResumed | AudioProgress

@@ -263,7 +263,14 @@ class TranscriptionRequest:
     prompt: str | None = None
     temperature: float | None = None
     """None (or 0) decodes greedily and raises the temperature only when decoding fails."""
+    beam_size: int | None = None
+    """Beams of the search at temperature 0 (1: greedy); None: the model's configured ``beam_size``."""
     word_timestamps: bool = False
+    quick: bool = False
+    """A short clip heard fast, as live transcription's passes need it: the encoder hears only the clip
+    (not the 30 s window whisper is given whatever the clip's length), decoding stays at temperature 0
+    (no fallback) and stops at as many tokens as such a clip can hold. An engine without these choices
+    ignores it."""
     speech: tuple[SpeechSpan, ...] | None = None
     """Only these stretches are transcribed (from a VAD); None transcribes the whole clip."""
 

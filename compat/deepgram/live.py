@@ -197,12 +197,15 @@ def utterance_end_message(last_word_end: float) -> UtteranceEnd:
 
 
 def live_message(event: live.LiveEvent, params: LiveParams, *, request_id: str, model_uuid: str,
-                 model_info: ModelInfo) -> Results | SpeechStarted | UtteranceEnd:
-    """A live transcription's event as the message Deepgram sends for it."""
+                 model_info: ModelInfo) -> Results | SpeechStarted | UtteranceEnd | None:
+    """A live transcription's event as the message Deepgram sends for it (None: ``/v1/listen`` has none;
+    its streams do not ask for turn-taking events)."""
     if isinstance(event, live.SpeechStarted):
         return speech_started_message(event.timestamp)
     if isinstance(event, live.UtteranceEnd):
         return utterance_end_message(event.last_word_end)
+    if not isinstance(event, live.LiveTranscript):
+        return None
     return results_message(words=event.words, start=event.start, end=event.end, is_final=event.is_final,
                            speech_final=event.speech_final, from_finalize=event.from_finalize,
                            punctuate=params.punctuate, request_id=request_id, model_uuid=model_uuid,

@@ -1,0 +1,84 @@
+"""Local agreement: which words of a live transcription are settled while the speaker is still talking.
+
+Whisper hears the open audio again on every pass and may still revise its last words. A word that two
+consecutive passes agree on — the same text, in the same order, right after what is already settled —
+is committed: it goes into the final result as it is, and its audio is not transcribed again. At the end
+of speech only the audio after the last committed word (the *boundary*) is left to transcribe.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from backends.types import TranscriptWord
+
+__all__ = ["Agreement", "normal", "words_after"]
+
+_NOT_WORD = re.compile(r"[^\w']+")
+REHEARD_SECONDS = 0.15
+"""A first new word that repeats the last committed one and starts within this of the boundary is that
+word heard again (its end came out early), not a new one."""
+
+
+def normal(word: str) -> str:
+    """A word as passes are compared: lower case, without punctuation or spaces."""
+    return _NOT_WORD.sub("", word.lower())
+
+
+def words_after(committed: Sequence[TranscriptWord], boundary: float,
+                words: Sequence[TranscriptWord]) -> list[TranscriptWord]:
+    """The words of a pass that lie after ``boundary``, the end of the ``committed`` ones (a pass hears
+    some audio before it, and may hear the last committed word again)."""
+    fresh = [w for w in words if (w.start + w.end) / 2 >= boundary and normal(w.word)]
+    if (fresh and committed and normal(fresh[0].word) == normal(committed[-1].word)
+            and fresh[0].start < boundary + REHEARD_SECONDS):
+        fresh = fresh[1:]
+    return fresh
+
+
+class Agreement:
+    """The committed words of one open window and the last pass's unsettled rest."""
+
+    def __init__(self, boundary: float = 0.0) -> None:
+        self.committed: list[TranscriptWord] = []
+        self.boundary = boundary
+        """Seconds into the stream: the audio before it is covered by the committed words."""
+        self._previous: list[TranscriptWord] = []
+
+    def reset(self, boundary: float) -> None:
+        """A new window from ``boundary``: nothing committed."""
+        self.committed = []
+        self.boundary = boundary
+        self._previous = []
+
+    def offer(self, words: Sequence[TranscriptWord]) -> list[TranscriptWord]:
+        """A pass's words; the ones it agrees on with the previous pass are committed and returned."""
+        fresh = words_after(self.committed, self.boundary, words)
+        if not fresh:
+            return []  # a pass that heard nothing new says nothing of the last one's words
+        previous = [w for w in self._previous if (w.start + w.end) / 2 >= self.boundary]
+        agreed = 0
+        while (agreed < len(fresh) and agreed < len(previous)
+               and normal(fresh[agreed].word) == normal(previous[agreed].word)):
+            agreed += 1
+        settled = fresh[:agreed]
+        if settled:
+            self.committed.extend(settled)
+            self.boundary = settled[-1].end
+        self._previous = fresh[agreed:]
+        return settled
+
+    @property
+    def unsettled(self) -> list[TranscriptWord]:
+        """The last pass's words after the committed ones."""
+        return list(self._previous)
+
+    @property
+    def said(self) -> list[TranscriptWord]:
+        """The committed words and the last pass's others: the best guess at what the window holds."""
+        return [*self.committed, *self._previous]
+
+    def hypothesis(self, words: Sequence[TranscriptWord]) -> list[TranscriptWord]:
+        """What the window says given a pass's words: the committed ones, then the pass's new ones."""
+        return [*self.committed, *words_after(self.committed, self.boundary, words)]
