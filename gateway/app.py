@@ -31,7 +31,7 @@ from gateway.registry import Registry
 from gateway.routes.admin import admin_router
 from gateway.routes.audio import audio_router
 from gateway.routes.common import DROPPED_HEADER, ClientGone
-from gateway.routes.deepgram import deepgram_router
+from gateway.routes.deepgram import deepgram_router, flux_router
 from gateway.routes.openai import openai_router
 from gateway.routes.responses import responses_router
 from gateway.serving import Serving
@@ -109,7 +109,7 @@ def create_app(config: Config) -> Litestar:
         handlers.append(responses_router("/openai/v1", dialect="groq"))
         handlers.append(audio_router("/openai/v1", config.server.max_audio_upload_bytes, dialect="groq"))
     if config.services.deepgram.enabled:
-        handlers.append(deepgram_router(config))
+        handlers.extend([deepgram_router(config), flux_router(config)])
     app = Litestar(
         route_handlers=handlers,
         lifespan=[lifespan],

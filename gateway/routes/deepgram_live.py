@@ -16,10 +16,8 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import WebSocket, websocket
-from litestar.exceptions import WebSocketDisconnect
 
 from backends.audio_answers import LiveEvent
-from backends.errors import DomainError
 from compat.deepgram.common import iso_now, model_uuid
 from compat.deepgram.listen import model_info
 from compat.deepgram.live import (
@@ -30,36 +28,26 @@ from compat.deepgram.live import (
     parse_client_message,
     parse_live_query,
 )
-from compat.errors import GatewayError, InvalidRequest
+from compat.errors import InvalidRequest
 from compat.wire import ParamPolicy
 from gateway.ownership import own
-from gateway.routes.deepgram_request import close_with, offered_subprotocol, query_of
-from gateway.routes.live_socket import LiveSocket
-from gateway.serving import serving_of
+from gateway.routes.deepgram_request import query_of
+from gateway.routes.live_socket import LiveSocket, serve_live
+from gateway.serving import Serving, serving_of
 from gateway.serving.live import LiveOptions, LiveSession
-from gateway.sockets import close_quietly
 
 __all__ = ["HANDLERS"]
 
 
 @websocket("/listen")
 async def listen_live(socket: WebSocket[Any, Any, Any]) -> None:
-    await socket.accept(subprotocols=offered_subprotocol(socket))
-    serving = serving_of(socket)
-    session: LiveSession | None = None
-    try:
+    async def start(serving: Serving) -> LiveSocket:
         params = parse_live_query(query_of(socket), ParamPolicy(serving.config.server.unsupported_params))
         requested = params.model or serving.config.services.deepgram.listen_model
         session = own(socket, await serving.live.open(requested, _options(params)))
-        await _ListenSocket(socket, session, params, requested).serve()
-    except (GatewayError, DomainError) as e:
-        await close_with(socket, e)
-    except WebSocketDisconnect:
-        pass
-    finally:
-        if session is not None:
-            await session.aclose()  # the models are free before the client hears the close
-        await close_quietly(socket, 1000)
+        return _ListenSocket(socket, session, params, requested)
+
+    await serve_live(socket, start)
 
 
 def _options(params: LiveParams) -> LiveOptions:

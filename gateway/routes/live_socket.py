@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
@@ -19,13 +20,14 @@ from litestar import WebSocket
 from litestar.exceptions import WebSocketDisconnect
 
 from backends.audio_answers import LiveEvent
-from backends.errors import BadAudio
-from gateway.routes.deepgram_request import close_with, request_id_of
-from gateway.serving import serving_of
+from backends.errors import BadAudio, DomainError
+from compat.errors import GatewayError
+from gateway.routes.deepgram_request import close_with, offered_subprotocol, request_id_of
+from gateway.serving import Serving, serving_of
 from gateway.serving.live import LiveSession
 from gateway.sockets import close_quietly
 
-__all__ = ["LiveSocket"]
+__all__ = ["LiveSocket", "serve_live"]
 
 _encoder = msgspec.json.Encoder()
 
@@ -108,8 +110,9 @@ class LiveSocket:
         """The session's events as they come; an error among them closes the socket with its reason."""
         try:
             async for event in self.session:
-                for payload in self.messages(event):
-                    await self.send(payload)
+                async with self._lock:  # made and sent in one go: a dialect may number its messages
+                    for payload in self.messages(event):
+                        await self._send_now(payload)
         except BadAudio as e:
             await self._close_for(e, prefix="DATA-0000: ")
         except (WebSocketDisconnect, OSError):
@@ -118,9 +121,13 @@ class LiveSocket:
             await self._close_for(e)
 
     async def send(self, payload: Any) -> None:
+        """Send ``payload``, or what a callable ``payload`` makes, made while no other message goes out."""
         async with self._lock:
-            if not self._closed:
-                await self.socket.send_data(_encoder.encode(payload).decode(), mode="text")
+            await self._send_now(payload() if callable(payload) else payload)
+
+    async def _send_now(self, payload: Any) -> None:
+        if not self._closed:
+            await self.socket.send_data(_encoder.encode(payload).decode(), mode="text")
 
     async def close(self, code: int, reason: str = "") -> None:
         async with self._lock:
@@ -133,3 +140,24 @@ class LiveSocket:
             if not self._closed:
                 self._closed = True
                 await close_with(self.socket, error, prefix=prefix)
+
+
+async def serve_live(socket: WebSocket[Any, Any, Any], start: Callable[[Serving], Awaitable[LiveSocket]]) -> None:
+    """Accept ``socket``, have ``start`` read its query and open its session, and serve it to the end.
+
+    A bad query or model is a close with the reason; the session's models are given back before the
+    client hears the close, however the socket ended.
+    """
+    await socket.accept(subprotocols=offered_subprotocol(socket))
+    live: LiveSocket | None = None
+    try:
+        live = await start(serving_of(socket))
+        await live.serve()
+    except (GatewayError, DomainError) as e:
+        await close_with(socket, e)
+    except WebSocketDisconnect:
+        pass
+    finally:
+        if live is not None:
+            await live.session.aclose()
+        await close_quietly(socket, 1000)

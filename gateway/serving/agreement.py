@@ -70,11 +70,6 @@ class Agreement:
         return settled
 
     @property
-    def unsettled(self) -> list[TranscriptWord]:
-        """The last pass's words after the committed ones."""
-        return list(self._previous)
-
-    @property
     def said(self) -> list[TranscriptWord]:
         """The committed words and the last pass's others: the best guess at what the window holds."""
         return [*self.committed, *self._previous]
@@ -82,3 +77,8 @@ class Agreement:
     def hypothesis(self, words: Sequence[TranscriptWord]) -> list[TranscriptWord]:
         """What the window says given a pass's words: the committed ones, then the pass's new ones."""
         return [*self.committed, *words_after(self.committed, self.boundary, words)]
+
+    def ending(self, tail: Sequence[TranscriptWord]) -> list[TranscriptWord]:
+        """What the window says when a tail pass (one that heard all its speech) ends it: the committed
+        words and the tail's new ones; a tail that heard nothing new leaves the last pass's words standing."""
+        return [*self.committed, *(words_after(self.committed, self.boundary, tail) or self._previous)]

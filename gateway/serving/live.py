@@ -35,9 +35,10 @@ from gateway.errors import InvalidRequest
 from gateway.registry import TRANSCRIPTION, VAD, Lease, Registry
 from gateway.serving.live_transcriber import LiveOptions, LiveTranscriber
 from gateway.serving.owned import HeldSockets
+from gateway.serving.turns import EndOfTurn
 from gateway.workers import Workers
 
-__all__ = ["Intake", "LiveOptions", "LiveSession", "LiveTranscription"]
+__all__ = ["EndOfTurn", "Intake", "LiveOptions", "LiveSession", "LiveTranscription"]
 
 Samples = npt.NDArray[np.float32]
 _END = object()
@@ -180,6 +181,14 @@ class LiveSession:
     async def finalize(self) -> None:
         """Finalise what has been heard so far."""
         await self._transcriber.finalize()
+
+    async def end_turn(self) -> None:
+        """End the speaker's turn now: a final with ``speech_final``."""
+        await self._transcriber.end_turn()
+
+    def configure(self, *, end_of_turn: EndOfTurn | None = None, prompt: str | None = None) -> None:
+        """New end-of-turn thresholds, or words to listen for (an empty prompt: none)."""
+        self._transcriber.configure(end_of_turn=end_of_turn, prompt=prompt)
 
     async def finish(self) -> None:
         """The stream is over: decode its last bytes, finalise, and end the events once every result is out."""

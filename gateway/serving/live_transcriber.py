@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -47,7 +47,7 @@ from backends.audio_answers import (
 )
 from backends.base import TranscriptionBackend, VadBackend
 from backends.types import TranscriptionRequest, TranscriptSegment, TranscriptWord
-from gateway.serving.agreement import Agreement, words_after
+from gateway.serving.agreement import Agreement
 from gateway.serving.turns import EndOfTurn, end_of_turn_confidence
 
 __all__ = ["RATE", "LiveOptions", "LiveTranscriber"]
@@ -61,6 +61,8 @@ MAX_WINDOW = 20 * RATE
 """A window this long is finalised even without a pause."""
 PASS_EVERY = int(0.6 * RATE)
 """New audio between two passes while speech goes on."""
+FIRST_PASS = int(0.5 * RATE)
+"""Speech before the first pass of an utterance: a pass on less comes back with words never said."""
 CONTEXT = int(3 * RATE)
 """Audio before the boundary a pass hears again, so that the first unsettled word is not clipped."""
 TAIL_AFTER_FRAMES = 1
@@ -121,10 +123,8 @@ class _Pass:
 
 @dataclass(frozen=True, slots=True)
 class _Final:
-    committed: Words
-    boundary: float
-    unsettled: Words
-    """The last pass's words after the committed ones."""
+    agreement: Agreement
+    """The window's, as it was when the window closed."""
     tail: _Pass | None
     start: int
     end: int
@@ -136,8 +136,6 @@ class _Final:
 @dataclass(frozen=True, slots=True)
 class _Interim:
     window_pass: _Pass
-    committed: Words
-    boundary: float
     closed: asyncio.Future[None]
     """Done when its window is final: then the final holds all it heard, and it is not sent."""
 
@@ -219,8 +217,7 @@ class LiveTranscriber:
             self._since_pass = 0
             self._pass = self._launch()
             if self._options.interim_results and not self._out.full():
-                self._out.put_nowait(_Interim(self._pass, tuple(self._agreement.committed), self._agreement.boundary,
-                                              self._window_closed))
+                self._out.put_nowait(_Interim(self._pass, self._window_closed))
         self._report_progress()
         await self._check_utterance_end()
 
@@ -244,6 +241,7 @@ class LiveTranscriber:
                 self._in_speech = True
                 self._window_has_speech = True
                 self._silence = 0
+                self._since_pass = min(self._since_pass, PASS_EVERY - FIRST_PASS)
                 self._utterance_open = False
                 if self._options.vad_events or self._options.end_of_turn is not None:
                     await self._put(SpeechStarted(timestamp=at / RATE))
@@ -282,7 +280,7 @@ class LiveTranscriber:
             if silence_ms >= turn.timeout_ms:
                 await self._end_of_speech(end_of_turn_confidence(silence_ms, self._agreement.committed))
             return
-        words = self._agreement.hypothesis(tail)
+        words = self._agreement.ending(tail)
         if turn.reached(silence_ms, words):
             await self._end_of_speech(end_of_turn_confidence(silence_ms, words))
         elif not self._eager_sent and turn.eager(silence_ms, words):
@@ -307,13 +305,12 @@ class LiveTranscriber:
         tail = None
         if self._window_has_speech and cut >= self._frame:  # the tail of this silence heard all the speech
             tail = self._tail if self._tail is not None else self._launch(end=self._window_start + cut)
-        final = _Final(committed=tuple(self._agreement.committed), boundary=self._agreement.boundary,
-                       unsettled=tuple(self._agreement.unsettled), tail=tail,
+        final = _Final(agreement=self._agreement, tail=tail,
                        start=self._window_start, end=self._window_start + cut, speech_final=speech_final,
                        from_finalize=from_finalize, confidence=confidence)
         self._trim(cut)
         self._window_id += 1
-        self._agreement.reset(self._window_start / RATE)
+        self._agreement = Agreement(self._window_start / RATE)
         self._offered_end = self._window_start
         self._pass = self._tail = None
         self._window_closed.set_result(None)
@@ -352,6 +349,19 @@ class LiveTranscriber:
             if len(self._window):
                 await self._close_window(speech_final=False, from_finalize=True)
 
+    async def end_turn(self) -> None:
+        """End the speaker's turn now (Flux's ``ForceEndTurn``): a final with ``speech_final``."""
+        async with self._lock:
+            if self._window_has_speech:
+                self._in_speech = False
+                self._eager_sent = False
+                await self._close_window(speech_final=True, from_finalize=True)
+
+    def configure(self, *, end_of_turn: EndOfTurn | None = None, prompt: str | None = None) -> None:
+        """New thresholds for the turns and words to listen for, from the next audio on."""
+        self._options = replace(self._options, end_of_turn=end_of_turn or self._options.end_of_turn,
+                                prompt=prompt if prompt is not None else self._options.prompt)
+
     async def close(self) -> None:
         """Finalise, then wait until every result has been emitted (or the work has failed)."""
         await self.finalize()
@@ -389,7 +399,7 @@ class LiveTranscriber:
             gap = before[-1].end if after is None else (before[-1].end + after.start) / 2
             start = max(self._window_start, min(int(gap * RATE), end - self._frame))
         audio = self._window[start - self._window_start:end - self._window_start].copy()
-        prompt = self._options.prompt
+        prompt = self._options.prompt or None
 
         task = self._track(self._transcribe(audio, start, prompt))
         self._passes.add(task)
@@ -443,16 +453,13 @@ class LiveTranscriber:
         await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
         if item.closed.done():
             return  # its window is final: the final holds all it heard
-        words = item.window_pass.task.result()
-        hypothesis = words_after(item.committed, item.boundary, words)
-        self._emit(LiveTranscript(words=(*item.committed, *hypothesis), start=self._window_start / RATE,
+        words = self._agreement.hypothesis(item.window_pass.task.result())
+        self._emit(LiveTranscript(words=tuple(words), start=self._window_start / RATE,
                                   end=item.window_pass.end / RATE, is_final=False))
 
     async def _send_final(self, item: _Final) -> None:
-
         tail = await item.tail.task if item.tail is not None else ()
-
-        words = (*item.committed, *words_after(item.committed, item.boundary, tail))
+        words = tuple(item.agreement.ending(tail))
         self._finals_waiting -= 1
         self._emit(LiveTranscript(words=words, start=item.start / RATE, end=item.end / RATE, is_final=True,
                                   speech_final=item.speech_final, from_finalize=item.from_finalize,
