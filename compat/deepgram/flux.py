@@ -177,7 +177,8 @@ class FluxWord(msgspec.Struct):
     end: float
 
 
-class TurnInfo(msgspec.Struct, omit_defaults=True):
+class TurnInfo(msgspec.Struct, kw_only=True, omit_defaults=True):
+    type: str  # no default: defaults are omitted here, and clients dispatch on this
     request_id: str
     sequence_id: int
     event: str
@@ -189,7 +190,6 @@ class TurnInfo(msgspec.Struct, omit_defaults=True):
     end_of_turn_confidence: float
     trigger: str | None = None
     """Only on ``EndOfTurn``."""
-    type: str = "TurnInfo"
 
 
 class ConfigureSuccess(msgspec.Struct):
@@ -310,7 +310,8 @@ class FluxTurns:
                    trigger: str | None = None) -> TurnInfo:
         built = apply_formatting(words_json(words, True), self.formatting)
         return TurnInfo(
-            request_id=self.request_id, sequence_id=self._next(), event=event, turn_index=self.turn_index,
+            type="TurnInfo", request_id=self.request_id, sequence_id=self._next(), event=event,
+            turn_index=self.turn_index,
             audio_window_start=round(self._turn_start, 3), audio_window_end=round(self._heard, 3),
             transcript=transcript_of(built),
             words=[FluxWord(word=w.punctuated_word or w.word, confidence=round(w.confidence, 4),
