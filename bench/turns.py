@@ -5,7 +5,7 @@ Two scenarios, each spoken by the gateway (``tts-1``, pcm 24 kHz s16le) and stre
 
 - **turns**: short requests (1-3 s each) separated by pauses of ``--pause`` seconds, as a user talks to an
   assistant;
-- **monologue**: one ~10 s utterance of three sentences.
+- **monologue**: one ~10 s utterance of two sentences.
 
 Per scenario, ``/v1/listen`` once per ``--endpointing`` setting, and Flux's ``/v2/listen`` (default
 thresholds, and with ``eager_eot_threshold`` 0.4). The end of a turn's speech is its last sample above a
@@ -67,7 +67,7 @@ TURNS = (
     "Remind me to call my sister when I get home.",
 )
 MONOLOGUE = ("The morning train was late again, so Maria walked to the harbor instead. Fishing boats were coming "
-             "back with their nets full. An old man sold coffee from a cart near the pier.")
+             "back with their nets full, and an old man sold hot coffee from a small cart near the end of the pier.")
 TARGET_MS = {"turns": 150, "monologue": 300}
 """Above endpointing, the final holding the last word (median)."""
 FLUX_TARGET_MS = 400
@@ -87,6 +87,8 @@ class Audio:
     pcm: bytes
     texts: tuple[str, ...]
     ends: tuple[float, ...]
+    clips: tuple[bytes, ...]
+    """Each turn's speech alone, as the gateway spoke it."""
 
 
 def speak(base: str, text: str) -> bytes:
@@ -98,15 +100,27 @@ def speak(base: str, text: str) -> bytes:
 
 def compose(base: str, texts: tuple[str, ...], pause_s: float) -> Audio:
     """The turns spoken one after another, ``pause_s`` of silence between them."""
-    pcm, ends = bytes(2 * round(LEAD_S * RATE)), []
+    pcm, ends, clips = bytes(2 * round(LEAD_S * RATE)), [], []
     for i, text in enumerate(texts):
         tts = speak(base, text)
+        clips.append(tts)
         samples = np.frombuffer(tts, dtype="<i2")
         loud = np.flatnonzero(np.abs(samples.astype(np.int32)) > SPEECH_THRESHOLD * 32768)
         ends.append(len(pcm) / 2 / RATE + (int(loud[-1]) + 1) / RATE)
         pcm += tts + bytes(2 * round((pause_s if i + 1 < len(texts) else TAIL_S) * RATE))
     pcm += bytes(-len(pcm) % CHUNK_BYTES)
-    return Audio(pcm=pcm, texts=texts, ends=tuple(ends))
+    return Audio(pcm=pcm, texts=texts, ends=tuple(ends), clips=tuple(clips))
+
+
+def whole_utterance_wer(base: str, audio: Audio) -> float:
+    """The baseline: each turn transcribed at once, by ``POST /v1/listen`` (the model's beam, 30 s window)."""
+    heard = []
+    for clip in audio.clips:
+        resp = httpx.post(f"{base}/v1/listen?model={STT_MODEL}&encoding=linear16&sample_rate={RATE}&punctuate=true",
+                          content=clip, timeout=300)
+        resp.raise_for_status()
+        heard.append(resp.json()["results"]["channels"][0]["alternatives"][0]["transcript"])
+    return float(jiwer.wer(normalise(" ".join(audio.texts)), normalise(" ".join(heard)) or "<empty>"))
 
 
 def stream(url: str, audio: Audio) -> tuple[float, list[tuple[float, dict[str, Any]]]]:
@@ -196,6 +210,7 @@ def run_all(args: argparse.Namespace) -> dict[str, dict[str, Row]]:
         settings += [("flux", ""), ("flux eager=0.4", "&eager_eot_threshold=0.4")]
         for name, audio in scenarios.items():
             table[name] = {}
+            table[name]["each turn at once (REST)"] = Row(wers=[whole_utterance_wer(base, audio)])
             for label, value in settings:
                 row = table[name][label] = Row()
                 for i in range(args.runs + 1):  # the first is a warm-up
@@ -214,7 +229,7 @@ def report(table: dict[str, dict[str, Row]], args: argparse.Namespace) -> None:
     print(f"stt: faster-whisper {WHISPER_NAME} with Silero VAD; {args.runs} runs (+1 warm-up) per row; audio "
           f"{TTS_MODEL}/{TTS_VOICE} at {RATE} Hz in {CHUNK_S * 1000:.0f} ms chunks at real time")
     print(f"turns: {len(TURNS)} requests of 1-3 s, {args.pause} s apart; monologue: {len(MONOLOGUE.split())} "
-          "words in 3 sentences")
+          "words in 2 sentences")
     print()
     print("ms after the end of a turn's speech: median / max over turns x runs; target ratio = median / target")
     print(f"{'scenario':<11}{'setting':<25}{'speech_final':>16}{'last-word final':>18}{'EndOfTurn':>14}"
@@ -227,6 +242,9 @@ def report(table: dict[str, dict[str, Row]], args: argparse.Namespace) -> None:
                 miss = row.missing.get(name, 0)
                 text = f"{statistics.median(values):.0f} / {max(values):.0f}" if values else "-"
                 cells.append(text + (f" ({miss} none)" if miss else ""))
+            if not row.latencies:  # the baseline: a WER only
+                print(f"{scenario:<11}{label:<25}{'':>65}{statistics.mean(row.wers) * 100:>8.1f}")
+                continue
             if label.startswith("listen"):
                 endpointing = int(label.split("=")[1])
                 target = endpointing + TARGET_MS[scenario]

@@ -166,8 +166,6 @@ class LiveTranscriber:
         self._window_has_speech = False
         self._silence = 0
         self._since_pass = 0
-        self._pass: _Pass | None = None
-        """The latest pass launched while speech went on."""
         self._tail: _Pass | None = None
         """The pass launched in the present silence: it heard all of the window's speech."""
         self._offered_end = 0
@@ -215,9 +213,9 @@ class LiveTranscriber:
             await self._close_window(speech_final=False)
         elif self._in_speech and not self._silence and self._since_pass >= PASS_EVERY and not self._passes:
             self._since_pass = 0
-            self._pass = self._launch()
+            window_pass = self._launch()
             if self._options.interim_results and not self._out.full():
-                self._out.put_nowait(_Interim(self._pass, self._window_closed))
+                self._out.put_nowait(_Interim(window_pass, self._window_closed))
         self._report_progress()
         await self._check_utterance_end()
 
@@ -312,7 +310,7 @@ class LiveTranscriber:
         self._window_id += 1
         self._agreement = Agreement(self._window_start / RATE)
         self._offered_end = self._window_start
-        self._pass = self._tail = None
+        self._tail = None
         self._window_closed.set_result(None)
         self._window_closed = asyncio.get_running_loop().create_future()
         self._window_has_speech = self._in_speech
