@@ -22,6 +22,7 @@ from backends.types import TranscriptWord
 from compat.deepgram.common import number, one
 from compat.deepgram.formatting import Formatting, apply_formatting, formatting_of
 from compat.deepgram.listen import UNAVAILABLE_TOGGLES, screen_features, transcript_of, words_json
+from compat.deepgram.live import live_encoding
 from compat.errors import InvalidRequest
 from compat.wire import ParamPolicy
 
@@ -45,8 +46,6 @@ EAGER_RANGE = (0.3, 0.9)
 TIMEOUT_RANGE = (500, 60000)
 MOST_KEYTERMS = 100
 
-_RAW_ENCODINGS = ("linear16", "linear32", "mulaw", "alaw")
-_CONTAINER_ENCODINGS = ("opus", "ogg-opus")
 _ACCEPTED = frozenset({
     "model", "encoding", "sample_rate", "eot_threshold", "eager_eot_threshold", "eot_timeout_ms", "keyterm",
     "tag", "numerals", "profanity_filter",
@@ -97,15 +96,7 @@ def parse_flux_query(query: Mapping[str, Sequence[str]], policy: ParamPolicy) ->
     model = one(query, "model")
     if not model:
         raise InvalidRequest("Bad Request: model is required, e.g. model=flux-general-en.", param="model")
-    encoding = one(query, "encoding")
-    if encoding is not None and encoding not in _RAW_ENCODINGS + _CONTAINER_ENCODINGS:
-        raise InvalidRequest(f"Bad Request: encoding '{encoding}' is not supported; use one of "
-                             f"{', '.join(_RAW_ENCODINGS + _CONTAINER_ENCODINGS)}, or none for containers.",
-                             param="encoding")
-    if encoding in _CONTAINER_ENCODINGS:
-        encoding = None
-    if encoding is not None and one(query, "sample_rate") is None:
-        raise InvalidRequest("Bad Request: sample_rate is required with encoding.", param="sample_rate")
+    encoding = live_encoding(query)
     eager = one(query, "eager_eot_threshold")
     thresholds = Thresholds(
         eot_threshold=number(query, "eot_threshold", 0.7, low=0, high=1),

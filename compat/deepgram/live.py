@@ -29,6 +29,7 @@ from compat.wire import ParamPolicy
 __all__ = [
     "ClientMessage",
     "LiveParams",
+    "live_encoding",
     "live_message",
     "metadata_message",
     "parse_client_message",
@@ -84,17 +85,23 @@ def _screen(query: Mapping[str, Sequence[str]], policy: ParamPolicy) -> None:
     screen_features(query, policy, _ACCEPTED, _TOGGLES)
 
 
-def parse_live_query(query: Mapping[str, Sequence[str]], policy: ParamPolicy) -> LiveParams:
-    _screen(query, policy)
+def live_encoding(query: Mapping[str, Sequence[str]]) -> str | None:
+    """A live socket's headerless encoding (it needs ``sample_rate``), or None for a containerised stream."""
     encoding = one(query, "encoding")
     if encoding is not None and encoding not in _RAW_ENCODINGS + _CONTAINER_ENCODINGS:
         raise InvalidRequest(f"Bad Request: encoding '{encoding}' is not supported; use one of "
                              f"{', '.join(_RAW_ENCODINGS + _CONTAINER_ENCODINGS)}, or none for containers.",
                              param="encoding")
     if encoding in _CONTAINER_ENCODINGS:
-        encoding = None
+        return None
     if encoding is not None and one(query, "sample_rate") is None:
         raise InvalidRequest("Bad Request: sample_rate is required with encoding.", param="sample_rate")
+    return encoding
+
+
+def parse_live_query(query: Mapping[str, Sequence[str]], policy: ParamPolicy) -> LiveParams:
+    _screen(query, policy)
+    encoding = live_encoding(query)
     endpointing: int | None
     raw_endpointing = one(query, "endpointing")
     if raw_endpointing is not None and raw_endpointing.lower() == "false":
