@@ -137,8 +137,9 @@ class AudioLimits(_Strict):
     """A live socket with neither audio nor ``KeepAlive`` for this long is closed (1011, ``NET-0001``),
     as Deepgram does."""
     flux_idle_seconds: Annotated[float, msgspec.Meta(gt=0)] = 60.0
-    """A Flux socket (``/v2/listen``) with no message for this long is closed (1011, ``NET-0001``): Flux
-    has no ``KeepAlive``, and its clients keep an idle socket open with pings."""
+    """A Flux socket (``/v2/listen``) with no message for this long is closed (1011, ``NET-0001``). Flux
+    has no ``KeepAlive``; WebSocket pings are answered by the server but are not messages, so they do not
+    count (pipecat and LiveKit send audio all along, silence included)."""
     speak_idle_seconds: Annotated[float, msgspec.Meta(gt=0)] = 60.0
     """A speak socket with no client message and nothing left to speak for this long is closed (1000)."""
     max_socket_seconds: Annotated[float, msgspec.Meta(gt=0)] = 3600.0

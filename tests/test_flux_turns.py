@@ -78,7 +78,8 @@ def test_long_turns_span_finals_and_a_forced_end_is_manual() -> None:
     out = _wire(turns.messages(LiveTranscript(words=first, start=0.0, end=20.0, is_final=True)))  # a full window
     out += _wire(turns.messages(LiveTranscript(words=_words("go home", 20.1), start=20.0, end=21.0, is_final=True,
                                                speech_final=True, from_finalize=True, end_of_turn_confidence=0.2)))
-    assert [m["event"] for m in out] == ["StartOfTurn", "EndOfTurn"]
+    assert [m["event"] for m in out] == ["StartOfTurn", "Update", "EndOfTurn"]  # the final goes on in the turn
+    assert out[1]["transcript"] == "I want to" and out[1]["audio_window_end"] == 20.0
     assert out[-1]["transcript"] == "I want to go home" and out[-1]["trigger"] == "manual"
     # Silence that timed out: confidence under the threshold.
     out = _wire(turns.messages(LiveTranscript(words=_words("and", 30.0), start=21.0, end=36.0, is_final=True,
@@ -87,6 +88,9 @@ def test_long_turns_span_finals_and_a_forced_end_is_manual() -> None:
     assert out[-1]["turn_index"] == 1
     # A final with no words (noise the VAD took for speech) starts no turn.
     assert turns.messages(LiveTranscript(words=(), start=36.0, end=37.0, is_final=True, speech_final=True)) == []
+    # The stream's last final, with nothing said: an Update still reports all the audio heard.
+    last = _wire(turns.messages(LiveTranscript(words=(), start=37.0, end=39.5, is_final=True)))
+    assert [(m["event"], m["transcript"], m["audio_window_end"]) for m in last] == [("Update", "", 39.5)]
 
 
 def test_flux_query_and_configure_rules() -> None:

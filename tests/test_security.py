@@ -10,7 +10,9 @@ import openai
 import pytest
 from conftest import Gateway, base_config
 from deepgram import DeepgramClient
+from deepgram.core.api_error import ApiError
 from deepgram.environment import DeepgramClientEnvironment
+from deepgram.listen.v2.types import ListenV2Connected
 from groq import AuthenticationError as GroqAuthenticationError
 from groq import Groq
 from websockets.exceptions import InvalidStatus
@@ -75,7 +77,8 @@ def test_every_configured_key_works_and_sdks_authenticate(locked: Gateway) -> No
         Groq(api_key="nope", base_url=locked.url, max_retries=0).models.list()
 
 
-@pytest.mark.parametrize("path", ["/v1/listen?encoding=linear16&sample_rate=16000", "/v1/speak"])
+@pytest.mark.parametrize("path", ["/v1/listen?encoding=linear16&sample_rate=16000", "/v1/speak",
+                                  "/v2/listen?model=flux-general-en&encoding=linear16&sample_rate=16000"])
 def test_websockets_need_a_key(locked: Gateway, path: str) -> None:
     url = locked.url.replace("http://", "ws://") + path
     with pytest.raises(InvalidStatus) as caught:
@@ -95,6 +98,22 @@ def test_deepgram_sdk_with_the_key(locked: Gateway) -> None:
     audio = b"".join(DeepgramClient(api_key=KEY, environment=environment).speak.v1.audio.generate(
         text="Hello there.", model="aura-asteria-en"))
     assert len(audio) > 1000
+
+
+def test_flux_sdk_needs_the_key(locked: Gateway) -> None:
+    ws = locked.url.replace("http://", "ws://")
+    environment = DeepgramClientEnvironment(base=locked.url, production=ws, agent=ws, agent_rest=locked.url)
+    # The SDK's sync client turns only the legacy InvalidStatusCode into ApiError; websockets 14+ raises InvalidStatus.
+    with pytest.raises((ApiError, InvalidStatus)) as caught, DeepgramClient(
+            api_key="nope", environment=environment).listen.v2.connect(model="flux-general-en"):
+        pass
+    error = caught.value
+    assert (error.status_code if isinstance(error, ApiError) else error.response.status_code) == 401
+    with DeepgramClient(api_key=KEY, environment=environment).listen.v2.connect(
+            model="flux-general-en", encoding="linear16", sample_rate=16000) as conn:
+        connected = conn.recv()
+        assert isinstance(connected, ListenV2Connected) and connected.sequence_id == 0
+        conn.send_close_stream()
 
 
 def test_cors_preflight_when_configured(locked: Gateway) -> None:

@@ -268,9 +268,8 @@ class FluxTurns:
         if not event.speech_final:  # the turn goes on past this final (a long turn, or the stream's end)
             out = self._start(words)
             self._before = words if self.in_turn else ()
-            if self.in_turn and words != self._latest:
-                out.append(self._turn_info("Update", self._update(words), 0.0))
-            return out
+            # An Update for all the audio heard, even with nothing said: the stream may end here.
+            return [*out, self._turn_info("Update", self._update(words) if self.in_turn else (), 0.0)]
         out = self._start(words)
         confidence = event.end_of_turn_confidence or 0.0
         if self._eager is not None and words != self._eager:  # the turn said more than its eager end held
@@ -283,7 +282,7 @@ class FluxTurns:
             self.turn_index += 1
         self.in_turn = False
         self._before = self._latest = ()
-        self._turn_start = event.end
+        self._turn_start = self._heard  # the next turn starts where this one's window ended
         return out
 
     def _start(self, words: tuple[TranscriptWord, ...]) -> list[Any]:

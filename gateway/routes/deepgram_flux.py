@@ -67,7 +67,8 @@ def _options(params: FluxParams) -> LiveOptions:
 
 class _FluxSocket(LiveSocket):
     def __init__(self, socket: WebSocket[Any, Any, Any], session: LiveSession, params: FluxParams) -> None:
-        super().__init__(socket, session, idle=serving_of(socket).config.server.audio.flux_idle_seconds)
+        super().__init__(socket, session, idle=serving_of(socket).config.server.audio.flux_idle_seconds,
+                         idle_reason="no message received")
         self._turns = FluxTurns(self.request_id, params.formatting, params.thresholds)
         self._keyterms = params.keyterms
 

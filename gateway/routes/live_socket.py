@@ -35,13 +35,15 @@ _encoder = msgspec.json.Encoder()
 class LiveSocket:
     """One live socket; a dialect says what its text messages do and what each event is sent as."""
 
-    def __init__(self, socket: WebSocket[Any, Any, Any], session: LiveSession, *, idle: float) -> None:
+    def __init__(self, socket: WebSocket[Any, Any, Any], session: LiveSession, *, idle: float,
+                 idle_reason: str = "no audio or KeepAlive received") -> None:
         self.socket = socket
         self.session = session
         self.request_id = request_id_of(socket)
         self.sha = hashlib.sha256()
         """Of the audio received."""
         self._idle = idle
+        self._idle_reason = idle_reason
         self._lock = asyncio.Lock()
         self._closed = False
         self._limits = serving_of(socket).config.server.audio
@@ -80,7 +82,7 @@ class LiveSocket:
             try:
                 message = await asyncio.wait_for(self.socket.receive(), timeout=self._idle)
             except TimeoutError:
-                await self.close(1011, f"NET-0001: no audio or KeepAlive received for {self._idle:g} seconds")
+                await self.close(1011, f"NET-0001: {self._idle_reason} for {self._idle:g} seconds")
                 return
             if message["type"] == "websocket.disconnect":
                 raise WebSocketDisconnect(detail="client went away", code=message.get("code", 1000))

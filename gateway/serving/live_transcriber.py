@@ -279,12 +279,17 @@ class LiveTranscriber:
                 await self._end_of_speech(end_of_turn_confidence(silence_ms, self._agreement.committed))
             return
         words = self._agreement.ending(tail)
-        if turn.reached(silence_ms, words):
-            await self._end_of_speech(end_of_turn_confidence(silence_ms, words))
-        elif not self._eager_sent and turn.eager(silence_ms, words):
+        confidence = end_of_turn_confidence(silence_ms, words)
+        reached = turn.reached(silence_ms, words)
+        # An eager end always comes before the end it announces, even when the words came too late to send
+        # it any sooner.
+        announce = turn.eager(silence_ms, words) or (reached and turn.eager_threshold is not None)
+        if announce and not self._eager_sent:
             self._eager_sent = True
-            await self._put(EagerEndOfTurn(words=tuple(words), start=self._window_start / RATE, end=self._scored / RATE,
-                                           confidence=end_of_turn_confidence(silence_ms, words)))
+            await self._put(EagerEndOfTurn(words=tuple(words), start=self._window_start / RATE,
+                                           end=self._scored / RATE, confidence=confidence))
+        if reached:
+            await self._end_of_speech(confidence)
 
     async def _end_of_speech(self, confidence: float | None) -> None:
         self._in_speech = False

@@ -49,7 +49,7 @@ class EndOfTurn:
     """When a turn ends, as a client sets it (Deepgram Flux's thresholds)."""
 
     threshold: float = 0.7
-    """Confidence at which the turn ends."""
+    """Confidence at which the turn ends; 1: never by confidence, only by the timeout or the client."""
     eager_threshold: float | None = None
     """Confidence at which an early end is announced (the transcript so far, for a speculative reply);
     None: never."""
@@ -57,7 +57,10 @@ class EndOfTurn:
     """Silence after which the turn ends whatever the words."""
 
     def reached(self, silence_ms: float, words: Sequence[TranscriptWord]) -> bool:
-        return silence_ms >= self.timeout_ms or end_of_turn_confidence(silence_ms, words) >= self.threshold
+        """Whether the turn is over; a threshold of 1 leaves it to the timeout (or the client)."""
+        if silence_ms >= self.timeout_ms:
+            return True
+        return self.threshold < 1.0 and end_of_turn_confidence(silence_ms, words) >= self.threshold
 
     def eager(self, silence_ms: float, words: Sequence[TranscriptWord]) -> bool:
         return (self.eager_threshold is not None
