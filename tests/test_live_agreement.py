@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from backends.types import TranscriptWord
-from gateway.serving.agreement import Agreement, words_after
+from gateway.serving.agreement import Agreement, sentence_case, words_after
 from gateway.serving.turns import EndOfTurn, end_of_turn_confidence, ending
 
 
@@ -20,7 +20,8 @@ def test_words_two_passes_agree_on_are_committed_and_the_rest_waits() -> None:
     assert agreement.boundary == settled[-1].end
     # The next pass hears from before the boundary: what it says there is not new.
     assert [w.word for w in agreement.offer(_words("the morning was cold and"))] == [" cold"]
-    assert [w.word for w in agreement.committed] == [" The", " morning,", " was", " cold"]
+    # ... though it writes the committed words it heard again with words after them its own way.
+    assert [w.word for w in agreement.committed] == [" the", " morning", " was", " cold"]
 
 
 def test_a_revised_word_is_not_committed() -> None:
@@ -66,3 +67,26 @@ def test_end_of_turn_comes_sooner_after_a_finished_sentence() -> None:
     assert turn.eager(150, _words("ok.")) and not turn.reached(150, _words("ok."))
     assert turn.reached(3000, _words("and"))  # the timeout ends any turn
     assert not EndOfTurn().eager(10_000, _words("ok."))  # no eager threshold: never eager
+
+
+def test_a_later_pass_rewrites_a_committed_words_case_and_punctuation_not_the_word() -> None:
+    agreement = Agreement()
+    agreement.offer(_words("we walked."))
+    agreement.offer(_words("we walked."))  # both passes stopped after "walked": a full stop
+    assert [w.word for w in agreement.committed] == [" we", " walked."]
+    times = [(w.start, w.end) for w in agreement.committed]
+    agreement.offer(_words("We walked down to"))  # heard with the words after it
+    assert [w.word for w in agreement.committed[:2]] == [" We", " walked"]
+    assert [(w.start, w.end) for w in agreement.committed[:2]] == times
+    agreement.offer(_words("we walked down to the"))  # the last word of a pass says nothing of its writing
+    assert agreement.committed[0].word == " we"
+    before = list(agreement.committed)
+    agreement.offer(_words("they walked down to the"))  # another word: not a rewrite
+    assert [w.word for w in agreement.committed[:2]] == [w.word for w in before[:2]]
+
+
+def test_sentence_case() -> None:
+    words = [*_words("the boat moved. it was calm? yes"), TranscriptWord(" 2", 9.0, 9.2, 0.9)]
+    assert [w.word for w in sentence_case(words)] == [" The", " boat", " moved.", " It", " was", " calm?", " Yes",
+                                                      " 2"]
+    assert sentence_case(()) == ()

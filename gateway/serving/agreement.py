@@ -13,9 +13,11 @@ from collections.abc import Sequence
 
 from backends.types import TranscriptWord
 
-__all__ = ["Agreement", "normal", "words_after"]
+__all__ = ["Agreement", "normal", "sentence_case", "words_after"]
 
 _NOT_WORD = re.compile(r"[^\w']+")
+SAME_WORD_SECONDS = 0.25
+"""Two passes place the same word this close to each other."""
 REHEARD_SECONDS = 0.15
 """A first new word that repeats the last committed one and starts within this of the boundary is that
 word heard again (its end came out early), not a new one."""
@@ -24,6 +26,22 @@ word heard again (its end came out early), not a new one."""
 def normal(word: str) -> str:
     """A word as passes are compared: lower case, without punctuation or spaces."""
     return _NOT_WORD.sub("", word.lower())
+
+
+def sentence_case(words: Sequence[TranscriptWord]) -> tuple[TranscriptWord, ...]:
+    """The words with a capital at the start and after each sentence's end: passes that start or stop
+    inside a sentence write its words in lower case, or end them with a full stop."""
+    out: list[TranscriptWord] = []
+    starts = True
+    for w in words:
+        text = w.word
+        lead = len(text) - len(text.lstrip())
+        if starts and text[lead:lead + 1].islower():
+            text = text[:lead] + text[lead].upper() + text[lead + 1:]
+            w = TranscriptWord(word=text, start=w.start, end=w.end, probability=w.probability)
+        out.append(w)
+        starts = text.rstrip().endswith((".", "?", "!"))
+    return tuple(out)
 
 
 def words_after(committed: Sequence[TranscriptWord], boundary: float,
@@ -54,6 +72,7 @@ class Agreement:
 
     def offer(self, words: Sequence[TranscriptWord]) -> list[TranscriptWord]:
         """A pass's words; the ones it agrees on with the previous pass are committed and returned."""
+        self._refine(words)
         fresh = words_after(self.committed, self.boundary, words)
         if not fresh:
             return []  # a pass that heard nothing new says nothing of the last one's words
@@ -68,6 +87,21 @@ class Agreement:
             self.boundary = settled[-1].end
         self._previous = fresh[agreed:]
         return settled
+
+    def _refine(self, words: Sequence[TranscriptWord]) -> None:
+        """Write committed words as a pass that heard them again, with words after them, writes them.
+
+        A pass whose audio stops after a word often ends it with a full stop, or begins a sentence in lower
+        case; one that hears more knows better. Only the writing changes (case, punctuation): a committed
+        word stays the same word at the same time."""
+        heard = words[:-1]
+        for i, c in enumerate(self.committed):
+            key = normal(c.word)
+            again = next((w for w in heard if abs(w.start - c.start) < SAME_WORD_SECONDS and normal(w.word) == key),
+                         None)
+            if again is not None and again.word != c.word:
+                self.committed[i] = TranscriptWord(word=again.word, start=c.start, end=c.end,
+                                                   probability=c.probability)
 
     @property
     def said(self) -> list[TranscriptWord]:

@@ -47,7 +47,7 @@ from backends.audio_answers import (
 )
 from backends.base import TranscriptionBackend, VadBackend
 from backends.types import TranscriptionRequest, TranscriptSegment, TranscriptWord
-from gateway.serving.agreement import Agreement
+from gateway.serving.agreement import Agreement, sentence_case
 from gateway.serving.turns import EndOfTurn, end_of_turn_confidence
 
 __all__ = ["RATE", "LiveOptions", "LiveTranscriber"]
@@ -122,6 +122,15 @@ class _Pass:
 
 
 @dataclass(frozen=True, slots=True)
+class _Pause:
+    """A pause the speaker went on from before its tail pass was back."""
+
+    start: int
+    silence: int
+    tail: _Pass
+
+
+@dataclass(frozen=True, slots=True)
 class _Final:
     agreement: Agreement
     """The window's, as it was when the window closed."""
@@ -169,6 +178,8 @@ class LiveTranscriber:
         self._tail: _Pass | None = None
         """The pass launched in the present silence: it heard all of the window's speech."""
         self._offered_end = 0
+        self._undecided: _Pause | None = None
+        """A pause that may have ended the turn, waiting for its words."""
         self._eager_sent = False
         self._last_word_end: float | None = None
         self._utterance_open = False
@@ -247,21 +258,44 @@ class LiveTranscriber:
         if p >= self._off:
             if self._silence and self._eager_sent:
                 await self._put(TurnResumed(start=self._window_start / RATE, end=at / RATE))
+            if (self._silence and self._tail is not None and self._undecided is None
+                    and self._tail.words() is None and self._options.end_of_turn is not None):
+                # The words of this pause are not back yet: whether it ended the turn is decided when they are.
+                self._undecided = _Pause(start=at - self._silence, silence=self._silence, tail=self._tail)
             self._silence = 0
             self._tail = None
             self._eager_sent = False
             return
         self._silence += self._frame
-        if (self._tail is None and self._silence >= TAIL_AFTER_FRAMES * self._frame
+        self._start_tail_when_due()
+        await self._consider_end()
+
+    def _start_tail_when_due(self) -> None:
+        """The tail of the present silence, once it is due and the stream has a pass to spare."""
+        if (self._in_speech and self._tail is None and self._silence >= TAIL_AFTER_FRAMES * self._frame
                 and len(self._passes) < MAX_PASSES):
             self._tail = self._launch()
             if self._options.end_of_turn is not None:
                 self._tail.task.add_done_callback(lambda _: self._track(self._check_turn()))
-        await self._consider_end()
 
     async def _check_turn(self) -> None:
-        """A tail pass is back: the turn may end (or be announced) now rather than at the next frame."""
+        """A tail pass is back: the turn may end (or be announced) now rather than at the next frame, or a
+        pause the speaker has gone on from may have ended it, as the audio goes (at any pace of sending)."""
         async with self._lock:
+            pause, turn = self._undecided, self._options.end_of_turn
+            if pause is not None and turn is not None and (tail := pause.tail.words()) is not None:
+                self._undecided = None
+                words = self._agreement.ending(tail)
+                silence_ms = pause.silence * 1000 / RATE
+                if turn.reached(silence_ms, words):
+                    confidence = end_of_turn_confidence(silence_ms, words)
+                    if turn.eager_threshold is not None:
+                        await self._put(EagerEndOfTurn(words=sentence_case(words), start=self._window_start / RATE,
+                                                       end=(pause.start + pause.silence) / RATE,
+                                                       confidence=confidence))
+                    await self._close_window(speech_final=True, end=pause.start + pause.silence,
+                                             confidence=confidence, tail=pause.tail)
+                    self._eager_sent = False
             if self._in_speech and self._silence:
                 await self._consider_end()
 
@@ -286,7 +320,7 @@ class LiveTranscriber:
         announce = turn.eager(silence_ms, words) or (reached and turn.eager_threshold is not None)
         if announce and not self._eager_sent:
             self._eager_sent = True
-            await self._put(EagerEndOfTurn(words=tuple(words), start=self._window_start / RATE,
+            await self._put(EagerEndOfTurn(words=sentence_case(words), start=self._window_start / RATE,
                                            end=self._scored / RATE, confidence=confidence))
         if reached:
             await self._end_of_speech(confidence)
@@ -301,12 +335,12 @@ class LiveTranscriber:
         self._window_start += samples
 
     async def _close_window(self, *, speech_final: bool, from_finalize: bool = False, end: int | None = None,
-                            confidence: float | None = None) -> None:
+                            confidence: float | None = None, tail: _Pass | None = None) -> None:
         """Send the open window (up to stream position ``end``) out as a final result and start a new
         one; waits while :data:`MAX_OUT` results are waiting."""
         cut = len(self._window) if end is None else max(0, min(len(self._window), end - self._window_start))
-        tail = None
-        if self._window_has_speech and cut >= self._frame:  # the tail of this silence heard all the speech
+        if tail is None and self._window_has_speech and cut >= self._frame:
+            # the tail of this silence heard all the speech
             tail = self._tail if self._tail is not None else self._launch(end=self._window_start + cut)
         final = _Final(agreement=self._agreement, tail=tail,
                        start=self._window_start, end=self._window_start + cut, speech_final=speech_final,
@@ -315,7 +349,7 @@ class LiveTranscriber:
         self._window_id += 1
         self._agreement = Agreement(self._window_start / RATE)
         self._offered_end = self._window_start
-        self._tail = None
+        self._tail = self._undecided = None
         self._window_closed.set_result(None)
         self._window_closed = asyncio.get_running_loop().create_future()
         self._window_has_speech = self._in_speech
@@ -413,14 +447,15 @@ class LiveTranscriber:
         return window_pass
 
     def _settle(self, window_pass: _Pass) -> None:
-        """A pass is back: offer its words to the agreement (in the order the passes heard the audio)."""
+        """A pass is back: offer its words to the agreement (in the order the passes heard the audio), and
+        start a tail that had to wait for it."""
         words = window_pass.words()
-        if words is None or window_pass.window != self._window_id or window_pass.end <= self._offered_end:
-            return
-        self._offered_end = window_pass.end
-        settled = self._agreement.offer(words)
-        if settled:
-            self._on_commit(tuple(settled))
+        if words is not None and window_pass.window == self._window_id and window_pass.end > self._offered_end:
+            self._offered_end = window_pass.end
+            settled = self._agreement.offer(words)
+            if settled:
+                self._on_commit(tuple(settled))
+        self._start_tail_when_due()
 
     async def _transcribe(self, audio: npt.NDArray[np.float32], start: int, prompt: str | None) -> Words:
         if len(audio) < self._frame:
@@ -456,13 +491,13 @@ class LiveTranscriber:
         await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
         if item.closed.done():
             return  # its window is final: the final holds all it heard
-        words = self._agreement.hypothesis(item.window_pass.task.result())
-        self._emit(LiveTranscript(words=tuple(words), start=self._window_start / RATE,
+        words = sentence_case(self._agreement.hypothesis(item.window_pass.task.result()))
+        self._emit(LiveTranscript(words=words, start=self._window_start / RATE,
                                   end=item.window_pass.end / RATE, is_final=False))
 
     async def _send_final(self, item: _Final) -> None:
         tail = await item.tail.task if item.tail is not None else ()
-        words = tuple(item.agreement.ending(tail))
+        words = sentence_case(item.agreement.ending(tail))
         self._finals_waiting -= 1
         self._emit(LiveTranscript(words=words, start=item.start / RATE, end=item.end / RATE, is_final=True,
                                   speech_final=item.speech_final, from_finalize=item.from_finalize,
