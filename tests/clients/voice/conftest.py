@@ -71,6 +71,26 @@ def speech_16k(gateway: Any) -> bytes:
     return bytes(16000) + response.content + bytes(2 * 16000 * 2)
 
 
+TURNS = ("The morning was cold and bright.", "We walked down to the river after lunch.")
+"""Two turns a speaker takes, with a pause between them (:func:`two_turns_16k`)."""
+
+
+@pytest.fixture(scope="session")
+def two_turns_16k(gateway: Any) -> bytes:
+    """:data:`TURNS` in the gateway's own voice, 16 kHz s16le: a second of silence, the first turn, 1.5 s
+    of silence, the second turn, and 2 s of silence after it (what a Flux stream hears of two turns)."""
+    def speak(text: str) -> bytes:
+        response = httpx.post(f"{gateway.url}/v1/speak",
+                              params={"model": "aura-2-thalia-en", "encoding": "linear16", "sample_rate": "16000",
+                                      "container": "none"},
+                              json={"text": text}, headers={"Authorization": "Token test"}, timeout=120)
+        assert response.status_code == 200, response.text
+        return response.content
+
+    first, second = (speak(text) for text in TURNS)
+    return bytes(2 * 16000) + first + bytes(3 * 16000) + second + bytes(2 * 2 * 16000)
+
+
 def transcribe_pcm(gateway: Any, pcm: bytes, rate: int) -> str:
     """What the gateway's speech-to-text hears in 16-bit mono PCM."""
     buffer = io.BytesIO()
