@@ -30,6 +30,7 @@ __all__ = [
     "UPDATE_EVERY_MS",
     "CloseStream",
     "ConfigureMessage",
+    "ConfigureSuccess",
     "FluxParams",
     "FluxTurns",
     "ForceEndTurn",
@@ -217,10 +218,12 @@ class FatalError(msgspec.Struct):
 class FluxTurns:
     """The turns of one Flux stream: the live session's events in, Flux's messages out, numbered."""
 
-    def __init__(self, request_id: str, formatting: Formatting, thresholds: Thresholds) -> None:
+    def __init__(self, request_id: str, formatting: Formatting, thresholds: Thresholds,
+                 keyterms: Sequence[str] = ()) -> None:
         self.request_id = request_id
         self.thresholds = thresholds
         self.formatting = formatting
+        self.keyterms = list(keyterms)
         self._sequence = 0
         self.turn_index = 0
         self.in_turn = False
@@ -308,17 +311,31 @@ class FluxTurns:
                             start=w.start, end=w.end) for w in built],
             end_of_turn_confidence=round(confidence, 4), trigger=trigger)
 
-    def configured(self, keyterms: Sequence[str]) -> ConfigureSuccess:
-        t = self.thresholds
-        thresholds: dict[str, Any] = {"eot_threshold": t.eot_threshold, "eot_timeout_ms": t.eot_timeout_ms}
-        if t.eager_eot_threshold is not None:
-            thresholds["eager_eot_threshold"] = t.eager_eot_threshold
-        return ConfigureSuccess(request_id=self.request_id, sequence_id=self._next(), thresholds=thresholds,
+    def configure(self, message: ConfigureMessage) -> ConfigureSuccess | ConfigureFailure:
+        """Apply a ``Configure`` whole or not at all; its answer: the values now in force, or why not."""
+        keyterms = self.keyterms if message.keyterms is None else (
+            [message.keyterms] if isinstance(message.keyterms, str) else list(message.keyterms))
+        try:
+            thresholds = updated(self.thresholds, message.thresholds)
+            if len(keyterms) > MOST_KEYTERMS:
+                raise InvalidRequest(f"at most {MOST_KEYTERMS} keyterms", param="keyterms")
+            if message.language_hints:
+                raise InvalidRequest("language_hints needs flux-general-multi", param="language_hints")
+        except InvalidRequest as e:
+            code = "INVALID_THRESHOLD" if (e.param or "").startswith(("eot", "eager")) else "INVALID_PARAMETER"
+            return ConfigureFailure(request_id=self.request_id, sequence_id=self._next(), code=code,
+                                    description=e.message)
+        self.thresholds, self.keyterms = thresholds, keyterms
+        f = self.formatting
+        self.formatting = msgspec.structs.replace(
+            f, numerals=f.numerals if message.numerals is None else message.numerals,
+            profanity_filter=f.profanity_filter if message.profanity_filter is None else message.profanity_filter)
+        values: dict[str, Any] = {"eot_threshold": thresholds.eot_threshold,
+                                  "eot_timeout_ms": thresholds.eot_timeout_ms}
+        if thresholds.eager_eot_threshold is not None:
+            values["eager_eot_threshold"] = thresholds.eager_eot_threshold
+        return ConfigureSuccess(request_id=self.request_id, sequence_id=self._next(), thresholds=values,
                                 keyterms=list(keyterms))
-
-    def configure_failure(self, code: str, description: str) -> ConfigureFailure:
-        return ConfigureFailure(request_id=self.request_id, sequence_id=self._next(), code=code,
-                                description=description)
 
     def warning(self, code: str, description: str) -> FluxWarning:
         return FluxWarning(request_id=self.request_id, sequence_id=self._next(), code=code, description=description)

@@ -12,21 +12,19 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgspec
 from litestar import WebSocket, websocket
 
 from backends.audio_answers import LiveEvent
 from compat.deepgram.flux import (
-    MOST_KEYTERMS,
     UPDATE_EVERY_MS,
     CloseStream,
     ConfigureMessage,
+    ConfigureSuccess,
     FluxParams,
     FluxTurns,
     Thresholds,
     parse_flux_message,
     parse_flux_query,
-    updated,
 )
 from compat.errors import InvalidRequest
 from compat.wire import ParamPolicy
@@ -69,8 +67,7 @@ class _FluxSocket(LiveSocket):
     def __init__(self, socket: WebSocket[Any, Any, Any], session: LiveSession, params: FluxParams) -> None:
         super().__init__(socket, session, idle=serving_of(socket).config.server.audio.flux_idle_seconds,
                          idle_reason="no message received")
-        self._turns = FluxTurns(self.request_id, params.formatting, params.thresholds)
-        self._keyterms = params.keyterms
+        self._turns = FluxTurns(self.request_id, params.formatting, params.thresholds, params.keyterms)
 
     async def serve(self) -> None:
         await self.send(self._turns.connected)
@@ -100,28 +97,10 @@ class _FluxSocket(LiveSocket):
         return False
 
     async def _configure(self, message: ConfigureMessage) -> None:
-        """Apply a ``Configure`` whole or not at all, and answer it."""
-        keyterms = self._keyterms if message.keyterms is None else (
-            [message.keyterms] if isinstance(message.keyterms, str) else message.keyterms)
-        try:
-            thresholds = updated(self._turns.thresholds, message.thresholds)
-            if len(keyterms) > MOST_KEYTERMS:
-                raise InvalidRequest(f"at most {MOST_KEYTERMS} keyterms", param="keyterms")
-            if message.language_hints:
-                raise InvalidRequest("language_hints needs flux-general-multi", param="language_hints")
-        except InvalidRequest as e:
-            code = "INVALID_THRESHOLD" if (e.param or "").startswith(("eot", "eager")) else "INVALID_PARAMETER"
-            description = e.message
-            await self.send(lambda: self._turns.configure_failure(code, description))
-            return
-        self._turns.thresholds, self._keyterms = thresholds, keyterms
-        self._turns.formatting = msgspec.structs.replace(
-            self._turns.formatting,
-            numerals=self._turns.formatting.numerals if message.numerals is None else message.numerals,
-            profanity_filter=(self._turns.formatting.profanity_filter if message.profanity_filter is None
-                              else message.profanity_filter))
-        self.session.configure(end_of_turn=_end_of_turn(thresholds), prompt=_prompt(keyterms))
-        await self.send(lambda: self._turns.configured(keyterms))
+        """Answer a ``Configure``; what it changed holds from the next audio on."""
+        if isinstance(await self.send(lambda: self._turns.configure(message)), ConfigureSuccess):
+            self.session.configure(end_of_turn=_end_of_turn(self._turns.thresholds),
+                                   prompt=_prompt(self._turns.keyterms))
 
 
 HANDLERS: list[Any] = [flux_listen]

@@ -122,10 +122,13 @@ class LiveSocket:
         except Exception as e:
             await self._close_for(e)
 
-    async def send(self, payload: Any) -> None:
-        """Send ``payload``, or what a callable ``payload`` makes, made while no other message goes out."""
+    async def send(self, payload: Any) -> Any:
+        """Send ``payload``, or what a callable ``payload`` makes, made while no other message goes out;
+        returns what was sent."""
         async with self._lock:
-            await self._send_now(payload() if callable(payload) else payload)
+            made = payload() if callable(payload) else payload
+            await self._send_now(made)
+            return made
 
     async def _send_now(self, payload: Any) -> None:
         if not self._closed:

@@ -10,12 +10,15 @@ The open window (the audio since the last final result) grows as audio arrives. 
 *tail* pass transcribes what is left after the last committed word; if the silence lasts until the
 speech ends, the final result is the committed words and the tail's, so it is ready almost as the pause
 that ends the speech is over instead of a whole utterance's transcription later. A final never changes
-a committed word. Interim results are the committed words and the latest pass's others.
+a committed word (a later pass may only write it better: case, punctuation). Interim results are the
+committed words and the latest pass's others; results are in sentence case.
 
 **Ends of speech.** A pause of ``endpointing`` ms closes the window as a final with ``speech_final``;
 with ``end_of_turn`` set instead, the pause ends the turn when the end-of-turn confidence
 (:mod:`gateway.serving.turns`: the silence, weighed by how finished the words sound) reaches its
 threshold, announcing an eager end of turn at the lower one (and ``TurnResumed`` when speech goes on).
+The decision follows the audio, not the engine's speed: a pause the speaker went on from before its
+words were back is weighed when they are, and if it ended the turn the window is cut there.
 A window that grows too long is finalised without ``speech_final``. ``UtteranceEnd`` follows the last
 final word when no new word comes for ``utterance_end_ms``.
 
