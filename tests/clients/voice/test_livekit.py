@@ -22,15 +22,15 @@ from recording import RecordingProxy, tool_result_reached_next_request
 pytestmark = pytest.mark.timeout(180)
 
 
-async def _microphone(stream: stt.SpeechStream, pcm: bytes, rate: int = 16000) -> None:
-    """10 ms frames at about four times real time, then the end of input."""
+async def _microphone(stream: stt.SpeechStream, pcm: bytes, rate: int = 16000, *, pace: float = 0.0025) -> None:
+    """10 ms frames, one every ``pace`` seconds (by default about four times real time), then the end of input."""
     step = rate // 100
     samples = np.frombuffer(pcm, dtype="<i2")
     for i in range(0, len(samples), step):
         chunk = samples[i:i + step]
         stream.push_frame(rtc.AudioFrame(data=chunk.tobytes(), sample_rate=rate, num_channels=1,
                                          samples_per_channel=len(chunk)))
-        await asyncio.sleep(0.0025)
+        await asyncio.sleep(pace)
     stream.end_input()
 
 

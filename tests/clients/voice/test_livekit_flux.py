@@ -11,12 +11,11 @@ import time
 from typing import Any
 
 import aiohttp
-import numpy as np
 import pytest
 from conftest import TURNS, similarity
-from livekit import rtc
 from livekit.agents import stt
 from livekit.plugins import deepgram
+from test_livekit import _microphone as _paced_microphone
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -24,15 +23,8 @@ _T = stt.SpeechEventType
 
 
 async def _microphone(stream: stt.SpeechStream, pcm: bytes, rate: int = 16000) -> None:
-    """10 ms frames in real time, then the end of input."""
-    step = rate // 100
-    samples = np.frombuffer(pcm, dtype="<i2")
-    for i in range(0, len(samples), step):
-        chunk = samples[i:i + step]
-        stream.push_frame(rtc.AudioFrame(data=chunk.tobytes(), sample_rate=rate, num_channels=1,
-                                         samples_per_channel=len(chunk)))
-        await asyncio.sleep(0.01)
-    stream.end_input()
+    """10 ms frames in real time (Flux's turns end by the pauses it hears), then the end of input."""
+    await _paced_microphone(stream, pcm, rate, pace=0.01)
 
 
 async def _stream(gateway: Any, pcm: bytes, **options: Any) -> tuple[list[stt.SpeechEvent], float]:
