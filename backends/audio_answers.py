@@ -129,6 +129,8 @@ class LiveTranscript:
     """Final because the client asked for it."""
     end_of_turn_confidence: float | None = None
     """How sure it was that the speaker's turn had ended when this result was made (turn-taking streams)."""
+    timed_out: bool = False
+    """Final because the silence lasted the turn's timeout, whatever the words said."""
 
 
 @dataclass(frozen=True, slots=True)

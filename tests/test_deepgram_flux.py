@@ -572,6 +572,17 @@ def test_eot_threshold_one_leaves_the_end_to_the_client(gateway: Gateway, questi
     assert [e.trigger for e in ends] == ["manual"], [(e.trigger, e.end_of_turn_confidence) for e in ends]
 
 
+def test_eot_timeout_ends_a_turn_the_words_never_end(gateway: Gateway, question: Speech) -> None:
+    """With the model's end of turn off (eot_threshold 1), ``eot_timeout_ms`` of silence ends the turn."""
+    messages = _flux(gateway.url, question, eot_threshold=1.0, eot_timeout_ms=800)
+    ends = _events(_infos(messages), "EndOfTurn")
+    assert [e.trigger for e in ends] == ["timeout"], [(e.trigger, e.end_of_turn_confidence) for e in ends]
+    assert _wer(WHAT_TIME, ends[0].transcript) < 0.25, ends[0].transcript
+    speech_end = question.spans[0][1]
+    # 800 ms of silence as the VAD hears it, which may begin a little before the last loud sample.
+    assert ends[0].audio_window_end >= speech_end + 0.5, (ends[0].audio_window_end, speech_end)
+
+
 def test_a_turn_starts_where_the_last_one_ended() -> None:
     """What the live transcriber sends when a tail pass ends the turn between two VAD frames (seen live:
     EndOfTurn audio_window_end 3.519, the next Update's audio_window_start 3.488)."""

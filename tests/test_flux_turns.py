@@ -83,7 +83,7 @@ def test_long_turns_span_finals_and_a_forced_end_is_manual() -> None:
     assert out[-1]["transcript"] == "I want to go home" and out[-1]["trigger"] == "manual"
     # Silence that timed out: confidence under the threshold.
     out = _wire(turns.messages(LiveTranscript(words=_words("and", 30.0), start=21.0, end=36.0, is_final=True,
-                                              speech_final=True, end_of_turn_confidence=0.5)))
+                                              speech_final=True, end_of_turn_confidence=1.0, timed_out=True)))
     assert [m["event"] for m in out] == ["StartOfTurn", "EndOfTurn"] and out[-1]["trigger"] == "timeout"
     assert out[-1]["turn_index"] == 1
     # A final with no words (noise the VAD took for speech) starts no turn.

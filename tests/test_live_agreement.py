@@ -66,6 +66,11 @@ def test_end_of_turn_comes_sooner_after_a_finished_sentence() -> None:
     assert turn.reached(250, _words("What time is it?")) and not turn.reached(250, _words("I want a table for"))
     assert turn.eager(150, _words("ok.")) and not turn.reached(150, _words("ok."))
     assert turn.reached(3000, _words("and"))  # the timeout ends any turn
+    assert EndOfTurn(threshold=0.7, timeout_ms=1000).ended_by(1000, _words("and")) == "timeout"
+    assert turn.ended_by(250, _words("ok.")) == "words"
+    assert turn.ended_by(100, _words("ok.")) is None
+    off = EndOfTurn(threshold=1.0, timeout_ms=800)  # 1: the words never end the turn, only the timeout
+    assert off.ended_by(700, _words("ok.")) is None and off.ended_by(800, _words("ok.")) == "timeout"
     assert not EndOfTurn().eager(10_000, _words("ok."))  # no eager threshold: never eager
 
 

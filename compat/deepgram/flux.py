@@ -246,24 +246,22 @@ class FluxTurns:
         return Connected(request_id=self.request_id, sequence_id=self._next())
 
     def messages(self, event: live.LiveEvent) -> list[Any]:
-        if isinstance(event, live.AudioProgress):
+        if isinstance(event, live.AudioProgress | live.LiveTranscript | live.EagerEndOfTurn | live.TurnResumed):
             self._heard = max(self._heard, event.end)
+        if isinstance(event, live.AudioProgress):
             return [self._turn_info("Update", self._latest if self.in_turn else (), event.end_of_turn_confidence)]
         if isinstance(event, live.LiveTranscript):
             return self._transcript(event)
         if isinstance(event, live.EagerEndOfTurn):
-            self._heard = max(self._heard, event.end)
             out = self._start(words := (*self._before, *event.words))
             self._eager = self._update(words)
             return [*out, self._turn_info("EagerEndOfTurn", words, event.confidence)]
         if isinstance(event, live.TurnResumed) and self._eager is not None:
-            self._heard = max(self._heard, event.end)
             self._eager = None
             return [self._turn_info("TurnResumed", self._latest, 0.0)]
         return []
 
     def _transcript(self, event: live.LiveTranscript) -> list[Any]:
-        self._heard = max(self._heard, event.end)
         words = (*self._before, *event.words)
         if not event.is_final:
             return [*self._start(words), *([] if not self.in_turn or words == self._latest else
@@ -279,8 +277,7 @@ class FluxTurns:
             out.append(self._turn_info("TurnResumed", self._update(words), 0.0))
         self._eager = None
         if self.in_turn:
-            trigger = ("manual" if event.from_finalize else
-                       "model" if confidence >= self.thresholds.eot_threshold else "timeout")
+            trigger = "manual" if event.from_finalize else "timeout" if event.timed_out else "model"
             out.append(self._turn_info("EndOfTurn", words, confidence, trigger=trigger))
             self.turn_index += 1
         self.in_turn = False

@@ -110,11 +110,10 @@ class LiveOptions:
 
 @dataclass(slots=True)
 class _Pass:
-    """One transcription of the window's audio from ``start`` to ``end`` (stream samples)."""
+    """One transcription of window ``window``'s audio up to ``end`` (a stream position, in samples)."""
 
     task: asyncio.Task[Words]
     window: int
-    start: int
     end: int
 
     def words(self) -> Words | None:
@@ -143,6 +142,7 @@ class _Final:
     speech_final: bool
     from_finalize: bool
     confidence: float | None
+    timed_out: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,15 +290,12 @@ class LiveTranscriber:
                 self._undecided = None
                 words = self._agreement.ending(tail)
                 silence_ms = pause.silence * 1000 / RATE
-                if turn.reached(silence_ms, words):
+                if (cause := turn.ended_by(silence_ms, words)) is not None:
                     confidence = end_of_turn_confidence(silence_ms, words)
                     if turn.eager_threshold is not None:
-                        await self._put(EagerEndOfTurn(words=sentence_case(words), start=self._window_start / RATE,
-                                                       end=(pause.start + pause.silence) / RATE,
-                                                       confidence=confidence))
+                        await self._announce(words, pause.start + pause.silence, confidence)
                     await self._close_window(speech_final=True, end=pause.start + pause.silence,
-                                             confidence=confidence, tail=pause.tail)
-                    self._eager_sent = False
+                                             confidence=confidence, timed_out=cause == "timeout", tail=pause.tail)
             if self._in_speech and self._silence:
                 await self._consider_end()
 
@@ -313,32 +310,38 @@ class LiveTranscriber:
         tail = self._tail.words() if self._tail is not None else None
         if tail is None:
             if silence_ms >= turn.timeout_ms:
-                await self._end_of_speech(end_of_turn_confidence(silence_ms, self._agreement.committed))
+                await self._end_of_speech(end_of_turn_confidence(silence_ms, self._agreement.committed),
+                                          timed_out=True)
             return
         words = self._agreement.ending(tail)
         confidence = end_of_turn_confidence(silence_ms, words)
-        reached = turn.reached(silence_ms, words)
+        cause = turn.ended_by(silence_ms, words)
+        reached = cause is not None
         # An eager end always comes before the end it announces, even when the words came too late to send
         # it any sooner.
         announce = turn.eager(silence_ms, words) or (reached and turn.eager_threshold is not None)
         if announce and not self._eager_sent:
-            self._eager_sent = True
-            await self._put(EagerEndOfTurn(words=sentence_case(words), start=self._window_start / RATE,
-                                           end=self._scored / RATE, confidence=confidence))
+            await self._announce(words, self._scored, confidence)
         if reached:
-            await self._end_of_speech(confidence)
+            await self._end_of_speech(confidence, timed_out=cause == "timeout")
 
-    async def _end_of_speech(self, confidence: float | None) -> None:
+    async def _announce(self, words: list[TranscriptWord], end: int, confidence: float) -> None:
+        """An eager end of the turn, its words as the final will hold them, heard up to ``end``."""
+        self._eager_sent = True
+        await self._put(EagerEndOfTurn(words=sentence_case(words), start=self._window_start / RATE, end=end / RATE,
+                                       confidence=confidence))
+
+    async def _end_of_speech(self, confidence: float | None, *, timed_out: bool = False) -> None:
         self._in_speech = False
-        self._eager_sent = False
-        await self._close_window(speech_final=True, end=self._scored, confidence=confidence)
+        await self._close_window(speech_final=True, end=self._scored, confidence=confidence, timed_out=timed_out)
 
     def _trim(self, samples: int) -> None:
         self._window = self._window[samples:]
         self._window_start += samples
 
     async def _close_window(self, *, speech_final: bool, from_finalize: bool = False, end: int | None = None,
-                            confidence: float | None = None, tail: _Pass | None = None) -> None:
+                            confidence: float | None = None, timed_out: bool = False,
+                            tail: _Pass | None = None) -> None:
         """Send the open window (up to stream position ``end``) out as a final result and start a new
         one; waits while :data:`MAX_OUT` results are waiting."""
         cut = len(self._window) if end is None else max(0, min(len(self._window), end - self._window_start))
@@ -347,12 +350,14 @@ class LiveTranscriber:
             tail = self._tail if self._tail is not None else self._launch(end=self._window_start + cut)
         final = _Final(agreement=self._agreement, tail=tail,
                        start=self._window_start, end=self._window_start + cut, speech_final=speech_final,
-                       from_finalize=from_finalize, confidence=confidence)
+                       from_finalize=from_finalize, confidence=confidence, timed_out=timed_out)
         self._trim(cut)
         self._window_id += 1
         self._agreement = Agreement(self._window_start / RATE)
         self._offered_end = self._window_start
         self._tail = self._undecided = None
+        if speech_final:
+            self._eager_sent = False  # the turn it announced is over
         self._window_closed.set_result(None)
         self._window_closed = asyncio.get_running_loop().create_future()
         self._window_has_speech = self._in_speech
@@ -394,7 +399,6 @@ class LiveTranscriber:
         async with self._lock:
             if self._window_has_speech:
                 self._in_speech = False
-                self._eager_sent = False
                 await self._close_window(speech_final=True, from_finalize=True)
 
     def configure(self, *, end_of_turn: EndOfTurn | None = None, prompt: str | None = None) -> None:
@@ -439,13 +443,10 @@ class LiveTranscriber:
             gap = before[-1].end if after is None else (before[-1].end + after.start) / 2
             start = max(self._window_start, min(int(gap * RATE), end - self._frame))
         audio = self._window[start - self._window_start:end - self._window_start].copy()
-        prompt = self._options.prompt or None
-
-        task = self._track(self._transcribe(audio, start, prompt))
+        task = self._track(self._transcribe(audio, start, self._options.prompt or None))
         self._passes.add(task)
         task.add_done_callback(self._passes.discard)
-        window_pass = _Pass(task, self._window_id, start, end)
-
+        window_pass = _Pass(task, self._window_id, end)
         task.add_done_callback(lambda _: self._settle(window_pass))
         return window_pass
 
@@ -504,7 +505,7 @@ class LiveTranscriber:
         self._finals_waiting -= 1
         self._emit(LiveTranscript(words=words, start=item.start / RATE, end=item.end / RATE, is_final=True,
                                   speech_final=item.speech_final, from_finalize=item.from_finalize,
-                                  end_of_turn_confidence=item.confidence))
+                                  end_of_turn_confidence=item.confidence, timed_out=item.timed_out))
         if words:
             self._last_word_end = words[-1].end
             # Speech that began while this was transcribed owns the gap: no UtteranceEnd for it.

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from backends.types import TranscriptWord
 from gateway.serving.agreement import normal
@@ -56,11 +57,16 @@ class EndOfTurn:
     timeout_ms: int = 5000
     """Silence after which the turn ends whatever the words."""
 
+    def ended_by(self, silence_ms: float, words: Sequence[TranscriptWord]) -> Literal["words", "timeout"] | None:
+        """What ended the turn: its confidence (``words``), the silence ``timeout``, or nothing yet. A
+        threshold of 1 leaves it to the timeout (or the client)."""
+        if self.threshold < 1.0 and end_of_turn_confidence(silence_ms, words) >= self.threshold:
+            return "words"
+        return "timeout" if silence_ms >= self.timeout_ms else None
+
     def reached(self, silence_ms: float, words: Sequence[TranscriptWord]) -> bool:
-        """Whether the turn is over; a threshold of 1 leaves it to the timeout (or the client)."""
-        if silence_ms >= self.timeout_ms:
-            return True
-        return self.threshold < 1.0 and end_of_turn_confidence(silence_ms, words) >= self.threshold
+        """Whether the turn is over."""
+        return self.ended_by(silence_ms, words) is not None
 
     def eager(self, silence_ms: float, words: Sequence[TranscriptWord]) -> bool:
         return (self.eager_threshold is not None
