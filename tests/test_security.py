@@ -148,8 +148,10 @@ def test_oversized_headers_are_refused_and_the_server_goes_on(gateway: Gateway) 
         r = httpx.get(f"{gateway.url}/v1/models", headers={"X-Big": "a" * 64 * 1024}, timeout=10)
         assert r.status_code == 431
         assert r.json()["error"]["code"] == "headers_too_large"
-    except httpx.RemoteProtocolError:
-        pass  # the connection was closed on the oversized header: also a refusal
+    except (httpx.RemoteProtocolError, httpx.ReadError):
+        # The connection was closed on the oversized header: also a refusal. Whether the client sees the
+        # close or a reset depends on how much of its 64 KiB head the kernel still held unread.
+        pass
     assert httpx.get(f"{gateway.url}/health").status_code == 200
 
 
