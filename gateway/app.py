@@ -33,6 +33,7 @@ from gateway.routes.audio import audio_router
 from gateway.routes.common import DROPPED_HEADER, ClientGone
 from gateway.routes.deepgram import deepgram_router, flux_router
 from gateway.routes.openai import openai_router
+from gateway.routes.realtime import realtime_router
 from gateway.routes.responses import responses_router
 from gateway.serving import Serving
 
@@ -103,6 +104,7 @@ def create_app(config: Config) -> Litestar:
     if config.services.openai.enabled:
         handlers.append(openai_router("/v1"))
         handlers.append(responses_router("/v1"))
+        handlers.append(realtime_router("/v1"))
         handlers.append(audio_router("/v1", config.server.max_audio_upload_bytes))
     if config.services.groq.enabled:
         handlers.append(openai_router("/openai/v1", dialect="groq"))

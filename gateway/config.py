@@ -90,6 +90,19 @@ class ModelConfig(_Strict):
     only vision model. Resolved when the file is read."""
 
 
+class RealtimeModel(_Strict):
+    """A voice-to-voice model of the Realtime API: the models of this file it hears, thinks and speaks
+    with. Each is named by its name or an alias."""
+
+    type: Literal["realtime"]
+    llm: str
+    stt: str
+    tts: str
+    vad: str | None = None
+    """None: the ``stt`` model's own ``vad``, else the file's first vad model."""
+    aliases: list[str] = msgspec.field(default_factory=list)
+
+
 class CorsConfig(_Strict):
     allow_origins: list[str] = msgspec.field(default_factory=lambda: ["*"])
     allow_methods: list[str] = msgspec.field(default_factory=lambda: ["GET", "POST", "OPTIONS"])
@@ -166,6 +179,22 @@ class LlmLimits(_Strict):
     """Completion tokens one request may ask for in all: prompts × ``n`` × ``max_tokens`` (each capped at
     the context). None: what the model's slots hold at once (``parallel`` × ``n_ctx``). A request that
     sets no ``max_tokens`` has each choice capped at its share instead."""
+
+
+class RealtimeLimits(_Strict):
+    """What the Realtime API's sessions (``/v1/realtime``) may cost. A session holds its models only for
+    a turn (listening while audio arrives, generating while it answers), so an idle one holds none."""
+
+    max_sessions: Annotated[int, msgspec.Meta(ge=1)] = 16
+    """Realtime sessions open at once; more are refused with an ``error`` event and a close (1008)."""
+    max_buffer_seconds: Annotated[float, msgspec.Meta(gt=0)] = 300.0
+    """Most audio an input buffer holds before it is committed (``turn_detection: null``); an append past
+    it is an ``error`` event and is not kept."""
+    max_items: Annotated[int, msgspec.Meta(ge=2)] = 1000
+    """Items a conversation keeps; past it the oldest are dropped from what the model sees."""
+    listen_idle_seconds: Annotated[float, msgspec.Meta(gt=0)] = 5.0
+    """With turn detection on, the speech models are given back after this long with no audio, and taken
+    again when audio comes."""
 
 
 class ResponsesStore(_Strict):
@@ -266,6 +295,8 @@ class ServerConfig(_Strict):
     """How much of an LLM one chat or completion request may take."""
     responses: ResponsesStore = msgspec.field(default_factory=ResponsesStore)
     """The Responses API's store (``/v1/responses``)."""
+    realtime: RealtimeLimits = msgspec.field(default_factory=RealtimeLimits)
+    """The Realtime API's sessions (``/v1/realtime``)."""
 
 
 class ServiceConfig(_Strict):
@@ -302,6 +333,8 @@ class Config(msgspec.Struct, kw_only=True):
     services: ServicesConfig
     backend_options: dict[str, msgspec.Struct]
     """Each model's options, decoded into the struct its backend owns."""
+    realtime: dict[str, RealtimeModel] = msgspec.field(default_factory=dict)
+    """The Realtime API's models (``type: realtime``), their components resolved to canonical names."""
     source_path: Path | None = None
 
     @property
@@ -347,6 +380,39 @@ def _decode_model(name: str, raw: Any) -> tuple[ModelConfig, msgspec.Struct]:
     except msgspec.ValidationError as e:
         raise _located(e, f"{prefix}.options") from None
     return model, options
+
+
+def _decode_realtime(name: str, raw: dict[str, Any]) -> RealtimeModel:
+    try:
+        return msgspec.convert(raw, RealtimeModel)
+    except msgspec.ValidationError as e:
+        raise _located(e, f"models.{name}") from None
+
+
+def _check_realtime(realtime: dict[str, RealtimeModel], models: Mapping[str, ModelConfig]) -> None:
+    """Each realtime model's parts name models of the right type (resolved to their names), and its
+    names are no one else's."""
+    names = {n: n for n in models} | {a: n for n, m in models.items() for a in m.aliases}
+    taken = set(names)
+    wanted = {"llm": ModelType.LLM, "stt": ModelType.STT, "tts": ModelType.TTS, "vad": ModelType.VAD}
+    for name, model in realtime.items():
+        for key, kind in wanted.items():
+            given = getattr(model, key)
+            if given is None:
+                continue
+            found = names.get(given)
+            if found is None or models[found].type != kind:
+                raise ConfigError(f"models.{name}.{key}: '{given}' is not a {kind.value} model of this file")
+            setattr(model, key, found)
+        if model.vad is None:
+            model.vad = models[model.stt].vad or next(
+                (n for n, m in models.items() if m.type == ModelType.VAD), None)
+            if model.vad is None:
+                raise ConfigError(f"models.{name}.vad: a realtime model needs a vad model, and this file has none")
+        for alias in [name, *model.aliases]:
+            if alias in taken:
+                raise ConfigError(f"models.{name}: the name '{alias}' is already used by another model")
+            taken.add(alias)
 
 
 def _check_names(models: Mapping[str, ModelConfig]) -> None:
@@ -464,13 +530,19 @@ def parse_config(text: str, *, environ: Mapping[str, str] | None = None,
 
     models: dict[str, ModelConfig] = {}
     options: dict[str, msgspec.Struct] = {}
+    realtime: dict[str, RealtimeModel] = {}
     for name, entry in top.models.items():
         if not isinstance(name, str) or not name:
             raise ConfigError(f"models: model names must be non-empty strings, got {name!r}")
-        models[name], options[name] = _decode_model(name, entry)
+        if isinstance(entry, dict) and entry.get("type") == "realtime":
+            realtime[name] = _decode_realtime(name, entry)
+        else:
+            models[name], options[name] = _decode_model(name, entry)
     _check_names(models)
     _check_vision(models)
-    return Config(server=top.server, models=models, services=top.services, backend_options=options)
+    _check_realtime(realtime, models)
+    return Config(server=top.server, models=models, services=top.services, backend_options=options,
+                  realtime=realtime)
 
 
 def load_config(path: str | os.PathLike[str] | None = None, *,

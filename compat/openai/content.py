@@ -17,7 +17,7 @@ from backends.types import IMAGE_MARKER, ImageInput
 from compat.errors import InvalidRequest
 from compat.wire import ParamPolicy
 
-__all__ = ["ContentPart", "ImagePart", "RefusalPart", "TextPart", "split_content"]
+__all__ = ["ContentPart", "ImagePart", "RefusalPart", "TextPart", "image_input", "split_content"]
 
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif")
 
@@ -59,8 +59,13 @@ def _shown(url: str) -> str:
 
 
 def _image(part: ImagePart, where: str) -> ImageInput:
-    url = part.image_url.url.strip()
-    detail = part.image_url.detail
+    return image_input(part.image_url.url, part.image_url.detail, where)
+
+
+def image_input(url: str, detail: str | None, where: str) -> ImageInput:
+    """An image part's URL: a data URL decoded (and checked to be base64 of an image type), or an http(s)
+    URL to fetch."""
+    url = url.strip()
     scheme = url.split(":", 1)[0].lower() if ":" in url else ""
     if scheme in ("http", "https"):
         return ImageInput(where=where, url=url, detail=detail)

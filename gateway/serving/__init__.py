@@ -18,6 +18,7 @@ from gateway.serving.chat import Chat, Limits
 from gateway.serving.completions import Completions
 from gateway.serving.embeddings import Embeddings
 from gateway.serving.live import LiveTranscription
+from gateway.serving.realtime import Realtime
 from gateway.serving.responses import Responses
 from gateway.serving.speech import Speech
 from gateway.serving.transcription import Transcriptions
@@ -41,6 +42,7 @@ class Serving:
         self.speech = Speech(registry, config)
         self.live = LiveTranscription(registry, config, self.audio_work)
         self.responses = Responses(self.chat, registry, config)
+        self.realtime = Realtime(registry, config, self.chat, self.speech, self.transcriptions, self.audio_work)
 
 
 def serving_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Serving:

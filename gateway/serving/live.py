@@ -19,7 +19,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -27,18 +27,18 @@ import numpy.typing as npt
 from backends.audio import frame_bytes
 from backends.audio_answers import LiveEvent
 from backends.audio_stream import OUT_RATE, ContainerStreamDecoder, RawStreamDecoder, StreamDecoder
-from backends.base import TranscriptionBackend, VadBackend
+from backends.base import VadBackend
 from backends.errors import BadAudio
 from backends.types import ModelType
 from gateway.config import AudioLimits, Config
 from gateway.errors import InvalidRequest
 from gateway.registry import TRANSCRIPTION, VAD, Lease, Registry
-from gateway.serving.live_transcriber import LiveOptions, LiveTranscriber
+from gateway.serving.live_transcriber import LiveOptions, LiveTranscriber, Transcribes
 from gateway.serving.owned import HeldSockets
 from gateway.serving.turns import EndOfTurn
 from gateway.workers import Workers
 
-__all__ = ["EndOfTurn", "Intake", "LiveOptions", "LiveSession", "LiveTranscription"]
+__all__ = ["EndOfTurn", "HeldTranscriber", "Intake", "LiveOptions", "LiveSession", "LiveTranscription"]
 
 Samples = npt.NDArray[np.float32]
 _END = object()
@@ -115,16 +115,28 @@ class LiveTranscription:
         raise InvalidRequest("Live transcription needs a vad model in syn4pse.yaml.", param="model")
 
 
+class HeldTranscriber(Protocol):
+    """The speech-to-text model a session transcribes with: a lease, or one taken for each turn."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def backend(self) -> Transcribes: ...
+
+    def release(self) -> None: ...
+
+
 class LiveSession:
     """One live stream: :meth:`feed` audio, iterate the events, :meth:`finish` or :meth:`aclose`."""
 
-    def __init__(self, stt: Lease[TranscriptionBackend], vad: Lease[VadBackend], options: LiveOptions, *,
+    def __init__(self, stt: HeldTranscriber, vad: Lease[VadBackend], options: LiveOptions, *,
                  engine: str, work: Workers, intake: Intake, on_close: Callable[[], None] = lambda: None) -> None:
         self.model = stt.name
         """The model transcribing (its configured name)."""
         self.engine = engine
         """The backend it runs on."""
-        self._leases = (stt, vad)
+        self._leases: tuple[HeldTranscriber | Lease[VadBackend], ...] = (stt, vad)
         self._work = work
         self._intake = intake
         self._on_close = on_close

@@ -32,9 +32,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -48,12 +48,12 @@ from backends.audio_answers import (
     TurnResumed,
     UtteranceEnd,
 )
-from backends.base import TranscriptionBackend, VadBackend
-from backends.types import TranscriptionRequest, TranscriptSegment, TranscriptWord
+from backends.base import VadBackend
+from backends.types import TranscriptionInfo, TranscriptionRequest, TranscriptSegment, TranscriptWord
 from gateway.serving.agreement import Agreement, sentence_case
 from gateway.serving.turns import EndOfTurn, end_of_turn_confidence
 
-__all__ = ["RATE", "LiveOptions", "LiveTranscriber"]
+__all__ = ["RATE", "LiveOptions", "LiveTranscriber", "Transcribes"]
 
 log = logging.getLogger("syn4pse.live")
 
@@ -106,6 +106,8 @@ class LiveOptions:
     place of ``endpointing_ms``), with an eager end of turn before it."""
     progress_ms: int | None = None
     """An ``AudioProgress`` event after each this much audio; None: none."""
+    vad_threshold: float | None = None
+    """Speech starts at this VAD probability and ends 0.15 below it; None: the VAD's own hysteresis."""
 
 
 @dataclass(slots=True)
@@ -155,14 +157,22 @@ class _Interim:
 _Out = LiveEvent | _Final | _Interim | None
 
 
+class Transcribes(Protocol):
+    """What a live stream needs of its speech-to-text model."""
+
+    def transcribe(self, request: TranscriptionRequest) -> AsyncIterator[TranscriptionInfo | TranscriptSegment]: ...
+
+
 class LiveTranscriber:
-    def __init__(self, stt: TranscriptionBackend, vad: VadBackend, options: LiveOptions,
+    def __init__(self, stt: Transcribes, vad: VadBackend, options: LiveOptions,
                  emit: Callable[[LiveEvent], None], fail: Callable[[Exception], None], *, work: Work,
                  on_commit: Callable[[Words], None] = lambda words: None) -> None:
         self._stt = stt
         self._off_loop = work
         self._vad = vad.stream()
         self._on, self._off = vad.thresholds
+        if options.vad_threshold is not None:
+            self._on, self._off = options.vad_threshold, max(0.01, options.vad_threshold - 0.15)
         self._frame = vad.frame_samples
         self._options = options
         self._emit = emit
