@@ -24,8 +24,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import CONFIG_HEAD, VAD_ENTRY, cells, cpu_load, cpu_name, gateway, piper_entry, ratio, summary, \
-    whisper_entry
+from _common import (
+    CONFIG_HEAD,
+    VAD_ENTRY,
+    cells,
+    cpu_load,
+    cpu_name,
+    gateway,
+    piper_entry,
+    ratio,
+    summary,
+    whisper_entry,
+)
 from turns import TURNS, compose
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
