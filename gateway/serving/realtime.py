@@ -177,7 +177,8 @@ class RealtimeSession:
     def _new_ears(self) -> Ears:
         assert self._model.vad is not None  # settled when the configuration was read
         return Ears(self._rt._registry, self._rt._work, stt=self._model.stt, vad=self._model.vad,
-                    idle=self._limits.listen_idle_seconds, on_event=self._on_heard, on_failure=self._on_failure)
+                    idle=self._limits.listen_idle_seconds, on_event=self._on_heard, on_failure=self._on_failure,
+                    in_turn=lambda: self._turn is not None)
 
     def emit(self, payload: dict[str, Any]) -> None:
         if not self._closed:

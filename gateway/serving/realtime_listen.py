@@ -80,13 +80,14 @@ class Ears:
 
     def __init__(self, registry: Registry, work: Workers, *, stt: str, vad: str, idle: float,
                  on_event: Callable[[LiveEvent, float], Awaitable[None]],
-                 on_failure: Callable[[Exception], Awaitable[None]]) -> None:
+                 on_failure: Callable[[Exception], Awaitable[None]], in_turn: Callable[[], bool]) -> None:
         self._registry = registry
         self._work = work
         self._stt, self._vad = stt, vad
         self._idle = idle
         self._on_event = on_event
         self._on_failure = on_failure
+        self._in_turn = in_turn
         self._session: LiveSession | None = None
         self._turns: TurnLease | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -150,6 +151,9 @@ class Ears:
         self._timer = asyncio.get_running_loop().call_later(self._idle, self._close_idle)
 
     def _close_idle(self) -> None:
+        if self._in_turn():  # audio sent ahead of real time is still being heard
+            self._restart_timer()
+            return
         log.debug("no audio for %.1fs: the speech models are given back", self._idle)
         task = asyncio.create_task(self.close())
         self._closing.add(task)
