@@ -43,21 +43,9 @@ def _error(error: GatewayError | DomainError, event_id: str | None = None) -> di
 async def realtime_socket(socket: WebSocket[Any, Any, Any]) -> None:
     offered = [p.strip() for p in socket.scope.get("subprotocols") or ()]
     await socket.accept(subprotocols=_SUBPROTOCOL if _SUBPROTOCOL in offered else None)
-    serving = serving_of(socket)
-    query = socket.query_params
     session: RealtimeSession | None = None
     try:
-        if query.get("call_id"):
-            raise InvalidRequest("Joining a WebRTC call by 'call_id' is not available on this server.",
-                                 param="call_id", code="invalid_value")
-        intent = query.get("intent")
-        if intent not in (None, "", "transcription", "conversation"):
-            raise InvalidRequest(f"Invalid 'intent': '{str(intent)[:32]}'; expected 'transcription'.", param="intent",
-                                 code="invalid_value")
-        model = query.get("model") or None
-        session = serving.realtime.open(model, transcription=intent == "transcription",
-                                        meter=lambda: meter_generation(socket))
-        set_request_model(socket, session.settings.model)
+        session = _open(socket)
         session.start()
         await _serve(socket, session)
     except (GatewayError, DomainError) as e:
@@ -70,6 +58,22 @@ async def realtime_socket(socket: WebSocket[Any, Any, Any]) -> None:
         if session is not None:
             await session.aclose()
         await close_quietly(socket, 1000)
+
+
+def _open(socket: WebSocket[Any, Any, Any]) -> RealtimeSession:
+    """The session the query asks for: ``model``, and ``intent=transcription`` for one that only hears."""
+    query = socket.query_params
+    if query.get("call_id"):
+        raise InvalidRequest("Joining a WebRTC call by 'call_id' is not available on this server.",
+                             param="call_id", code="invalid_value")
+    intent = query.get("intent")
+    if intent not in (None, "", "transcription", "conversation"):
+        raise InvalidRequest(f"Invalid 'intent': '{str(intent)[:32]}'; expected 'transcription'.", param="intent",
+                             code="invalid_value")
+    session = serving_of(socket).realtime.open(query.get("model") or None, transcription=intent == "transcription",
+                                               meter=lambda: meter_generation(socket))
+    set_request_model(socket, session.llm)
+    return session
 
 
 async def _serve(socket: WebSocket[Any, Any, Any], session: RealtimeSession) -> None:

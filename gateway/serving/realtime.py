@@ -180,6 +180,11 @@ class RealtimeSession:
                     idle=self._limits.listen_idle_seconds, on_event=self._on_heard, on_failure=self._on_failure,
                     in_turn=lambda: self._turn is not None)
 
+    @property
+    def llm(self) -> str:
+        """The chat model answering (its metrics carry its name)."""
+        return self._model.llm
+
     def emit(self, payload: dict[str, Any]) -> None:
         if not self._closed:
             self.outbox.put_nowait(payload)
