@@ -408,3 +408,52 @@ def test_the_realtime_subprotocol_is_echoed(gateway: Gateway) -> None:
         assert ws.subprotocol == "realtime"
         assert json.loads(ws.recv())["type"] == "session.created"
 
+
+
+def test_semantic_vad_ends_the_turn_by_what_was_said(gateway: Gateway) -> None:
+    pcm = speak(gateway, QUESTION)
+
+    async def run() -> list[Any]:
+        async with realtime(gateway) as conn:
+            seen: list[Any] = []
+            await conn.session.update(session={"type": "realtime", "output_modalities": ["text"],
+                                               "max_output_tokens": 16, "audio": {"input": {
+                                                   "turn_detection": {"type": "semantic_vad", "eagerness": "high"}}}})
+            await append(conn, pcm, silence_s=2.5)
+            await until(conn, "response.done", seen)
+            return seen
+
+    seen = asyncio.run(run())
+    stopped = next(e for e in seen if e.type == "input_audio_buffer.speech_stopped")
+    started = next(e for e in seen if e.type == "input_audio_buffer.speech_started")
+    assert stopped.item_id == started.item_id and stopped.audio_end_ms > started.audio_start_ms
+    # No transcription was asked for: the client is not sent one, but the model heard the words.
+    assert "conversation.item.input_audio_transcription.completed" not in types(seen)
+    user = next(e.item for e in seen if e.type == "conversation.item.added" and e.item.role == "user")
+    assert user.content[0].type == "input_audio" and user.content[0].transcript is None
+    assert seen[-1].response.usage.input_tokens > 15
+
+
+def test_idle_timeout_prompts_a_response(gateway: Gateway) -> None:
+    """server_vad's ``idle_timeout_ms``: no speech for that long after a response, and the model goes on."""
+    async def run() -> list[Any]:
+        async with realtime(gateway) as conn:
+            seen: list[Any] = []
+            await conn.session.update(session={"type": "realtime", "output_modalities": ["text"],
+                                               "max_output_tokens": 12, "audio": {"input": {"turn_detection": {
+                                                   "type": "server_vad", "idle_timeout_ms": 5000}}}})
+            await conn.conversation.item.create(item={"type": "message", "role": "user", "content": [
+                {"type": "input_text", "text": "Hello there."}]})
+            await conn.response.create()
+            await until(conn, "response.done", seen)
+            await append(conn, b"", silence_s=0.5)
+            timed_out = await until(conn, "input_audio_buffer.timeout_triggered", seen, within=15)
+            await until(conn, "response.done", seen)
+            assert timed_out.audio_end_ms >= timed_out.audio_start_ms
+            return seen
+
+    seen = asyncio.run(run())
+    kinds = types(seen)
+    after = kinds[kinds.index("input_audio_buffer.timeout_triggered"):]
+    assert after.index("input_audio_buffer.committed") < after.index("response.created") < after.index("response.done")
+    assert kinds.count("response.done") == 2
