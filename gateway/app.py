@@ -27,6 +27,8 @@ from gateway.limits import HeaderLimitMiddleware
 from gateway.observability import Metrics, instrument
 from gateway.openapi import openapi_json
 from gateway.ownership import OwnershipMiddleware
+from gateway.realtime_rtc import Calls
+from gateway.realtime_secrets import ClientSecrets
 from gateway.registry import Registry
 from gateway.routes.admin import admin_router
 from gateway.routes.audio import audio_router
@@ -85,6 +87,7 @@ async def ready(request: Request[Any, Any, Any]) -> Response[bytes]:
 def create_app(config: Config) -> Litestar:
     metrics = Metrics()  # before the registry: it reports loads and queues to it
     registry = Registry(config, observer=metrics)
+    client_secrets = ClientSecrets()
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -92,11 +95,14 @@ def create_app(config: Config) -> Litestar:
         app.state.registry = registry
         app.state.serving = serving = Serving(registry, config)
         app.state.started_at = time.time()
+        app.state.client_secrets = client_secrets
+        app.state.calls = calls = Calls()
         await registry.start()
         await serving.responses.start()
         try:
             yield
         finally:
+            await calls.close()
             await serving.responses.close()
             await registry.close()
 
@@ -120,7 +126,7 @@ def create_app(config: Config) -> Litestar:
         middleware=[OwnershipMiddleware,
                     DefineMiddleware(cast(Any, HeaderLimitMiddleware), max_bytes=config.server.max_header_bytes),
                     DefineMiddleware(cast(Any, AuthMiddleware), keys=config.server.api_keys,
-                                     admin_keys=config.server.admin_keys),
+                                     admin_keys=config.server.admin_keys, client_secrets=client_secrets),
                     DefineMiddleware(cast(Any, JsonBodyMiddleware))],
         cors_config=_cors(config.server.cors),
         openapi_config=None,

@@ -24,6 +24,7 @@ from compat.deepgram.common import error_body as deepgram_error_body
 from compat.deepgram.common import new_request_id
 from compat.errors import AuthenticationFailed, GatewayError
 from compat.openai.errors import encode_error
+from gateway.realtime_secrets import REALTIME_PATHS, ClientSecrets
 
 __all__ = ["OPEN_PATHS", "AuthMiddleware", "header", "is_admin_path", "owner_of", "presented_keys", "refuse"]
 
@@ -125,8 +126,10 @@ async def refuse(scope: Scope, send: Send, error: GatewayError,
 class AuthMiddleware:
     """API keys on every route; with admin keys, ``/admin/*`` takes only those (an API key gets a 403)."""
 
-    def __init__(self, app: ASGIApp, keys: Iterable[str], admin_keys: Iterable[str] = ()) -> None:
+    def __init__(self, app: ASGIApp, keys: Iterable[str], admin_keys: Iterable[str] = (),
+                 client_secrets: ClientSecrets | None = None) -> None:
         self._app = app
+        self._client_secrets = client_secrets
         self._admin = tuple(k.encode() for k in admin_keys)
         self._keys = tuple(k.encode() for k in keys)
         self._any = self._keys + self._admin if self._keys else ()  # admin keys also open the API
@@ -151,6 +154,13 @@ class AuthMiddleware:
         key = _matching(presented, self._any)
         if key is not None:
             scope.setdefault("state", {})[_OWNER] = hashlib.sha256(key).hexdigest()
+            await self._app(scope, receive, send)
+            return
+        secret = (self._client_secrets.find(presented) if self._client_secrets is not None
+                  and scope["path"] in REALTIME_PATHS else None)
+        if secret is not None:  # a browser's ephemeral key: realtime sessions only
+            if secret.owner is not None:
+                scope.setdefault("state", {})[_OWNER] = secret.owner
             await self._app(scope, receive, send)
             return
         await self._unauthenticated(scope, send)

@@ -27,6 +27,8 @@ def _setup_logging(config: Config) -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(OneLineFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=level, handlers=[handler])
+    for chatty in ("aioice", "aiortc"):  # a line per ICE check and RTP event: for debugging only
+        logging.getLogger(chatty).setLevel(max(level, logging.WARNING))
 
 
 def _open_bind_refusal(server: ServerConfig) -> str | None:

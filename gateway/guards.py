@@ -24,7 +24,7 @@ __all__ = ["HostGuard", "JsonBodyMiddleware", "allowed_hosts", "allowed_origins"
            "is_loopback_bind"]
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
-NON_JSON_ROUTES = ("/audio/transcriptions", "/audio/translations", "/v1/listen")
+NON_JSON_ROUTES = ("/audio/transcriptions", "/audio/translations", "/v1/listen", "/v1/realtime/calls")
 """Path endings of the POST routes whose body is not JSON (multipart forms, raw audio)."""
 
 

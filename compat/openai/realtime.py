@@ -53,6 +53,7 @@ __all__ = [
     "error_event",
     "new_id",
     "parse_client_event",
+    "parse_client_secret_request",
     "session_object",
     "tool_choice_of",
     "tools_of",
@@ -503,6 +504,30 @@ def response_settings(s: Settings, raw: dict[str, Any] | None) -> tuple[Settings
     if not isinstance(params.voice, UnsetType):
         out.voice = params.voice
     return out, params
+
+
+class ExpiresAfter(_Wire):
+    anchor: Literal["created_at"] = "created_at"
+    seconds: int = 600
+
+
+class ClientSecretRequest(_Wire):
+    """``POST /v1/realtime/client_secrets``."""
+
+    expires_after: ExpiresAfter = msgspec.field(default_factory=ExpiresAfter)
+    session: dict[str, Any] | None = None
+
+    @property
+    def seconds(self) -> int:
+        return self.expires_after.seconds
+
+
+def parse_client_secret_request(raw: dict[str, Any]) -> ClientSecretRequest:
+    body = to_struct(raw, ClientSecretRequest)
+    if not 10 <= body.seconds <= 7200:
+        raise InvalidRequest(f"Invalid 'expires_after.seconds': {body.seconds}; expected 10 to 7200.",
+                             param="expires_after.seconds", code="invalid_value")
+    return body
 
 
 def decode_audio(b64: str, param: str = "audio") -> bytes:

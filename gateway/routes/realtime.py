@@ -13,17 +13,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+from typing import Any, cast
 
 import msgspec
-from litestar import Router, WebSocket, websocket
+from litestar import Request, Response, Router, WebSocket, post, websocket
+from litestar.connection import ASGIConnection
+from litestar.datastructures import UploadFile
 from litestar.exceptions import WebSocketDisconnect
+from litestar.params import FromPath
 
 from backends.errors import DomainError
 from compat.errors import GatewayError, InvalidRequest
-from compat.openai.realtime import error_event, parse_client_event
+from compat.openai.realtime import error_event, parse_client_event, parse_client_secret_request
+from gateway.auth import owner_of, presented_keys
 from gateway.errors import as_wire
 from gateway.observability import meter_generation, set_request_model
+from gateway.realtime_rtc import Calls
+from gateway.realtime_secrets import ClientSecrets, Secret
+from gateway.routes.common import config_of, decode_json, json_response, read_object
 from gateway.serving import serving_of
 from gateway.serving.realtime import RealtimeSession
 from gateway.sockets import close_quietly
@@ -46,6 +53,7 @@ async def realtime_socket(socket: WebSocket[Any, Any, Any]) -> None:
     session: RealtimeSession | None = None
     try:
         session = _open(socket)
+        await _configure(socket, session, None)
         session.start()
         await _serve(socket, session)
     except (GatewayError, DomainError) as e:
@@ -60,20 +68,41 @@ async def realtime_socket(socket: WebSocket[Any, Any, Any]) -> None:
         await close_quietly(socket, 1000)
 
 
-def _open(socket: WebSocket[Any, Any, Any]) -> RealtimeSession:
-    """The session the query asks for: ``model``, and ``intent=transcription`` for one that only hears."""
-    query = socket.query_params
+def _open(connection: ASGIConnection[Any, Any, Any, Any], model: str | None = None,
+          intent: str | None = None) -> RealtimeSession:
+    """The session asked for: ``model``, and ``intent=transcription`` for one that only hears (from the
+    query, the call's settings, or the client secret's)."""
+    query = connection.query_params
     if query.get("call_id"):
         raise InvalidRequest("Joining a WebRTC call by 'call_id' is not available on this server.",
                              param="call_id", code="invalid_value")
-    intent = query.get("intent")
-    if intent not in (None, "", "transcription", "conversation"):
+    intent = intent or query.get("intent")
+    if intent not in (None, "", "transcription", "conversation", "realtime"):
         raise InvalidRequest(f"Invalid 'intent': '{str(intent)[:32]}'; expected 'transcription'.", param="intent",
                              code="invalid_value")
-    session = serving_of(socket).realtime.open(query.get("model") or None, transcription=intent == "transcription",
-                                               meter=lambda: meter_generation(socket))
-    set_request_model(socket, session.llm)
+    secret = _secret(connection)
+    if secret is not None and secret.session is not None:
+        model = model or secret.session.get("model")
+        intent = intent or ("transcription" if secret.session.get("type") == "transcription" else None)
+    session = serving_of(connection).realtime.open(model or query.get("model") or None,
+                                                   transcription=intent == "transcription",
+                                                   meter=lambda: meter_generation(connection))
+    set_request_model(connection, session.llm)
     return session
+
+
+def _secret(connection: ASGIConnection[Any, Any, Any, Any]) -> Secret | None:
+    secrets: ClientSecrets = connection.app.state.client_secrets
+    return secrets.find(presented_keys(cast(Any, connection.scope)))
+
+
+async def _configure(connection: ASGIConnection[Any, Any, Any, Any], session: RealtimeSession,
+                     given: dict[str, Any] | None) -> None:
+    """The settings a client secret was issued with, then those the call was made with."""
+    secret = _secret(connection)
+    for raw in (secret.session if secret is not None else None, given):
+        if raw:
+            await session.configure({k: v for k, v in raw.items() if k != "model"})
 
 
 async def _serve(socket: WebSocket[Any, Any, Any], session: RealtimeSession) -> None:
@@ -122,5 +151,61 @@ async def _send(socket: WebSocket[Any, Any, Any], session: RealtimeSession) -> N
             await socket.send_text(_encoder.encode(payload).decode())
 
 
+# -- WebRTC and client secrets ----------------------------------------------------------------------------
+
+
+@post("/realtime/calls", status_code=201)
+async def create_call(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """An SDP offer (``application/sdp``, or a multipart form of ``sdp`` and ``session``) → the answer."""
+    offer, given = await _offer(request)
+    session = _open(request, model=(given or {}).get("model"),
+                    intent="transcription" if (given or {}).get("type") == "transcription" else None)
+    try:
+        await _configure(request, session, given)
+        calls: Calls = request.app.state.calls
+        call, answer = await calls.open(session, offer)
+    except BaseException:
+        await session.aclose()
+        raise
+    session.start()
+    return Response(answer.encode(), status_code=201, media_type="application/sdp",
+                    headers={"Location": f"/v1/realtime/calls/{call.id}"})
+
+
+async def _offer(request: Request[Any, Any, Any]) -> tuple[str, dict[str, Any] | None]:
+    media = (request.headers.get("content-type") or "").partition(";")[0].strip().lower()
+    if media == "multipart/form-data":
+        form = await request.form()
+        sdp, raw = form.get("sdp"), form.get("session")
+        sdp = (await sdp.read()).decode(errors="replace") if isinstance(sdp, UploadFile) else sdp
+        raw = (await raw.read()).decode(errors="replace") if isinstance(raw, UploadFile) else raw
+        session = decode_json(config_of(request).server, raw.encode()) if raw else None
+    else:
+        sdp, session = (await request.body()).decode(errors="replace"), None
+    if not isinstance(sdp, str) or not sdp.strip().startswith("v="):
+        raise InvalidRequest("The body must be an SDP offer (application/sdp), or a multipart form with its 'sdp'.",
+                             param="sdp", code="invalid_offer")
+    return sdp, session
+
+
+@post("/realtime/calls/{call_id:str}/hangup", status_code=200)
+async def hang_up(request: Request[Any, Any, Any], call_id: FromPath[str]) -> Response[bytes]:
+    calls: Calls = request.app.state.calls
+    await calls.hang_up(call_id)
+    return Response(b"", status_code=200)
+
+
+@post("/realtime/client_secrets", status_code=200)
+async def create_client_secret(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """A short-lived key for a browser: it opens realtime sessions with these settings, and nothing else."""
+    raw, _ = await read_object(request)
+    body = parse_client_secret_request(raw)
+    shown = serving_of(request).realtime.settings_for(body.session)  # refused now, not when a browser uses it
+    secrets: ClientSecrets = request.app.state.client_secrets
+    secret = secrets.issue(body.session, body.seconds, owner_of(request.scope))
+    return json_response({"value": secret.value, "expires_at": secret.expires_at, "session": shown})
+
+
 def realtime_router(path: str = "/v1", dialect: str = "openai") -> Router:
-    return Router(path=path, route_handlers=[realtime_socket], opt={"dialect": dialect})
+    return Router(path=path, route_handlers=[realtime_socket, create_call, hang_up, create_client_secret],
+                  opt={"dialect": dialect})

@@ -22,7 +22,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 from backends.audio import frame_bytes
 from backends.audio_answers import LiveEvent, LiveTranscript, SpeechStarted
@@ -118,6 +118,17 @@ class Realtime:
                                  code="invalid_model")
         return canonical
 
+    def settings_for(self, raw: dict[str, Any] | None) -> dict[str, Any]:
+        """The session ``raw`` describes (a client secret's), as a session shows it; refused if it is wrong."""
+        raw = raw or {}
+        transcription = raw.get("type") == "transcription"
+        model = raw.get("model") if isinstance(raw.get("model"), str) else None
+        name = None if transcription else self.model_of(model)
+        settings = Settings(kind="transcription" if transcription else "realtime", model=model or name or "",
+                            turn_detection=ServerVad())
+        settings = apply_patch(settings, parse_patch({k: v for k, v in raw.items() if k != "model"}))
+        return session_object(settings)
+
     def voices(self, model: str) -> list[str]:
         return [voice for voice, _ in self._speech.voices(model)]
 
@@ -137,6 +148,14 @@ class Realtime:
             settings = Settings(kind="realtime", model=model or name)
         self._sessions.take()
         return RealtimeSession(self, settings, parts, meter=meter, on_close=self._sessions.give_back)
+
+
+class Playback(Protocol):
+    """Where the session's audio is played, when the server plays it (a WebRTC call's track)."""
+
+    def clear(self) -> tuple[str, str, int] | None:
+        """Stop playing and drop what was not played: (response id, item id, ms of that item played), or
+        None when nothing was playing."""
 
 
 @dataclass(slots=True)
@@ -173,6 +192,9 @@ class RealtimeSession:
         self._background: set[asyncio.Task[Any]] = set()
         self._closed = False
         self._ears = self._new_ears()
+        self.playback: Playback | None = None
+        """Set by a transport that plays the audio itself: speech and ``output_audio_buffer.clear`` stop it,
+        and the item is truncated to what played."""
 
     def _new_ears(self) -> Ears:
         assert self._model.vad is not None  # settled when the configuration was read
@@ -222,11 +244,37 @@ class RealtimeSession:
             reply = self._reply
             if reply is not None:
                 reply.cancel("client_cancelled")
-            self.emit(event("output_audio_buffer.cleared", response_id=reply.id if reply else None))
+            if not self._stop_playing() and self.playback is None:
+                self.emit(event("output_audio_buffer.cleared", response_id=reply.id if reply else None))
+
+    async def feed_audio(self, data: bytes) -> None:
+        """Input audio from a transport of its own (in the session's input format)."""
+        await self._append(data)
+
+    def _stop_playing(self) -> bool:
+        """Stop the transport's playback, truncating the item it was playing to what played."""
+        stopped = self.playback.clear() if self.playback is not None else None
+        if stopped is None:
+            return False
+        response_id, item_id, played_ms = stopped
+        item = next((i for i in self.items if i.id == item_id), None)
+        if item is not None and item.content and item.content[0].type == "output_audio":
+            part = item.content[0]
+            if played_ms < part.audio_ms:
+                part.transcript = _played(part, played_ms)
+                part.audio_ms = played_ms
+                self.emit(event("conversation.item.truncated", item_id=item_id, content_index=0,
+                                audio_end_ms=played_ms))
+        self.emit(event("output_audio_buffer.cleared", response_id=response_id))
+        return True
 
     # -- the session ------------------------------------------------------------------------------------
 
-    async def _update(self, raw: dict[str, Any]) -> None:
+    async def configure(self, raw: dict[str, Any]) -> None:
+        """Settings given before the session starts (a call's or a client secret's ``session``)."""
+        await self._update(raw, announce=False)
+
+    async def _update(self, raw: dict[str, Any], *, announce: bool = True) -> None:
         patch = parse_patch(raw)
         new = apply_patch(self.settings, patch)
         s = self.settings
@@ -239,6 +287,10 @@ class RealtimeSession:
             raise InvalidRequest(f"The voice '{new.voice}' is not one of this server's: "
                                  f"{', '.join(self._rt.voices(self._model.tts))}.",
                                  param="session.audio.output.voice", code="invalid_value")
+        if (self.playback is not None and new.input_format.type != "audio/pcm") or (
+                self.playback is not None and new.output_format.type != "audio/pcm"):
+            raise InvalidRequest("On a WebRTC call the audio travels as Opus on the call's tracks: its format"
+                                 " cannot be set.", param="session.audio", code="invalid_value")
         stt = self._model.stt
         if new.transcription is not None and new.transcription.model is not None:
             stt = self._rt.transcriber_of(new.transcription.model, stt, "session.audio.input.transcription.model")
@@ -250,7 +302,8 @@ class RealtimeSession:
                                         vad=self._model.vad)
             self._ears = self._new_ears()
         self.settings = new
-        self.emit(event("session.updated", session=session_object(new)))
+        if announce:
+            self.emit(event("session.updated", session=session_object(new)))
 
     # -- input audio ------------------------------------------------------------------------------------
 
@@ -300,8 +353,10 @@ class RealtimeSession:
             if self._turn is None:
                 self._turn = _Turn(new_id("item"), at)
                 self.emit(event("input_audio_buffer.speech_started", audio_start_ms=at, item_id=self._turn.item_id))
-            if self._reply is not None and turns is not None and turns.interrupt_response:
-                self._reply.cancel("turn_detected")
+            if turns is not None and turns.interrupt_response:
+                if self._reply is not None:
+                    self._reply.cancel("turn_detected")
+                self._stop_playing()
             return
         if not isinstance(heard, LiveTranscript):
             return
@@ -324,7 +379,7 @@ class RealtimeSession:
             self._ears.turn_over()
             end_ms = int((offset + heard.end) * 1000)
             self.emit(event("input_audio_buffer.speech_stopped", audio_end_ms=end_ms, item_id=turn.item_id))
-            self._commit_item(turn.item_id, _text(turn.words), (end_ms - turn.start_ms) / 1000)
+            self._commit_item(turn.item_id, _text(turn.words), (end_ms - turn.start_ms) / 1000, turn.shown)
             if turns is not None and turns.create_response and self.settings.kind == "realtime" and turn.words:
                 await self._respond_when_free()
 
@@ -348,8 +403,9 @@ class RealtimeSession:
         self._turn = None
         await self._ears.close()
 
-    def _commit_item(self, item_id: str, transcript: str, seconds: float) -> None:
-        """A heard turn becomes the conversation's user item (transcribed, when the session asks)."""
+    def _commit_item(self, item_id: str, transcript: str, seconds: float, shown: str = "") -> None:
+        """A heard turn becomes the conversation's user item (transcribed, when the session asks; the
+        transcript's deltas end with what ``shown`` did not hold)."""
         transcribing = self.settings.transcription is not None
         part = Part("input_audio", heard=transcript)
         item = Item(item_id, "message", role="user", content=[part])
@@ -360,6 +416,9 @@ class RealtimeSession:
             self.emit(event("conversation.item.added", previous_item_id=previous, item=item_object(item)))
         if transcribing or self.settings.kind == "transcription":
             part.transcript = transcript
+            if transcript.startswith(shown) and len(transcript) > len(shown):
+                self.emit(event("conversation.item.input_audio_transcription.delta", item_id=item_id,
+                                content_index=0, delta=transcript[len(shown):]))
             self.emit(event("conversation.item.input_audio_transcription.completed", item_id=item_id,
                             content_index=0, transcript=transcript,
                             usage={"type": "duration", "seconds": round(max(seconds, 0.0), 3)}))

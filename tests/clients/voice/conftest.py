@@ -69,6 +69,20 @@ def two_turns_16k(gateway: Any) -> bytes:
     return bytes(2 * 16000) + first + bytes(3 * 16000) + second + bytes(2 * 2 * 16000)
 
 
+QUESTION = "What is the capital of France?"
+"""What a speaker asks the realtime services (:func:`question_24k`)."""
+
+
+@pytest.fixture(scope="session")
+def question_24k(gateway: Any) -> bytes:
+    """:data:`QUESTION` in the gateway's own voice (``tts-1``, pcm: 24 kHz s16le, the Realtime API's rate), with
+    a second of silence before it and 1.5 s after it, as a microphone would hear it."""
+    body = {"model": "tts-1", "voice": "alloy", "input": QUESTION, "response_format": "pcm"}
+    response = httpx.post(f"{gateway.url}/v1/audio/speech", json=body, timeout=120)
+    assert response.status_code == 200, response.text
+    return bytes(2 * 24000) + response.content + bytes(3 * 24000)
+
+
 def transcribe_pcm(gateway: Any, pcm: bytes, rate: int) -> str:
     """What the gateway's speech-to-text hears in 16-bit mono PCM."""
     buffer = io.BytesIO()
@@ -89,6 +103,17 @@ def check_speech(gateway: Any, pcm: bytes, rate: int, text: str) -> None:
     assert np.sqrt(np.mean(samples.astype(np.float64) ** 2)) > 300  # speech, not silence
     heard = transcribe_pcm(gateway, pcm, rate)
     assert similarity(text, heard) > 0.8, heard
+
+
+def check_answer_speech(gateway: Any, pcm: bytes, rate: int, transcript: str) -> None:
+    """16-bit mono PCM a realtime model answered with is speech, as long as its transcript takes to say (the
+    gateway's voice says 8 to 30 characters a second), and the gateway's speech-to-text hears words in it.
+    Not what the words are: the answers are SmolLM2's, often half French, which an English voice mangles."""
+    samples = np.frombuffer(pcm, dtype="<i2")
+    seconds = len(samples) / rate
+    assert np.sqrt(np.mean(samples.astype(np.float64) ** 2)) > 300  # speech, not silence
+    assert transcript.strip() and 8 < len(transcript.strip()) / seconds < 30, (seconds, transcript)
+    assert len(transcribe_pcm(gateway, pcm, rate).split()) >= 2
 
 
 class SocketRecorder:
