@@ -8,8 +8,10 @@ when its audio starts and stops playing (``output_audio_buffer.started`` / ``.st
 server plays the audio, it knows what was heard: speech during playback (or ``output_audio_buffer.clear``)
 stops it at once and truncates the item to what played.
 
-A call ends when the peer connection closes or fails, on ``/hangup``, or when the server stops; its
-session gives its models back then.
+A WebSocket may join a call (``/v1/realtime?call_id=…``): it gets the call's events and its events act
+on the call's session, so a server can run tools or change instructions beside the browser. A call ends
+when the peer connection closes or fails, on ``/hangup``, or when the server stops; its session gives its
+models back then.
 """
 
 from __future__ import annotations
@@ -116,8 +118,18 @@ class Call:
         self._opened = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._ended = False
-        self._playing_response: str | None = None
+        self._listeners: set[asyncio.Queue[dict[str, Any] | None]] = set()
         session.playback = self._track
+
+    def listen(self) -> asyncio.Queue[dict[str, Any] | None]:
+        """The call's events for a WebSocket that joined it (``?call_id=``): a server's sideband control
+        (tools, instructions) beside the browser's data channel. None when the call has ended."""
+        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        self._listeners.add(queue)
+        return queue
+
+    def unlisten(self, queue: asyncio.Queue[dict[str, Any] | None]) -> None:
+        self._listeners.discard(queue)
 
     async def answer(self, offer: str) -> str:
         """The SDP answer to ``offer`` (its ICE candidates gathered)."""
@@ -191,6 +203,8 @@ class Call:
             if payload["type"] == "response.output_audio.delta":
                 self._track.play(payload["response_id"], payload["item_id"], base64.b64decode(payload["delta"]))
                 continue
+            for listener in self._listeners:
+                listener.put_nowait(payload)
             await self._opened.wait()
             if self._channel.readyState != "open":
                 return
@@ -214,6 +228,8 @@ class Call:
             return
         self._ended = True
         self._on_end(self)
+        for listener in self._listeners:
+            listener.put_nowait(None)
         for task in list(self._tasks):
             task.cancel()
         await self.session.aclose()
@@ -241,11 +257,14 @@ class Calls:
         self._calls[call.id] = call
         return call, answer
 
-    async def hang_up(self, call_id: str) -> None:
+    def get(self, call_id: str) -> Call:
         call = self._calls.get(call_id)
         if call is None:
             raise NotFound(f"No call with id '{call_id[:64]}' is under way.", param="call_id")
-        await call.end()
+        return call
+
+    async def hang_up(self, call_id: str) -> None:
+        await self.get(call_id).end()
 
     async def close(self) -> None:
         for call in list(self._calls.values()):

@@ -23,8 +23,8 @@ from aiortc.mediastreams import MediaStreamError
 from conftest import Gateway, base_config
 from openai import AsyncOpenAI
 from test_realtime import QUESTION, RATE, _wer, speak
-from websockets.exceptions import InvalidStatus
-from websockets.sync.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.sync.client import ClientConnection, connect
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -183,6 +183,46 @@ def test_speech_during_playback_stops_it_and_truncates_to_what_played(gateway: G
     kinds = peer.kinds()
     assert kinds.index("input_audio_buffer.speech_started", kinds.index("output_audio_buffer.started")) < \
         kinds.index("output_audio_buffer.cleared")
+
+
+def _until_closed(ws: ClientConnection) -> list[str]:
+    """The event types a socket gets until it is closed (a timeout fails the test)."""
+    kinds = []
+    try:
+        while True:
+            kinds.append(json.loads(ws.recv(timeout=30))["type"])
+    except ConnectionClosed:
+        return kinds
+
+
+def test_a_websocket_joins_a_call_by_its_id(gateway: Gateway) -> None:
+    """A server's sideband control beside the browser: the call's events, and events for its session."""
+    async def run() -> tuple[Peer, list[str]]:
+        peer = Peer(b"")
+        async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as http:
+            made = await http.post("/v1/realtime/calls", content=await peer.offer(),
+                                   headers={"content-type": "application/sdp"})
+            await peer.answered(made.text)
+            await peer.until("session.created")
+            call_id = made.headers["location"].rsplit("/", 1)[1]
+            url = gateway.url.replace("http://", "ws://") + f"/v1/realtime?call_id={call_id}"
+            with connect(url) as ws:
+                ws.send(json.dumps({"type": "session.update", "session": {"type": "realtime",
+                                                                          "instructions": "From the side."}}))
+                seen = [json.loads(ws.recv(timeout=30))["type"]]
+                await peer.until("session.updated")
+                assert (await http.post(f"/v1/realtime/calls/{call_id}/hangup")).status_code == 200
+                seen += _until_closed(ws)
+        await peer.close()
+        return peer, seen
+
+    peer, seen = asyncio.run(run())
+    assert seen[0] == "session.updated"
+    assert next(e for _, e in peer.events if e["type"] == "session.updated")["session"]["instructions"] == \
+        "From the side."
+    url = gateway.url.replace("http://", "ws://") + "/v1/realtime?call_id=rtc_gone"
+    with connect(url) as ws:
+        assert json.loads(ws.recv())["error"]["param"] == "call_id"
 
 
 def test_a_bad_offer_is_a_400(gateway: Gateway) -> None:

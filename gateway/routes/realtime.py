@@ -1,4 +1,6 @@
-"""The Realtime API's WebSocket: ``/v1/realtime?model=…`` (``&intent=transcription`` for hearing only).
+"""The Realtime API: the WebSocket ``/v1/realtime?model=…`` (``&intent=transcription`` for hearing only,
+``?call_id=…`` to join a WebRTC call), WebRTC calls (``POST /v1/realtime/calls``, :mod:`gateway.realtime_rtc`)
+and client secrets (``POST /v1/realtime/client_secrets``, :mod:`gateway.realtime_secrets`).
 
 Browsers authenticate with the ``openai-insecure-api-key.<key>`` subprotocol beside ``realtime``, which
 is echoed. Client events are read by one loop and handled in order; the session's events are sent by a
@@ -52,10 +54,13 @@ async def realtime_socket(socket: WebSocket[Any, Any, Any]) -> None:
     await socket.accept(subprotocols=_SUBPROTOCOL if _SUBPROTOCOL in offered else None)
     session: RealtimeSession | None = None
     try:
+        if socket.query_params.get("call_id"):
+            await _join(socket, socket.query_params["call_id"])
+            return
         session = _open(socket)
         await _configure(socket, session, None)
         session.start()
-        await _serve(socket, session)
+        await _serve(socket, session, session.outbox)
     except (GatewayError, DomainError) as e:
         with contextlib.suppress(WebSocketDisconnect, OSError, RuntimeError):
             await socket.send_text(_encoder.encode(_error(e)).decode())
@@ -68,14 +73,22 @@ async def realtime_socket(socket: WebSocket[Any, Any, Any]) -> None:
         await close_quietly(socket, 1000)
 
 
+async def _join(socket: WebSocket[Any, Any, Any], call_id: str) -> None:
+    """A WebSocket beside a WebRTC call: the call's events, and events for its session (the call owns it)."""
+    calls: Calls = socket.app.state.calls
+    call = calls.get(call_id)
+    events = call.listen()
+    try:
+        await _serve(socket, call.session, events)
+    finally:
+        call.unlisten(events)
+
+
 def _open(connection: ASGIConnection[Any, Any, Any, Any], model: str | None = None,
           intent: str | None = None) -> RealtimeSession:
     """The session asked for: ``model``, and ``intent=transcription`` for one that only hears (from the
     query, the call's settings, or the client secret's)."""
     query = connection.query_params
-    if query.get("call_id"):
-        raise InvalidRequest("Joining a WebRTC call by 'call_id' is not available on this server.",
-                             param="call_id", code="invalid_value")
     intent = intent or query.get("intent")
     if intent not in (None, "", "transcription", "conversation", "realtime"):
         raise InvalidRequest(f"Invalid 'intent': '{str(intent)[:32]}'; expected 'transcription'.", param="intent",
@@ -105,8 +118,9 @@ async def _configure(connection: ASGIConnection[Any, Any, Any, Any], session: Re
             await session.configure({k: v for k, v in raw.items() if k != "model"})
 
 
-async def _serve(socket: WebSocket[Any, Any, Any], session: RealtimeSession) -> None:
-    sender = asyncio.create_task(_send(socket, session))
+async def _serve(socket: WebSocket[Any, Any, Any], session: RealtimeSession,
+                 events: asyncio.Queue[dict[str, Any]] | asyncio.Queue[dict[str, Any] | None]) -> None:
+    sender = asyncio.create_task(_send(socket, events))
     limit = serving_of(socket).config.server.audio.max_socket_seconds
     try:
         async with asyncio.timeout(limit):
@@ -144,11 +158,12 @@ async def _receive(socket: WebSocket[Any, Any, Any], session: RealtimeSession) -
             session.emit(_error(e, event_id))
 
 
-async def _send(socket: WebSocket[Any, Any, Any], session: RealtimeSession) -> None:
+async def _send(socket: WebSocket[Any, Any, Any],
+                events: asyncio.Queue[dict[str, Any]] | asyncio.Queue[dict[str, Any] | None]) -> None:
     with contextlib.suppress(WebSocketDisconnect, OSError, RuntimeError):
-        while True:
-            payload = await session.outbox.get()
+        while (payload := await events.get()) is not None:
             await socket.send_text(_encoder.encode(payload).decode())
+        await close_quietly(socket, 1000, "the call has ended")
 
 
 # -- WebRTC and client secrets ----------------------------------------------------------------------------
