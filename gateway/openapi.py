@@ -28,6 +28,7 @@ from compat.openai.completions import LegacyCompletionRequest, TextCompletion
 from compat.openai.embeddings import EmbeddingsRequest, EmbeddingsResponse
 from compat.openai.errors import ErrorEnvelope
 from compat.openai.models import ModelCard, ModelList
+from compat.openai.realtime import ClientSecretRequest
 from compat.openai.responses_input import ResponseCreate
 from gateway.config import Config
 
@@ -169,6 +170,14 @@ class SpeakText(msgspec.Struct):
     text: Annotated[str, msgspec.Meta(min_length=1)]
 
 
+class ClientSecret(msgspec.Struct):
+    """``POST /v1/realtime/client_secrets``'s answer (``gateway.routes.realtime`` builds it)."""
+
+    value: str
+    expires_at: int
+    session: dict[str, Any]
+
+
 # -- schemas ---------------------------------------------------------------------------------------
 
 _REF = "#/components/schemas/{name}"
@@ -183,7 +192,7 @@ _TYPES: tuple[Any, ...] = (
     InputItemList, DeletedResponse, LegacyCompletionRequest, TextCompletion,
     EmbeddingsRequest, EmbeddingsResponse, TranscriptionForm, TranslationForm, _Json, _Verbose, _TextDelta, _TextDone,
     SpeechBody, _AudioDelta, _AudioDone, VoiceList, ModelList, ModelCard, Health, ErrorEnvelope, SpeakText,
-    ListenResponse, DeepgramError)
+    ListenResponse, DeepgramError, ClientSecretRequest, ClientSecret)
 _TEXT: JSON = {"type": "string"}
 _BINARY: JSON = {"type": "string", "format": "binary"}
 
@@ -341,6 +350,13 @@ def _openai_paths(prefix: str, dialect: str, s: dict[Any, JSON]) -> JSON:
     }
 
 
+def _realtime_paths(s: dict[Any, JSON]) -> JSON:
+    """The Realtime API's HTTP routes (the WebSocket and the WebRTC call's SDP are not OpenAPI's to say)."""
+    return {"/v1/realtime/client_secrets": {"post": _operation(
+        "createRealtimeClientSecret", "A short-lived key for realtime sessions", "openai", _json(s[ClientSecret]),
+        (400, 401, 404), s[ErrorEnvelope], body=_json(s[ClientSecretRequest]))}}
+
+
 def _deepgram_paths(s: dict[Any, JSON]) -> JSON:
     return {
         "/v1/listen": {"post": _operation(
@@ -360,7 +376,7 @@ def openapi_document(config: Config) -> JSON:
     paths: JSON = {"/health": {"get": _operation("health", "The process is up", "server", _json(schemas[Health]),
                                                  (), schemas[ErrorEnvelope])}}
     if config.services.openai.enabled:
-        paths |= _openai_paths("/v1", "openai", schemas)
+        paths |= _openai_paths("/v1", "openai", schemas) | _realtime_paths(schemas)
     if config.services.groq.enabled:
         paths |= _openai_paths("/openai/v1", "groq", schemas)
     if config.services.deepgram.enabled:
