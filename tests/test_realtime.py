@@ -26,6 +26,10 @@ from openai.resources.realtime.realtime import AsyncRealtimeConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
+from compat.openai.realtime_items import Part
+from gateway.serving.realtime import spoken_until
+from gateway.serving.realtime_reply import Clauses
+
 pytestmark = pytest.mark.timeout(300)
 
 RATE = 24000
@@ -457,3 +461,28 @@ def test_idle_timeout_prompts_a_response(gateway: Gateway) -> None:
     after = kinds[kinds.index("input_audio_buffer.timeout_triggered"):]
     assert after.index("input_audio_buffer.committed") < after.index("response.created") < after.index("response.done")
     assert kinds.count("response.done") == 2
+
+
+def _clauses(text: str, step: int = 3) -> list[str]:
+    cutter = Clauses()
+    out = [clause for i in range(0, len(text), step) for clause in cutter.add(text[i:i + step])]
+    return [*out, *filter(None, [cutter.rest()])]
+
+
+def test_the_first_clause_is_a_few_words_and_the_rest_are_clauses() -> None:
+    """The voice starts after a few words; later clauses end at sentence ends, or commas in long ones."""
+    assert _clauses("France is indeed the capital of Europe. It has a long history.") == [
+        "France is indeed the", "capital of Europe.", "It has a long history."]
+    assert _clauses("Sure. Here you go, my friend.") == ["Sure.", "Here you go, my friend."]
+    assert _clauses("Well, when you get home tonight, after a long day of work, call her.") == [
+        "Well,", "when you get home tonight, after a long day of work,", "call her."]
+    assert _clauses("...") == []
+
+
+def test_truncation_keeps_the_words_of_the_audio_that_played() -> None:
+    part = Part("output_audio", transcript="One two three. Four five six seven.", audio_ms=3000,
+                spoken=[(1000, 14), (3000, 35)])
+    assert spoken_until(part, 3000) == part.transcript
+    assert spoken_until(part, 1000) == "One two three."
+    assert spoken_until(part, 2000) == "One two three. Four five"  # half of the second clause's audio
+    assert spoken_until(part, 0) == ""

@@ -149,3 +149,7 @@ class HeldSockets:
 
     def give_back(self) -> None:
         self._held -= 1
+
+    @property
+    def held(self) -> int:
+        return self._held

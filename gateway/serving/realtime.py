@@ -59,7 +59,7 @@ from gateway.config import Config, RealtimeModel
 from gateway.errors import as_wire
 from gateway.registry import Registry
 from gateway.serving.chat import Chat, Meter
-from gateway.serving.live import EndOfTurn, LiveOptions
+from gateway.serving.live import EndOfTurn, Intake, LiveOptions
 from gateway.serving.owned import HeldSockets
 from gateway.serving.realtime_listen import Ears
 from gateway.serving.realtime_reply import Reply
@@ -67,7 +67,7 @@ from gateway.serving.speech import Speech
 from gateway.serving.transcription import AudioInput, TranscriptionOptions, Transcriptions
 from gateway.workers import Workers
 
-__all__ = ["Realtime", "RealtimeSession"]
+__all__ = ["Playback", "Realtime", "RealtimeSession", "spoken_until"]
 
 log = logging.getLogger("syn4pse.realtime")
 
@@ -128,6 +128,12 @@ class Realtime:
                             turn_detection=ServerVad())
         settings = apply_patch(settings, parse_patch({k: v for k, v in raw.items() if k != "model"}))
         return session_object(settings)
+
+    def rate_limits(self) -> list[dict[str, Any]]:
+        """What ``rate_limits.updated`` says: the sessions this server holds, and how many more it would open."""
+        held = self._sessions.held
+        return [{"name": "requests", "limit": self._sessions.limit, "remaining": max(0, self._sessions.limit - held),
+                 "reset_seconds": 0.0}]
 
     def voices(self, model: str) -> list[str]:
         return [voice for voice, _ in self._speech.voices(model)]
@@ -198,7 +204,9 @@ class RealtimeSession:
 
     def _new_ears(self) -> Ears:
         assert self._model.vad is not None  # settled when the configuration was read
-        return Ears(self._rt._registry, self._rt._work, stt=self._model.stt, vad=self._model.vad,
+        audio = self._rt._config.server.audio
+        return Ears(self._rt._registry, self._rt._work, lambda: Intake(audio.live_burst_seconds, audio.live_rate),
+                    stt=self._model.stt, vad=self._model.vad,
                     idle=self._limits.listen_idle_seconds, on_event=self._on_heard, on_failure=self._on_failure,
                     in_turn=lambda: self._turn is not None)
 
@@ -261,7 +269,7 @@ class RealtimeSession:
         if item is not None and item.content and item.content[0].type == "output_audio":
             part = item.content[0]
             if played_ms < part.audio_ms:
-                part.transcript = _played(part, played_ms)
+                part.transcript = spoken_until(part, played_ms)
                 part.audio_ms = played_ms
                 self.emit(event("conversation.item.truncated", item_id=item_id, content_index=0,
                                 audio_end_ms=played_ms))
@@ -514,7 +522,7 @@ class RealtimeSession:
         if not 0 <= audio_end_ms <= part.audio_ms:
             raise InvalidRequest(f"Audio content of {part.audio_ms}ms is already shorter than {audio_end_ms}ms",
                                  param="audio_end_ms", code="invalid_value")
-        part.transcript = _played(part, audio_end_ms)
+        part.transcript = spoken_until(part, audio_end_ms)
         part.audio_ms = audio_end_ms
         self.emit(event("conversation.item.truncated", item_id=item_id, content_index=content_index,
                         audio_end_ms=audio_end_ms))
@@ -541,7 +549,7 @@ class RealtimeSession:
         response = RealtimeResponse(settings, metadata=params.metadata, in_conversation=in_conversation)
         self._reply = reply = Reply(response, context, model=self._model, chat=self._rt._chat,
                                     registry=self._rt._registry, config=self._rt._config, meter=self._meter(),
-                                    emit=self.emit, add_item=self._add_item)
+                                    emit=self.emit, add_item=self._add_item, rate_limits=self._rt.rate_limits())
         self._reply_task = asyncio.create_task(self._run(reply))
 
     def _reference(self, raw: dict[str, Any], param: str) -> Item:
@@ -609,7 +617,7 @@ class RealtimeSession:
             self._on_close()
 
 
-def _played(part: Part, audio_end_ms: int) -> str:
+def spoken_until(part: Part, audio_end_ms: int) -> str:
     """The transcript of an audio part up to ``audio_end_ms``: whole clauses before it, and of the clause it
     falls in as many words as the share of its audio that played."""
     transcript = part.transcript or ""

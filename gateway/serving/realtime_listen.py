@@ -78,11 +78,13 @@ class TurnLease:
 class Ears:
     """The input audio's live transcription, opened when audio comes and closed when it stops."""
 
-    def __init__(self, registry: Registry, work: Workers, *, stt: str, vad: str, idle: float,
+    def __init__(self, registry: Registry, work: Workers, intake: Callable[[], Intake], *, stt: str, vad: str,
+                 idle: float,
                  on_event: Callable[[LiveEvent, float], Awaitable[None]],
                  on_failure: Callable[[Exception], Awaitable[None]], in_turn: Callable[[], bool]) -> None:
         self._registry = registry
         self._work = work
+        self._intake = intake
         self._stt, self._vad = stt, vad
         self._idle = idle
         self._on_event = on_event
@@ -128,7 +130,7 @@ class Ears:
         vad = await self._registry.acquire(self._vad, VAD)
         try:
             self._session = LiveSession(turns, vad, options, engine="", work=self._work,
-                                        intake=Intake(60.0, 4.0))
+                                        intake=self._intake())
         except BaseException:
             vad.release()
             raise

@@ -47,8 +47,11 @@ log = logging.getLogger("syn4pse.realtime")
 Emit = Callable[[dict[str, Any]], None]
 
 _CLAUSE_END = re.compile(r"[.!?…]+[\"')\]]*\s|[,;:—]\s")
-FIRST_CLAUSE_WORDS = 3
-"""A first clause may end at a comma after this many words: the voice starts sooner."""
+FIRST_CLAUSE_WORDS = 4
+"""The first clause ends at its first punctuation, or after this many words if it has none by then: the
+voice starts after a few words, not a whole sentence (the engine speaks a clause at a time, taking longer
+the longer it is)."""
+_FIRST_WORDS = re.compile(rf"\s*(?:\S+\s+){{{FIRST_CLAUSE_WORDS}}}")
 CLAUSE_WORDS = 8
 """Later clauses end at a comma only after this many words (fewer, longer clauses sound better)."""
 DELTA_MS = 200
@@ -67,12 +70,14 @@ class Clauses:
         out: list[str] = []
         while True:
             rest = self._text[self._spoken:]
-            words_needed = FIRST_CLAUSE_WORDS if self._spoken == 0 else CLAUSE_WORDS
+            first = self._spoken == 0
             cut = None
             for m in _CLAUSE_END.finditer(rest):
-                if m.group().strip()[0] in ".!?…" or len(rest[:m.end()].split()) >= words_needed:
+                if first or m.group().strip()[0] in ".!?…" or len(rest[:m.end()].split()) >= CLAUSE_WORDS:
                     cut = m.end()
                     break
+            if first and (words := _FIRST_WORDS.match(rest)) is not None and (cut is None or words.end() < cut):
+                cut = words.end()
             if cut is None:
                 return out
             clause = rest[:cut].strip()
@@ -91,7 +96,7 @@ class Reply:
 
     def __init__(self, response: RealtimeResponse, context: list[Item], *, model: RealtimeModel, chat: Chat,
                  registry: Registry, config: Config, meter: Meter, emit: Emit,
-                 add_item: Callable[[Item], str | None]) -> None:
+                 add_item: Callable[[Item], str | None], rate_limits: list[dict[str, Any]]) -> None:
         self.response = response
         self._context = context
         self._model = model
@@ -101,6 +106,9 @@ class Reply:
         self._meter = meter
         self._emit = emit
         self._add_item = add_item
+        self._rate_limits = rate_limits
+        self._previous: dict[str, str | None] = {}
+        """Each output item's previous item in the conversation."""
         self._task: asyncio.Task[None] | None = None
         self._reason: str | None = None
         self._message: Item | None = None
@@ -123,9 +131,7 @@ class Reply:
     async def run(self) -> None:
         r = self.response
         self._emit(event("response.created", response=response_object(r)))
-        self._emit(event("rate_limits.updated", rate_limits=[
-            {"name": "requests", "limit": 1000, "remaining": 999, "reset_seconds": 0.06},
-            {"name": "tokens", "limit": 1_000_000, "remaining": 1_000_000, "reset_seconds": 0.0}]))
+        self._emit(event("rate_limits.updated", rate_limits=self._rate_limits))
         self._task = asyncio.create_task(self._produce())
         try:
             await asyncio.wait({self._task})
@@ -282,7 +288,7 @@ class Reply:
         self._emit(event("response.output_item.added", response_id=self.id, output_index=self._index(item),
                          item=shown))
         if self.response.in_conversation:
-            previous = self._add_item(item)
+            previous = self._previous[item.id] = self._add_item(item)
             self._emit(event("conversation.item.added", previous_item_id=previous, item=shown))
 
     def _finish_item(self, item: Item, status: str) -> None:
@@ -293,7 +299,7 @@ class Reply:
         self._emit(event("response.output_item.done", response_id=self.id, output_index=self._index(item),
                          item=shown))
         if self.response.in_conversation:
-            self._emit(event("conversation.item.done", previous_item_id=None, item=shown))
+            self._emit(event("conversation.item.done", previous_item_id=self._previous.get(item.id), item=shown))
 
     def _close_items(self, status: str) -> None:
         message = self._message
