@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 import jiwer
+import numpy as np
 import pytest
 from conftest import Gateway
 from openai import AsyncOpenAI
@@ -106,7 +107,8 @@ def test_a_spoken_turn_is_heard_answered_and_spoken(gateway: Gateway) -> None:
             seen: list[Any] = []
             created = await until(conn, "session.created", seen)
             assert created.session.type == "realtime"
-            await conn.session.update(session={"type": "realtime", "audio": {"input": {
+            await conn.session.update(session={"type": "realtime", "max_output_tokens": 40, "temperature": 0,
+                                               "audio": {"input": {
                 "transcription": {"model": "whisper-1"}, "turn_detection": VAD}}})
             updated = await until(conn, "session.updated", seen)
             assert updated.session.audio.input.turn_detection.silence_duration_ms == 200
@@ -134,7 +136,7 @@ def test_a_spoken_turn_is_heard_answered_and_spoken(gateway: Gateway) -> None:
     positions = [kinds.index(kind) for kind in order]
     assert positions == sorted(positions), kinds
     done = seen[-1].response
-    assert done.status == "completed" and done.usage.input_tokens > 10 and done.usage.output_tokens > 0
+    assert done.status in ("completed", "incomplete") and done.usage.input_tokens > 10 and done.usage.output_tokens > 0
     (item,) = done.output
     assert item.role == "assistant" and item.content[0].type == "output_audio"
     transcript = next(e for e in seen if e.type == "response.output_audio_transcript.done").transcript
@@ -143,9 +145,14 @@ def test_a_spoken_turn_is_heard_answered_and_spoken(gateway: Gateway) -> None:
     assert deltas == transcript
     audio = audio_of(seen)
     assert len(audio) % 2 == 0 and len(audio) > RATE  # over half a second of 16-bit audio at 24 kHz
+    samples = np.frombuffer(audio, dtype="<i2").astype(np.float64)
+    assert np.sqrt(np.mean(samples ** 2)) > 300  # speech, not silence
+    assert 8 < len(transcript) / (len(samples) / RATE) < 30  # as long as its transcript takes to say
     spoken = httpx.post(f"{gateway.url}/v1/audio/transcriptions", timeout=60,
                         files={"file": ("a.wav", _wav(audio), "audio/wav")}, data={"model": "whisper-1"})
-    assert _wer(transcript, spoken.json()["text"]) <= 0.5  # the audio says the transcript
+    assert spoken.status_code == 200, spoken.text
+    said, heard = set(_normal(transcript).split()), set(_normal(spoken.json()["text"]).split())
+    assert len(said & heard) >= len(said) / 2  # the audio says the transcript
 
 
 def _wav(pcm: bytes, rate: int = RATE) -> bytes:
@@ -235,7 +242,8 @@ def test_speech_during_a_response_interrupts_it(gateway: Gateway) -> None:
         async with realtime(gateway) as conn:
             seen: list[Any] = []
             await conn.session.update(session={
-                "type": "realtime", "instructions": "Tell a very long story.", "max_output_tokens": 400,
+                "type": "realtime", "instructions": "Tell a very long story.", "temperature": 0,
+                "max_output_tokens": 400,
                 "audio": {"input": {"transcription": {"model": "whisper-1"}, "turn_detection": VAD}}})
             await append(conn, question)
             await until(conn, "response.output_audio.delta", seen)
@@ -267,7 +275,7 @@ def test_response_cancel(gateway: Gateway) -> None:
         async with realtime(gateway) as conn:
             seen: list[Any] = []
             await conn.session.update(session={"type": "realtime", "instructions": "Tell a very long story.",
-                                               "max_output_tokens": 400})
+                                               "temperature": 0, "max_output_tokens": 400})
             await conn.conversation.item.create(item={"type": "message", "role": "user", "content": [
                 {"type": "input_text", "text": "Tell me a story about a dragon."}]})
             await conn.response.create()

@@ -73,7 +73,8 @@ def test_an_idle_session_holds_no_model(gateway_here: InProcess, gateway: Gatewa
 def test_a_disconnect_during_a_response_gives_every_model_back(gateway_here: InProcess) -> None:
     with _open(gateway_here) as ws:
         ws.send(json.dumps({"type": "session.update", "session": {"type": "realtime", "max_output_tokens": 400,
-                                                                  "instructions": "Tell a very long story."}}))
+                                                                  "instructions": "Tell a very long story.",
+                                                                  "temperature": 0}}))
         ws.send(json.dumps({"type": "conversation.item.create", "item": {"type": "message", "role": "user",
                             "content": [{"type": "input_text", "text": "Tell me a long story about a dragon."}]}}))
         ws.send(json.dumps({"type": "response.create"}))

@@ -157,7 +157,7 @@ def test_speech_during_playback_stops_it_and_truncates_to_what_played(gateway: G
         await peer.answered(resp.text)
         await peer.until("session.created")
         peer.send({"type": "session.update", "session": {
-            "type": "realtime", "max_output_tokens": 300, "instructions": "Tell a very long story.",
+            "type": "realtime", "max_output_tokens": 300, "instructions": "Tell a very long story.", "temperature": 0,
             "audio": {"input": {"transcription": {"model": "whisper-1"}, "turn_detection": VAD}}}})
         peer.send({"type": "conversation.item.create", "item": {"type": "message", "role": "user", "content": [
             {"type": "input_text", "text": "Tell me a long story about a dragon."}]}})
