@@ -494,3 +494,24 @@ def test_truncation_keeps_the_words_of_the_audio_that_played() -> None:
     assert spoken_until(part, 1000) == "One two three."
     assert spoken_until(part, 2000) == "One two three. Four five"  # half of the second clause's audio
     assert spoken_until(part, 0) == ""
+
+
+def test_a_bare_socket_becomes_what_its_first_update_says(gateway: Gateway) -> None:
+    """``/v1/realtime`` with neither model nor intent: a ``transcription`` session.update makes it one; on a
+    socket opened for a model the type cannot change."""
+    base = gateway.url.replace("http://", "ws://") + "/v1/realtime"
+    update = {"type": "session.update", "session": {"type": "transcription", "audio": {"input": {
+        "transcription": {"model": "whisper-1"}}}}}
+    with connect(base) as ws:
+        assert json.loads(ws.recv())["session"]["type"] == "realtime"
+        ws.recv()  # conversation.created
+        ws.send(json.dumps(update))
+        updated = json.loads(ws.recv())
+    assert updated["type"] == "session.updated" and updated["session"]["type"] == "transcription"
+    assert updated["session"]["object"] == "realtime.transcription_session"
+    with connect(base + "?model=gpt-realtime") as ws:
+        ws.recv()
+        ws.recv()
+        ws.send(json.dumps(update))
+        refused = json.loads(ws.recv())
+    assert refused["type"] == "error" and refused["error"]["param"] == "session.type"

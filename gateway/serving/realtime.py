@@ -85,22 +85,22 @@ class Realtime:
 
     def __init__(self, registry: Registry, config: Config, chat: Chat, speech: Speech,
                  transcriptions: Transcriptions, work: Workers) -> None:
-        self._registry = registry
-        self._config = config
-        self._chat = chat
-        self._speech = speech
-        self._transcriptions = transcriptions
-        self._work = work
+        self.registry = registry
+        self.config = config
+        self.chat = chat
+        self.speech = speech
+        self.transcriptions = transcriptions
+        self.work = work
         self._names = {alias: name for name, m in config.realtime.items() for alias in (name, *m.aliases)}
         self._sessions = HeldSockets(config.server.realtime.max_sessions, "realtime sessions")
 
     def model_of(self, name: str | None) -> str:
         """The realtime model ``name`` reaches (the first one when None)."""
         if name is None:
-            if not self._config.realtime:
+            if not self.config.realtime:
                 raise InvalidRequest("This server has no realtime model (type: realtime in syn4pse.yaml).",
                                      param="model", code="model_not_found")
-            return next(iter(self._config.realtime))
+            return next(iter(self.config.realtime))
         found = self._names.get(name)
         if found is None:
             raise ModelNotFound(name)
@@ -111,9 +111,9 @@ class Realtime:
         if name is None:
             return default
         if name in self._names:
-            return self._config.realtime[self._names[name]].stt
-        canonical = self._registry.resolve(name) if name in self._registry.names() else None
-        if canonical is None or self._registry.model_config(canonical).type != ModelType.STT:
+            return self.config.realtime[self._names[name]].stt
+        canonical = self.registry.resolve(name) if name in self.registry.names() else None
+        if canonical is None or self.registry.model_config(canonical).type != ModelType.STT:
             raise InvalidRequest(f"The model '{name}' is not a speech-to-text model of this server.", param=param,
                                  code="invalid_model")
         return canonical
@@ -136,24 +136,26 @@ class Realtime:
                  "reset_seconds": 0.0}]
 
     def voices(self, model: str) -> list[str]:
-        return [voice for voice, _ in self._speech.voices(model)]
+        return [voice for voice, _ in self.speech.voices(model)]
 
     def open(self, model: str | None, *, transcription: bool, meter: Callable[[], Meter]) -> RealtimeSession:
         """A session; refused (``Busy``) when ``max_sessions`` are open."""
         if transcription:
-            default = self._config.realtime[self.model_of(None)] if self._config.realtime else None
+            default = self.config.realtime[self.model_of(None)] if self.config.realtime else None
             if default is None:
                 raise InvalidRequest("This server has no realtime model (type: realtime in syn4pse.yaml).")
             stt = self.transcriber_of(model, default.stt)
             parts = RealtimeModel(type="realtime", llm=default.llm, stt=stt, tts=default.tts,
-                                  vad=self._registry.model_config(stt).vad or default.vad)
+                                  vad=self.registry.model_config(stt).vad or default.vad)
             settings = Settings(kind="transcription", model=model or stt, turn_detection=ServerVad())
         else:
             name = self.model_of(model)
-            parts = self._config.realtime[name]
+            parts = self.config.realtime[name]
             settings = Settings(kind="realtime", model=model or name)
         self._sessions.take()
-        return RealtimeSession(self, settings, parts, meter=meter, on_close=self._sessions.give_back)
+        session = RealtimeSession(self, settings, parts, meter=meter, on_close=self._sessions.give_back)
+        session.typed = model is not None or transcription
+        return session
 
 
 class Playback(Protocol):
@@ -187,7 +189,7 @@ class RealtimeSession:
         self._on_close = on_close
         self.outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.items: list[Item] = []
-        self._limits = realtime._config.server.realtime
+        self._limits = realtime.config.server.realtime
         self._buffer: list[bytes] = []
         self._buffer_ms = 0.0
         self._heard_ms = 0.0
@@ -198,14 +200,17 @@ class RealtimeSession:
         self._background: set[asyncio.Task[Any]] = set()
         self._closed = False
         self._ears = self._new_ears()
+        self.typed = True
+        """Whether the session's type was chosen when it was opened: else its first ``session.update`` may
+        make it a transcription session (a bare ``/v1/realtime``)."""
         self.playback: Playback | None = None
         """Set by a transport that plays the audio itself: speech and ``output_audio_buffer.clear`` stop it,
         and the item is truncated to what played."""
 
     def _new_ears(self) -> Ears:
         assert self._model.vad is not None  # settled when the configuration was read
-        audio = self._rt._config.server.audio
-        return Ears(self._rt._registry, self._rt._work, lambda: Intake(audio.live_burst_seconds, audio.live_rate),
+        audio = self._rt.config.server.audio
+        return Ears(self._rt.registry, self._rt.work, lambda: Intake(audio.live_burst_seconds, audio.live_rate),
                     stt=self._model.stt, vad=self._model.vad,
                     idle=self._limits.listen_idle_seconds, on_event=self._on_heard, on_failure=self._on_failure,
                     in_turn=lambda: self._turn is not None)
@@ -284,6 +289,10 @@ class RealtimeSession:
 
     async def _update(self, raw: dict[str, Any], *, announce: bool = True) -> None:
         patch = parse_patch(raw)
+        if not self.typed and patch.type == "transcription" and not self.items and self._reply is None:
+            self.settings = Settings(kind="transcription", model=self._model.stt, id=self.settings.id,
+                                     created=self.settings.created)
+        self.typed = True
         new = apply_patch(self.settings, patch)
         s = self.settings
         if isinstance(patch.model, str) and new.kind == "realtime" and self._rt.model_of(patch.model) != \
@@ -457,7 +466,7 @@ class RealtimeSession:
         fmt = fmt or s.input_format
         options = TranscriptionOptions(language=s.transcription.language if s.transcription else None,
                                        prompt=s.transcription.prompt if s.transcription else None)
-        done = await self._rt._transcriptions.answer(self._model.stt, AudioInput(
+        done = await self._rt.transcriptions.answer(self._model.stt, AudioInput(
             data, encoding=fmt.encoding, sample_rate=fmt.sample_rate), options)
         return " ".join(segment.text.strip() for segment in done.segments if segment.text.strip())
 
@@ -547,8 +556,8 @@ class RealtimeSession:
             context = list(self.items)
         self._stop_idle()
         response = RealtimeResponse(settings, metadata=params.metadata, in_conversation=in_conversation)
-        self._reply = reply = Reply(response, context, model=self._model, chat=self._rt._chat,
-                                    registry=self._rt._registry, config=self._rt._config, meter=self._meter(),
+        self._reply = reply = Reply(response, context, model=self._model, chat=self._rt.chat,
+                                    registry=self._rt.registry, config=self._rt.config, meter=self._meter(),
                                     emit=self.emit, add_item=self._add_item, rate_limits=self._rt.rate_limits())
         self._reply_task = asyncio.create_task(self._run(reply))
 
