@@ -515,3 +515,29 @@ def test_a_bare_socket_becomes_what_its_first_update_says(gateway: Gateway) -> N
         ws.send(json.dumps(update))
         refused = json.loads(ws.recv())
     assert refused["type"] == "error" and refused["error"]["param"] == "session.type"
+
+
+def _until_closed(ws: Any) -> Any:
+    """The close frame the server sent, once every event before it is read."""
+    try:
+        while True:
+            ws.recv(timeout=60)
+    except ConnectionClosed as e:
+        return e.rcvd
+
+
+def test_a_client_that_reads_nothing_is_closed_not_buffered_for(gateway: Gateway) -> None:
+    """Tens of thousands of events answered with errors it never reads (more than the sockets' buffers
+    hold): the session is closed (1008)."""
+    url = gateway.url.replace("http://", "ws://") + "/v1/realtime?model=gpt-realtime"
+    with connect(url, max_size=None) as ws:
+        bad = json.dumps({"type": "no.such.event"})
+        for _ in range(60_000):
+            try:
+                ws.send(bad)
+            except ConnectionClosed:
+                break
+        closed = _until_closed(ws)
+    assert closed is not None and closed.code == 1008 and "unread" in closed.reason
+    with connect(url) as ws:  # the server serves on
+        assert json.loads(ws.recv())["type"] == "session.created"

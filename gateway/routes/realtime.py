@@ -7,7 +7,8 @@ is echoed. Client events are read by one loop and handled in order; the session'
 task of their own, so a slow reader never holds up listening. A bad event is answered with an ``error``
 event naming it (its ``event_id`` too) and the socket stays open; a wrong model or a full server is an
 ``error`` event and a close (1008). A message over ``server.audio.max_frame_bytes`` is refused the same
-way, and ``server.audio.max_socket_seconds`` ends any socket. Whatever ends the socket, the session
+way, and ``server.audio.max_socket_seconds`` ends any socket; a client that leaves thousands of events
+unread is closed (1008) rather than buffered for. Whatever ends the socket, the session
 stops its work and gives its models back before the close.
 """
 
@@ -124,7 +125,7 @@ async def _serve(socket: WebSocket[Any, Any, Any], session: RealtimeSession,
     limit = serving_of(socket).config.server.audio.max_socket_seconds
     try:
         async with asyncio.timeout(limit):
-            await _receive(socket, session)
+            await _receive_unless_stalled(socket, session)
     except TimeoutError:
         with contextlib.suppress(WebSocketDisconnect, OSError, RuntimeError):
             await socket.send_text(_encoder.encode(error_event(
@@ -134,6 +135,22 @@ async def _serve(socket: WebSocket[Any, Any, Any], session: RealtimeSession,
     finally:
         sender.cancel()
         await asyncio.wait({sender})
+
+
+async def _receive_unless_stalled(socket: WebSocket[Any, Any, Any], session: RealtimeSession) -> None:
+    """Read the client's events until it goes, or leaves so many of the session's unread that it is closed."""
+    receiver = asyncio.create_task(_receive(socket, session))
+    stalled = asyncio.create_task(session.stalled.wait())
+    try:
+        await asyncio.wait({receiver, stalled}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (receiver, stalled):
+            task.cancel()
+        ended = await asyncio.gather(receiver, stalled, return_exceptions=True)
+    if session.stalled.is_set():
+        await close_quietly(socket, 1008, "the client left too many events unread")
+    elif isinstance(ended[0], Exception):
+        raise ended[0]
 
 
 async def _receive(socket: WebSocket[Any, Any, Any], session: RealtimeSession) -> None:

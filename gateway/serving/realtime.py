@@ -74,6 +74,9 @@ log = logging.getLogger("syn4pse.realtime")
 EAGERNESS = {"low": (0.85, 8000), "medium": (0.7, 4000), "auto": (0.7, 4000), "high": (0.5, 2000)}
 """semantic_vad's eagerness → (end-of-turn confidence that ends the turn, longest wait in ms)."""
 MIN_COMMIT_MS = 100
+MAX_WAITING_EVENTS = 2048
+"""Events waiting for a client that does not read them; past it the session is stalled (its transport
+closes it) instead of holding ever more in memory."""
 
 
 def _text(words: list[TranscriptWord]) -> str:
@@ -188,6 +191,8 @@ class RealtimeSession:
         self._meter = meter
         self._on_close = on_close
         self.outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.stalled = asyncio.Event()
+        """Set when :data:`MAX_WAITING_EVENTS` wait unread: the transport then ends the session."""
         self.items: list[Item] = []
         self._limits = realtime.config.server.realtime
         self._buffer: list[bytes] = []
@@ -221,8 +226,13 @@ class RealtimeSession:
         return self._model.llm
 
     def emit(self, payload: dict[str, Any]) -> None:
-        if not self._closed:
-            self.outbox.put_nowait(payload)
+        if self._closed or self.stalled.is_set():
+            return
+        if self.outbox.qsize() >= MAX_WAITING_EVENTS:
+            log.warning("a realtime client left %d events unread: its session is closed", MAX_WAITING_EVENTS)
+            self.stalled.set()
+            return
+        self.outbox.put_nowait(payload)
 
     def start(self) -> None:
         self.emit(event("session.created", session=session_object(self.settings)))
