@@ -32,10 +32,10 @@ from aiortc.mediastreams import MediaStreamError
 
 from backends.errors import DomainError
 from compat.errors import GatewayError, InvalidRequest, NotFound
-from compat.openai.realtime import error_event, new_id, parse_client_event
+from compat.openai.realtime import new_id, parse_client_event
 from compat.openai.realtime_items import event
-from gateway.errors import as_wire
 from gateway.serving.realtime import RealtimeSession
+from gateway.serving.realtime_reply import error_for
 
 __all__ = ["Call", "Calls"]
 
@@ -171,7 +171,7 @@ class Call:
                     try:
                         await self.session.feed_audio(pcm)
                     except (GatewayError, DomainError) as e:
-                        self.session.emit(_error(e))
+                        self.session.emit(error_for(e, "hear the call"))
 
     def _on_channel(self, channel: Any) -> None:
         if channel.label != "oai-events" and self._channel is not None:
@@ -191,7 +191,7 @@ class Call:
             client_event, event_id = parse_client_event(message)
             await self.session.handle(client_event)
         except (GatewayError, DomainError) as e:
-            self.session.emit(_error(e, getattr(e, "event_id", event_id)))
+            self.session.emit(error_for(e, "answer the event", getattr(e, "event_id", event_id)))
 
     # -- out ----------------------------------------------------------------------------------------------
 
@@ -234,11 +234,6 @@ class Call:
             task.cancel()
         await self.session.aclose()
         await self._pc.close()
-
-
-def _error(error: GatewayError | DomainError, event_id: str | None = None) -> dict[str, Any]:
-    wire = as_wire(error)
-    return error_event(wire.kind, wire.message, code=wire.code, param=wire.param, event_id=event_id)
 
 
 class Calls:

@@ -36,17 +36,13 @@ from gateway.realtime_secrets import ClientSecrets, Secret
 from gateway.routes.common import config_of, decode_json, json_response, read_object
 from gateway.serving import serving_of
 from gateway.serving.realtime import RealtimeSession
+from gateway.serving.realtime_reply import error_for
 from gateway.sockets import close_quietly
 
 __all__ = ["realtime_router"]
 
 _encoder = msgspec.json.Encoder()
 _SUBPROTOCOL = "realtime"
-
-
-def _error(error: GatewayError | DomainError, event_id: str | None = None) -> dict[str, Any]:
-    wire = as_wire(error)
-    return error_event(wire.kind, wire.message, code=wire.code, param=wire.param, event_id=event_id)
 
 
 @websocket("/realtime")
@@ -64,7 +60,7 @@ async def realtime_socket(socket: WebSocket[Any, Any, Any]) -> None:
         await _serve(socket, session, session.outbox)
     except (GatewayError, DomainError) as e:
         with contextlib.suppress(WebSocketDisconnect, OSError, RuntimeError):
-            await socket.send_text(_encoder.encode(_error(e)).decode())
+            await socket.send_text(_encoder.encode(error_for(e, "open the session")).decode())
         await close_quietly(socket, 1008, as_wire(e).message)
     except WebSocketDisconnect:
         pass
@@ -172,7 +168,7 @@ async def _receive(socket: WebSocket[Any, Any, Any], session: RealtimeSession) -
             await session.handle(event)
         except (GatewayError, DomainError) as e:
             event_id = getattr(e, "event_id", event_id)
-            session.emit(_error(e, event_id))
+            session.emit(error_for(e, "answer the event", event_id))
 
 
 async def _send(socket: WebSocket[Any, Any, Any],

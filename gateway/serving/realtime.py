@@ -48,7 +48,6 @@ from compat.openai.realtime import (
     Settings,
     apply_patch,
     decode_audio,
-    error_event,
     new_id,
     parse_patch,
     response_settings,
@@ -56,13 +55,12 @@ from compat.openai.realtime import (
 )
 from compat.openai.realtime_items import Item, Part, RealtimeResponse, event, item_object, parse_item
 from gateway.config import Config, RealtimeModel
-from gateway.errors import as_wire
 from gateway.registry import Registry
 from gateway.serving.chat import Chat, Meter
 from gateway.serving.live import EndOfTurn, Intake, LiveOptions
 from gateway.serving.owned import HeldSockets
 from gateway.serving.realtime_listen import Ears
-from gateway.serving.realtime_reply import Reply
+from gateway.serving.realtime_reply import Reply, error_for
 from gateway.serving.speech import Speech
 from gateway.serving.transcription import AudioInput, TranscriptionOptions, Transcriptions
 from gateway.workers import Workers
@@ -417,16 +415,10 @@ class RealtimeSession:
         try:
             self._respond(None)
         except (GatewayError, DomainError) as e:
-            wire = as_wire(e)
-            self.emit(error_event(wire.kind, wire.message, code=wire.code, param=wire.param))
+            self.emit(error_for(e, "answer the turn"))
 
     async def _on_failure(self, error: Exception) -> None:
-        wire = as_wire(error) if isinstance(error, GatewayError | DomainError) else None
-        if wire is None:
-            log.exception("realtime listening failed", exc_info=error)
-        self.emit(error_event(wire.kind if wire else "server_error",
-                              wire.message if wire else "The server failed to transcribe the audio.",
-                              code=wire.code if wire else "server_error"))
+        self.emit(error_for(error, "transcribe the audio"))
         self._turn = None
         await self._ears.close()
 

@@ -22,8 +22,8 @@ from backends.answers import AnswerEnd, CallDelta, CallOpened, ChoiceFinished, T
 from backends.audio_answers import SpeechAudio
 from backends.errors import DomainError
 from backends.types import ChatMessage, ChatRequest, SamplingParams
-from compat.errors import GatewayError, InvalidRequest
-from compat.openai.realtime import OPENAI_VOICES, new_id, tool_choice_of, tools_of
+from compat.errors import GatewayError, InvalidRequest, ServerFailure
+from compat.openai.realtime import OPENAI_VOICES, error_event, new_id, tool_choice_of, tools_of
 from compat.openai.realtime_items import (
     Item,
     Part,
@@ -40,7 +40,7 @@ from gateway.serving.chat import Chat, Meter
 from gateway.serving.speech import AudioOutput, Voice
 from gateway.vision import resolve_chat_images
 
-__all__ = ["Clauses", "Reply"]
+__all__ = ["Clauses", "Reply", "error_for", "wire_error"]
 
 log = logging.getLogger("syn4pse.realtime")
 
@@ -143,14 +143,9 @@ class Reply:
         if self._task.cancelled():
             r.status, r.details = "cancelled", {"type": "cancelled", "reason": self._reason or "client_cancelled"}
         elif (error := self._task.exception()) is not None:
-            wire = as_wire(error) if isinstance(error, GatewayError | DomainError) else None
-            if wire is None:
-                log.exception("a realtime response failed", exc_info=error)
+            wire = wire_error(error, "make this response")
             r.status = "failed"
-            r.details = {"type": "failed", "error": {"type": wire.kind if wire else "server_error",
-                                                      "code": wire.code if wire else "server_error",
-                                                      "message": wire.message if wire else
-                                                      "The server failed to make this response."}}
+            r.details = {"type": "failed", "error": {"type": wire.kind, "code": wire.code, "message": wire.message}}
         elif r.status == "in_progress":
             r.status, r.details = "completed", None
         self._close_items("incomplete" if r.status != "completed" else "completed")
@@ -323,6 +318,21 @@ class Reply:
 
     def _where(self, item: Item) -> dict[str, Any]:
         return {"response_id": self.id, "item_id": item.id, "output_index": self._index(item), "content_index": 0}
+
+
+def wire_error(error: BaseException, doing: str) -> GatewayError:
+    """What the client is told of ``error``: its own words for a gateway or domain error; for anything else
+    (logged here, with its trace) that the server failed to do ``doing``."""
+    if isinstance(error, GatewayError | DomainError):
+        return as_wire(error)
+    log.error("realtime: failed to %s", doing, exc_info=error)
+    return ServerFailure(f"The server failed to {doing}.", code="server_error")
+
+
+def error_for(error: BaseException, doing: str, event_id: str | None = None) -> dict[str, Any]:
+    """An ``error`` event for ``error`` (the client's ``event_id`` it answers, if any)."""
+    wire = wire_error(error, doing)
+    return error_event(wire.kind, wire.message, code=wire.code, param=wire.param, event_id=event_id)
 
 
 def _voice(asked: str, voices: list[str], default: str) -> str:
