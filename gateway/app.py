@@ -35,6 +35,7 @@ from gateway.routes.audio import audio_router
 from gateway.routes.common import DROPPED_HEADER, ClientGone
 from gateway.routes.deepgram import deepgram_router, flux_router
 from gateway.routes.openai import openai_router
+from gateway.routes.playground import playground_router
 from gateway.routes.realtime import realtime_router
 from gateway.routes.responses import responses_router
 from gateway.serving import Serving
@@ -106,7 +107,7 @@ def create_app(config: Config) -> Litestar:
             await serving.responses.close()
             await registry.close()
 
-    handlers: list[Any] = [health, ready, admin_router(), openapi_json]
+    handlers: list[Any] = [health, ready, admin_router(), openapi_json, playground_router()]
     if config.services.openai.enabled:
         handlers.append(openai_router("/v1"))
         handlers.append(responses_router("/v1"))

@@ -29,6 +29,10 @@ from gateway.realtime_secrets import REALTIME_PATHS, ClientSecrets
 __all__ = ["OPEN_PATHS", "AuthMiddleware", "header", "is_admin_path", "owner_of", "presented_keys", "refuse"]
 
 OPEN_PATHS = frozenset({"/health"})
+PLAYGROUND_PATHS = frozenset({"/"})
+PLAYGROUND_PREFIXES = ("/static/",)
+"""The playground's page and files: served without a key (the page holds none until the user types one),
+but behind the Host and Origin checks like any route."""
 DEEPGRAM_PATHS = ("/v1/listen", "/v1/speak")
 _OPENAI_SUBPROTOCOL = "openai-insecure-api-key."
 _OWNER = "syn4pse.owner"
@@ -136,6 +140,8 @@ class AuthMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (scope["type"] not in ("http", "websocket") or scope["path"] in OPEN_PATHS
+                or (scope["type"] == "http" and (scope["path"] in PLAYGROUND_PATHS
+                                                 or scope["path"].startswith(PLAYGROUND_PREFIXES)))
                 or (scope["type"] == "http" and scope.get("method") == "OPTIONS")):  # CORS preflight
             await self._app(scope, receive, send)
             return

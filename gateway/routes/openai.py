@@ -19,6 +19,7 @@ from gateway.errors import Fields
 from gateway.observability import meter_generation, set_request_model
 from gateway.ownership import own
 from gateway.routes.common import (
+    config_of,
     dialect_of,
     dropped_headers,
     json_response,
@@ -88,14 +89,20 @@ def _card(name: str, created: int) -> ModelCard:
 @get("/models")
 async def list_models(request: Request[Any, Any, Any]) -> Response[bytes]:
     created = int(request.app.state.started_at)
-    names = registry_of(request).names()
+    names = [*registry_of(request).names(), *_realtime_names(request)]
     return json_response(ModelList(data=[_card(name, created) for name in names]))
+
+
+def _realtime_names(request: Request[Any, Any, Any]) -> list[str]:
+    """The Realtime API's models (``/v1/realtime``), by every name they answer to."""
+    return [alias for name, model in config_of(request).realtime.items() for alias in (name, *model.aliases)]
 
 
 @get("/models/{model_id:path}")
 async def retrieve_model(request: Request[Any, Any, Any], model_id: FromPath[str]) -> Response[bytes]:
     name = model_id.lstrip("/")
-    registry_of(request).resolve(name)
+    if name not in _realtime_names(request):
+        registry_of(request).resolve(name)
     return json_response(_card(name, int(request.app.state.started_at)))
 
 
