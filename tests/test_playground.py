@@ -179,6 +179,59 @@ def test_a_voice_turn_over_webrtc(page: Watched, seeing: Gateway) -> None:
     assert page.problems == []
 
 
+def test_a_voice_turn_over_the_websocket_with_a_camera_frame(page: Watched, seeing: Gateway) -> None:
+    """The fallback where a browser has no WebRTC: pcm over the WebSocket, played by the page; and a frame
+    of chromium's fake camera goes with the turn."""
+    page.page.goto(seeing.url)
+    page.page.click("#tab-voice")
+    page.page.wait_for_function("() => document.querySelectorAll('#voice-model option').length > 0")
+    page.page.select_option("#voice-transport", "websocket")
+    page.page.check("#voice-camera")
+    page.page.click("[data-testid=voice-start]")
+    page.page.wait_for_selector("[data-testid=transcript] .user .latency", timeout=90_000)
+    user = page.page.locator("[data-testid=transcript] .user:not(.frame)").first.inner_text()
+    assert "capital of france" in user.lower(), user
+    page.page.wait_for_selector("[data-testid=transcript] .frame img", timeout=30_000)  # the server took the frame
+    played = page.page.locator("[data-testid=transcript] .assistant").first.get_attribute("data-audio-ms")
+    assert played is not None and int(played) > 300  # the answer's audio, queued to play in the page
+    page.shot("voice-websocket")
+    page.page.click("[data-testid=voice-stop]")
+    assert page.problems == []
+
+
+def test_models_load_and_unload_from_the_status_tab(page: Watched, seeing: Gateway) -> None:
+    page.page.goto(seeing.url)
+    page.page.click("#tab-status")
+    row = page.page.locator("[data-testid=status] tbody tr", has_text="joe")
+    row.get_by_role("button", name="Unload", exact=True).click()  # loaded by the tests before, or not
+    page.page.wait_for_function("""() => [...document.querySelectorAll('[data-testid=status] tbody tr')]
+        .some((r) => r.cells[0].textContent === 'joe' && r.cells[2].textContent.startsWith('available'))""")
+    row.get_by_role("button", name="Load", exact=True).click()
+    page.page.wait_for_function("""() => [...document.querySelectorAll('[data-testid=status] tbody tr')]
+        .some((r) => r.cells[0].textContent === 'joe' && r.cells[2].textContent.startsWith('loaded'))""")
+    row.get_by_role("button", name="Unload", exact=True).click()
+    page.page.wait_for_function("""() => [...document.querySelectorAll('[data-testid=status] tbody tr')]
+        .some((r) => r.cells[0].textContent === 'joe' && r.cells[2].textContent.startsWith('available'))
+        || !document.getElementById('error').hidden""")
+    assert page.page.is_hidden("#error"), page.page.inner_text("#error")
+    assert row.locator("td").nth(2).inner_text().startswith("available")
+    assert page.problems == []
+
+
+def test_the_page_fits_a_phone(browser: Browser, seeing: Gateway) -> None:
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
+    phone = Watched(context.new_page())
+    phone.page.goto(seeing.url)
+    phone.page.wait_for_function("() => document.querySelectorAll('[data-testid=model-select] option').length > 0")
+    for tab in ("chat", "voice", "audio", "embeddings", "status"):
+        phone.page.click(f"#tab-{tab}")
+        assert phone.page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth + 1"), tab
+    phone.page.keyboard.press("ArrowRight")  # the tabs follow the keyboard
+    phone.shot("phone")
+    context.close()
+    assert phone.problems == []
+
+
 def test_a_keyed_gateway_works_once_the_key_is_typed(page: Watched, keyed: Gateway) -> None:
     page.page.goto(keyed.url)
     page.page.wait_for_selector("#error:not([hidden])")

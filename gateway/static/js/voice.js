@@ -1,6 +1,7 @@
-// A voice conversation over the Realtime API's WebRTC calls: the microphone goes out as a track, the
-// answer comes back as one, the events travel on the "oai-events" data channel. The page asks for a
-// short-lived client secret first, so the call never carries the API key.
+// A voice conversation over the Realtime API: a WebRTC call where the browser has WebRTC (the microphone
+// goes out as a track, the answer comes back as one, the events travel on the "oai-events" data channel),
+// else its WebSocket (24 kHz pcm in base64 events both ways, played here, truncated here on barge-in).
+// Either way the page asks for a short-lived client secret first: the key never travels with the call.
 
 import { postJson, request, showError } from "./api.js";
 import { snapshot } from "./media.js";
@@ -31,40 +32,49 @@ function meter(stream) {
   tick();
 }
 
-class Call {
+function sessionSettings() {
+  return {
+    type: "realtime", model: $("voice-model").value, instructions: $("voice-instructions").value,
+    audio: { input: { transcription: { model: "whisper-1" }, turn_detection: { type: "server_vad", silence_duration_ms: 300 } },
+             output: { voice: $("voice-name").value || "alloy" } },
+  };
+}
+
+class Conversation {
   constructor() {
-    this.pc = new RTCPeerConnection();
-    this.channel = this.pc.createDataChannel("oai-events");
     this.lines = {};
     this.stoppedAt = null;
-    this.channel.onmessage = (m) => this.onEvent(JSON.parse(m.data));
-    this.pc.ontrack = (e) => {
-      $("voice-audio").srcObject = e.streams[0] ?? new MediaStream([e.track]);
-    };
   }
 
-  async start() {
-    const stream = await navigator.mediaDevices.getUserMedia({ audio: { echoCancellation: true } });
-    this.stream = stream;
-    stream.getTracks().forEach((t) => this.pc.addTrack(t, stream));
-    meter(stream);
-    const session = {
-      type: "realtime", model: $("voice-model").value, instructions: $("voice-instructions").value,
-      audio: { input: { transcription: { model: "whisper-1" }, turn_detection: { type: "server_vad", silence_duration_ms: 300 } },
-               output: { voice: $("voice-name").value || "alloy" } },
-    };
-    const secret = await postJson("/v1/realtime/client_secrets", { session });
-    await this.pc.setLocalDescription(await this.pc.createOffer());
-    const answer = await request(`/v1/realtime/calls?model=${encodeURIComponent(session.model)}`, {
-      method: "POST", body: this.pc.localDescription.sdp, headers: { "Content-Type": "application/sdp" },
-      key: secret.value,
-    });
-    this.location = answer.headers.get("Location");
-    await this.pc.setRemoteDescription({ type: "answer", sdp: await answer.text() });
+  async open() {
+    this.stream = await navigator.mediaDevices.getUserMedia({ audio: { echoCancellation: true } });
+    meter(this.stream);
+    const session = sessionSettings();
+    this.secret = (await postJson("/v1/realtime/client_secrets", { session })).value;
+    return session;
   }
 
-  send(event) {
-    if (this.channel.readyState === "open") this.channel.send(JSON.stringify(event));
+  /** The camera's frame now, as an image item of the turn being spoken (shown once the server has it). */
+  async showFrame() {
+    try {
+      const image = await snapshot();
+      const id = `item_frame${Date.now()}`;
+      (this.frames ??= new Map()).set(id, image);
+      this.send({ type: "conversation.item.create", item: { id, type: "message", role: "user",
+        content: [{ type: "input_image", image_url: image }] } });
+    } catch (error) {
+      showError(error);
+    }
+  }
+
+  heardAnswer() {
+    if (this.stoppedAt === null) return;
+    const latency = document.createElement("span");
+    latency.className = "latency";
+    latency.textContent = ` ${Math.round(performance.now() - this.stoppedAt)} ms to the first audio`;
+    latency.title = "from the end of your speech to the first sound of the answer";
+    this.lastUser?.append(latency);
+    this.stoppedAt = null;
   }
 
   async onEvent(event) {
@@ -73,16 +83,18 @@ class Call {
         $("voice-state").textContent = "listening";
         break;
       case "input_audio_buffer.speech_started":
+        this.interrupted?.();
         $("voice-state").textContent = "hearing you";
         this.lines[event.item_id] = this.lastUser = line("user", "…");
-        if ($("voice-camera").checked) {
-          try {
-            const image = await snapshot();
-            this.send({ type: "conversation.item.create", item: { type: "message", role: "user",
-              content: [{ type: "input_image", image_url: image }] } });
-          } catch (error) {
-            showError(error);
-          }
+        if ($("voice-camera").checked) this.showFrame();
+        break;
+      case "conversation.item.added":
+        if (this.frames?.has(event.item.id)) {
+          const img = document.createElement("img");
+          img.src = this.frames.get(event.item.id);
+          img.alt = "the camera frame sent with this turn";
+          line("user frame").append(img);
+          this.frames.delete(event.item.id);
         }
         break;
       case "conversation.item.input_audio_transcription.delta":
@@ -102,15 +114,10 @@ class Call {
         break;
       case "output_audio_buffer.started":
         $("voice-state").textContent = "speaking";
-        if (this.stoppedAt !== null) {
-          const ms = Math.round(performance.now() - this.stoppedAt);
-          const latency = document.createElement("span");
-          latency.className = "latency";
-          latency.textContent = ` ${ms} ms to the first audio`;
-          latency.title = "from the end of your speech to the first sound of the answer";
-          this.lastUser?.append(latency);
-          this.stoppedAt = null;
-        }
+        this.heardAnswer();
+        break;
+      case "response.output_audio.delta":
+        this.play?.(event);
         break;
       case "output_audio_buffer.stopped":
       case "output_audio_buffer.cleared":
@@ -125,14 +132,120 @@ class Call {
 
   async stop() {
     this.stream?.getTracks().forEach((t) => t.stop());
-    this.pc.close();
+  }
+}
+
+class RtcCall extends Conversation {
+  async start() {
+    const session = await this.open();
+    this.pc = new RTCPeerConnection();
+    this.channel = this.pc.createDataChannel("oai-events");
+    this.channel.onmessage = (m) => this.onEvent(JSON.parse(m.data));
+    this.pc.ontrack = (e) => {
+      $("voice-audio").srcObject = e.streams[0] ?? new MediaStream([e.track]);
+    };
+    this.stream.getTracks().forEach((t) => this.pc.addTrack(t, this.stream));
+    await this.pc.setLocalDescription(await this.pc.createOffer());
+    const answer = await request(`/v1/realtime/calls?model=${encodeURIComponent(session.model)}`, {
+      method: "POST", body: this.pc.localDescription.sdp, headers: { "Content-Type": "application/sdp" },
+      key: this.secret,
+    });
+    await this.pc.setRemoteDescription({ type: "answer", sdp: await answer.text() });
+  }
+
+  send(event) {
+    if (this.channel?.readyState === "open") this.channel.send(JSON.stringify(event));
+  }
+
+  async stop() {
+    await super.stop();
+    this.pc?.close();
+  }
+}
+
+const RATE = 24000;
+
+function base64(buffer) {
+  let text = "";
+  const bytes = new Uint8Array(buffer);
+  for (let i = 0; i < bytes.length; i += 0x8000) text += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  return btoa(text);
+}
+
+class SocketCall extends Conversation {
+  async start() {
+    const session = await this.open();
+    const scheme = location.protocol === "https:" ? "wss" : "ws";
+    this.socket = new WebSocket(`${scheme}://${location.host}/v1/realtime?model=${encodeURIComponent(session.model)}`,
+      ["realtime", `openai-insecure-api-key.${this.secret}`]);
+    this.socket.onmessage = (m) => this.onEvent(JSON.parse(m.data));
+    await new Promise((resolve, reject) => {
+      this.socket.onopen = resolve;
+      this.socket.onerror = () => reject(new Error("The realtime WebSocket could not be opened."));
+    });
+    this.context = new AudioContext({ sampleRate: RATE });
+    await this.context.audioWorklet.addModule("/static/js/pcm-worklet.js");
+    const capture = new AudioWorkletNode(this.context, "pcm");
+    capture.port.onmessage = (m) => this.send({ type: "input_audio_buffer.append", audio: base64(m.data) });
+    this.context.createMediaStreamSource(this.stream).connect(capture);
+    this.playing = [];
+    this.playhead = 0;
+    this.item = null;
+  }
+
+  send(event) {
+    if (this.socket?.readyState === WebSocket.OPEN) this.socket.send(JSON.stringify(event));
+  }
+
+  /** An answer's audio, queued to play after what is playing. */
+  play(event) {
+    const bytes = Uint8Array.from(atob(event.delta), (c) => c.charCodeAt(0));
+    const samples = new Int16Array(bytes.buffer, 0, bytes.length >> 1);
+    const buffer = this.context.createBuffer(1, samples.length, RATE);
+    buffer.getChannelData(0).set(Float32Array.from(samples, (s) => s / 0x8000));
+    const source = this.context.createBufferSource();
+    source.buffer = buffer;
+    source.connect(this.context.destination);
+    const now = this.context.currentTime;
+    if (this.item?.id !== event.item_id) this.item = { id: event.item_id, start: Math.max(now, this.playhead), ms: 0 };
+    this.playhead = Math.max(now, this.playhead);
+    source.start(this.playhead);
+    this.playhead += buffer.duration;
+    this.item.ms += buffer.duration * 1000;
+    this.playing.push(source);
+    source.onended = () => this.playing.splice(this.playing.indexOf(source), 1);
+    const line = this.lines[event.item_id];
+    if (line) line.dataset.audioMs = String(Math.round(this.item.ms));
+    if (this.playing.length === 1) {
+      $("voice-state").textContent = "speaking";
+      this.heardAnswer();
+    }
+  }
+
+  /** The user spoke over the answer: stop it, and tell the server how much of it was heard. */
+  interrupted() {
+    if (!this.playing.length || !this.item) return;
+    const played = Math.max(0, Math.min(this.item.ms, (this.context.currentTime - this.item.start) * 1000));
+    this.playing.forEach((s) => s.stop());
+    this.playing = [];
+    this.playhead = 0;
+    this.send({ type: "conversation.item.truncate", item_id: this.item.id, content_index: 0,
+      audio_end_ms: Math.floor(played) });
+    this.item = null;
+  }
+
+  async stop() {
+    await super.stop();
+    this.socket?.close();
+    await this.context?.close();
   }
 }
 
 export function setUpVoice() {
   $("voice-start").addEventListener("click", async () => {
     showError(null);
-    call = new Call();
+    const transport = $("voice-transport").value;
+    call = transport === "websocket" || (transport === "auto" && !window.RTCPeerConnection) ? new SocketCall() : new RtcCall();
     $("voice-start").disabled = true;
     $("voice-stop").disabled = false;
     $("voice-state").textContent = "connecting";
