@@ -226,7 +226,10 @@ def test_the_page_fits_a_phone(browser: Browser, seeing: Gateway) -> None:
     for tab in ("chat", "voice", "audio", "embeddings", "status"):
         phone.page.click(f"#tab-{tab}")
         assert phone.page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth + 1"), tab
-    phone.page.keyboard.press("ArrowRight")  # the tabs follow the keyboard
+    phone.page.focus("#tab-status")
+    phone.page.keyboard.press("ArrowRight")  # the tabs follow the keyboard, wrapping around
+    assert phone.page.get_attribute("#tab-chat", "aria-selected") == "true"
+    assert phone.page.is_visible("[data-testid=chat-input]") and phone.page.is_hidden("#status")
     phone.shot("phone")
     context.close()
     assert phone.problems == []
