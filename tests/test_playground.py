@@ -90,10 +90,18 @@ class Watched:
         page.on("console", self._console)
         page.on("requestfailed", self._failed)
         page.on("pageerror", lambda error: self.problems.append(f"page error: {error}"))
+        self.requests_with_key: list[str] = []
+        """The URLs of realtime calls and sockets that carried the API key itself."""
+        page.on("request", self._realtime)
+        page.on("websocket", lambda socket: self.requests_with_key.append(socket.url))
 
     def _console(self, message: ConsoleMessage) -> None:
         if message.type == "error":
             self.problems.append(f"console: {message.text}")
+
+    def _realtime(self, request: Request) -> None:
+        if "/v1/realtime/calls" in request.url and "sk-playground" in (request.headers.get("authorization") or ""):
+            self.requests_with_key.append(f"{request.url} (Authorization: the key)")
 
     def _failed(self, request: Request) -> None:
         self.problems.append(f"failed request: {request.url}")
@@ -199,6 +207,31 @@ def test_a_voice_turn_over_the_websocket_with_a_camera_frame(page: Watched, seei
     assert page.problems == []
 
 
+def test_a_recording_is_transcribed_and_a_pasted_image_is_sent(page: Watched, seeing: Gateway) -> None:
+    page.page.goto(seeing.url)
+    page.page.click("#tab-audio")
+    page.page.wait_for_function("() => document.querySelectorAll('#stt-model option').length > 0")
+    page.page.click("#stt-record")  # chromium's fake microphone says the question, again and again
+    page.page.wait_for_timeout(7000)
+    page.page.click("#stt-record")
+    page.page.wait_for_selector("#stt-timeline li", timeout=60_000)
+    assert "capital of france" in page.page.inner_text("#stt-text").lower()
+    page.page.click("#tab-chat")
+    png = list(render("PASTED 3141"))
+    page.page.evaluate("""(bytes) => {
+        const data = new DataTransfer();
+        data.items.add(new File([new Uint8Array(bytes)], 'pasted.png', { type: 'image/png' }));
+        document.querySelector('[data-testid=chat-input]').dispatchEvent(
+            new ClipboardEvent('paste', { clipboardData: data, bubbles: true }));
+    }""", png)
+    page.page.wait_for_selector("#attachments img")
+    page.page.fill("[data-testid=chat-input]", "What does it say?")
+    page.page.click("[data-testid=send]")
+    page.page.wait_for_selector("[data-testid=message-assistant]:not([aria-busy])", timeout=60_000)
+    assert any("[Text found in image 1:" in line and "3141" in line for line in seeing.log().splitlines())
+    assert page.problems == []
+
+
 def test_models_load_and_unload_from_the_status_tab(page: Watched, seeing: Gateway) -> None:
     page.page.goto(seeing.url)
     page.page.click("#tab-status")
@@ -252,6 +285,13 @@ def test_a_keyed_gateway_works_once_the_key_is_typed(page: Watched, keyed: Gatew
     page.page.click("#tab-status")
     page.page.wait_for_function("() => document.querySelectorAll('[data-testid=status] tbody tr').length > 0")
     page.shot("status")
+    # A voice call on the keyed gateway: made on a client secret the key asked for, never the key itself.
+    page.page.click("#tab-voice")
+    page.page.wait_for_function("() => document.querySelectorAll('#voice-model option').length > 0")
+    page.page.click("[data-testid=voice-start]")
+    page.page.wait_for_selector("[data-testid=transcript] .user .latency", timeout=90_000)
+    page.page.click("[data-testid=voice-stop]")
+    assert "sk-playground" not in " ".join(page.requests_with_key)
     assert page.problems == []
 
 
