@@ -31,9 +31,8 @@ OCR = "  ppocr: {type: vision, backend: rapidocr, source: {package: rapidocr, fi
 MODELS = STARTER_MODELS.replace("    options: {n_ctx: 1024}\n", "    options: {n_ctx: 2048}\n    vision: ocr\n",
                                 1) + OCR
 
-if CHROMIUM is None:  # the project's test set-up installs it (.ci/install); a machine without it cannot run these
-    pytest.skip("the playground tests need Debian's chromium (bash .ci/install test installs it)",
-                allow_module_level=True)
+if CHROMIUM is None:  # the project's test set-up installs it: without it these tests cannot show anything
+    raise RuntimeError("the playground tests need Debian's chromium: bash .ci/install test installs it")
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ import dataclasses
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import msgspec
 from msgspec import UNSET, UnsetType
@@ -26,6 +26,8 @@ from msgspec import UNSET, UnsetType
 from backends.types import ToolSpec
 from compat.errors import InvalidRequest
 from compat.wire import to_struct
+
+T = TypeVar("T")
 
 __all__ = [
     "DEFAULT_VOICE",
@@ -432,13 +434,18 @@ class _Refused(InvalidRequest):
         self.event_id = event_id
 
 
+def _under(field: str, raw: dict[str, Any], type_: type[T]) -> T:
+    """``raw`` (the event's ``field``) validated into ``type_``; its errors name ``field.…``."""
+    try:
+        return to_struct(raw, type_)
+    except InvalidRequest as e:
+        param = f"{field}.{e.param}" if e.param else field
+        raise InvalidRequest(e.message.replace(f"'{e.param}'", f"'{param}'"), param=param, code=e.code) from None
+
+
 def parse_patch(raw: dict[str, Any]) -> SessionPatch:
     """``session.update``'s session; its fields' errors name ``session.…``."""
-    try:
-        return to_struct(raw, SessionPatch)
-    except InvalidRequest as e:
-        param = f"session.{e.param}" if e.param else "session"
-        raise InvalidRequest(e.message.replace(f"'{e.param}'", f"'{param}'"), param=param, code=e.code) from None
+    return _under("session", raw, SessionPatch)
 
 
 class ResponseAudioOutput(_Wire):
@@ -473,11 +480,7 @@ def response_settings(s: Settings, raw: dict[str, Any] | None) -> tuple[Settings
     """The settings one response runs with, and what it asked for."""
     if raw is None:
         return s, ResponseParams()
-    try:
-        params = to_struct(raw, ResponseParams)
-    except InvalidRequest as e:
-        param = f"response.{e.param}" if e.param else "response"
-        raise InvalidRequest(e.message.replace(f"'{e.param}'", f"'{param}'"), param=param, code=e.code) from None
+    params = _under("response", raw, ResponseParams)
     if params.conversation not in ("auto", "none"):
         raise InvalidRequest("'response.conversation' must be 'auto' or 'none'.", param="response.conversation",
                              code="invalid_value")

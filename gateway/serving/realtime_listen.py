@@ -103,11 +103,6 @@ class Ears:
     def listening(self) -> bool:
         return self._session is not None
 
-    @property
-    def heard(self) -> float:
-        """Seconds of audio received in all."""
-        return self._heard
-
     async def feed(self, data: bytes, seconds: float, options: LiveOptions) -> None:
         if self._session is None:
             await self._open(options)

@@ -1,6 +1,6 @@
 // The playground: tabs, the API key, and the model pickers filled from the gateway's own lists.
 
-import { apiKey, models, setApiKey, showError } from "./api.js";
+import { apiKey, getJson, models, setApiKey, showError } from "./api.js";
 import { setUpAudio, loadVoices } from "./audio.js";
 import { setUpChat } from "./chat.js";
 import { setUpEmbeddings } from "./embeddings.js";
@@ -58,7 +58,6 @@ async function pickers() {
 }
 
 async function fetchRealtimeNames() {
-  const { getJson } = await import("./api.js");
   const body = await getJson("/v1/models");
   return body.data.map((m) => m.id).filter((id) => id.includes("realtime"));
 }
