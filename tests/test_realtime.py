@@ -51,13 +51,14 @@ _speech: dict[tuple[str, str], bytes] = {}
 
 
 def speak(gateway: Gateway, text: str, fmt: str = "pcm") -> bytes:
-    """``text`` in the gateway's voice: pcm 24 kHz, or G.711 μ-law at 8 kHz (Deepgram's speak route)."""
+    """``text`` in the gateway's voice: pcm 24 kHz, or G.711 (``mulaw``, ``alaw``) at 8 kHz (Deepgram's speak
+    route)."""
     if (text, fmt) not in _speech:
         if fmt == "pcm":
             body = {"model": "tts-1", "voice": "alloy", "input": text, "response_format": "pcm"}
             audio = httpx.post(f"{gateway.url}/v1/audio/speech", json=body, timeout=120)
         else:
-            audio = httpx.post(f"{gateway.url}/v1/speak?model=aura-asteria-en&encoding=mulaw&sample_rate=8000"
+            audio = httpx.post(f"{gateway.url}/v1/speak?model=aura-asteria-en&encoding={fmt}&sample_rate=8000"
                                "&container=none", json={"text": text}, timeout=120)
         audio.raise_for_status()
         _speech[(text, fmt)] = audio.content
@@ -325,17 +326,18 @@ def test_transcription_session(gateway: Gateway) -> None:
     assert seen[-1].error.type == "invalid_request_error"
 
 
-def test_manual_commit_and_g711(gateway: Gateway) -> None:
-    """No turn detection: the client commits, then asks for the response; audio in and out as μ-law."""
-    mulaw = speak(gateway, QUESTION, "mulaw")
+@pytest.mark.parametrize(("encoding", "wire"), [("mulaw", "audio/pcmu"), ("alaw", "audio/pcma")])
+def test_manual_commit_and_g711(gateway: Gateway, encoding: str, wire: str) -> None:
+    """No turn detection: the client commits, then asks for the response; audio in and out as G.711."""
+    mulaw = speak(gateway, QUESTION, encoding)
 
     async def run() -> list[Any]:
         async with realtime(gateway) as conn:
             seen: list[Any] = []
             await conn.session.update(session={"type": "realtime", "max_output_tokens": 40, "audio": {
-                "input": {"format": {"type": "audio/pcmu"}, "turn_detection": None,
+                "input": {"format": {"type": wire}, "turn_detection": None,
                           "transcription": {"model": "whisper-1"}},
-                "output": {"format": {"type": "audio/pcmu"}, "voice": "marin"}}})
+                "output": {"format": {"type": wire}, "voice": "marin"}}})
             await conn.input_audio_buffer.commit(event_id="too-soon")
             await until(conn, "error", seen)
             for i in range(0, len(mulaw), 800):
@@ -353,7 +355,7 @@ def test_manual_commit_and_g711(gateway: Gateway) -> None:
     heard = next(e for e in seen if e.type == "conversation.item.input_audio_transcription.completed")
     assert _wer(QUESTION, heard.transcript) <= 0.25
     done = seen[-1].response
-    assert done.audio.output.format.type == "audio/pcmu"
+    assert done.audio.output.format.type == wire
     audio = audio_of(seen)
     seconds = len(audio) / 8000  # one byte a sample at 8 kHz
     assert seconds > 0.5 and done.output[0].content[0].transcript
@@ -541,3 +543,41 @@ def test_a_client_that_reads_nothing_is_closed_not_buffered_for(gateway: Gateway
     assert closed is not None and closed.code == 1008 and "unread" in closed.reason
     with connect(url) as ws:  # the server serves on
         assert json.loads(ws.recv())["type"] == "session.created"
+
+
+def test_clear_delete_and_the_output_buffer(gateway: Gateway) -> None:
+    """input_audio_buffer.clear, conversation.item.delete, output_audio_buffer.clear with nothing playing,
+    and the rate limits a response starts with."""
+    async def run() -> list[Any]:
+        async with realtime(gateway) as conn:
+            seen: list[Any] = []
+            await conn.session.update(session={"type": "realtime", "output_modalities": ["text"],
+                                               "max_output_tokens": 8, "audio": {"input": {"turn_detection": None}}})
+            await append(conn, bytes(4800), silence_s=0)
+            await conn.input_audio_buffer.clear()
+            await until(conn, "input_audio_buffer.cleared", seen)
+            await conn.input_audio_buffer.commit()  # the cleared buffer holds nothing to commit
+            await until(conn, "error", seen)
+            for item_id in ("item_gone", "item_kept"):
+                await conn.conversation.item.create(item={"type": "message", "role": "user", "id": item_id,
+                                                          "content": [{"type": "input_text", "text": "Hello."}]})
+                await until(conn, "conversation.item.done", seen)
+            await conn.conversation.item.delete(item_id="item_gone")
+            await until(conn, "conversation.item.deleted", seen)
+            await conn.conversation.item.retrieve(item_id="item_gone", event_id="where")
+            await until(conn, "error", seen)
+            await conn.response.create()
+            await until(conn, "response.done", seen)
+            await conn.output_audio_buffer.clear()
+            await until(conn, "output_audio_buffer.cleared", seen)
+            return seen
+
+    seen = asyncio.run(run())
+    errors = [e.error for e in seen if e.type == "error"]
+    assert errors[0].code == "input_audio_buffer_commit_empty"
+    assert errors[1].code == "item_retrieve_invalid_item_id" and errors[1].event_id == "where"
+    assert next(e for e in seen if e.type == "conversation.item.deleted").item_id == "item_gone"
+    limits = next(e for e in seen if e.type == "rate_limits.updated").rate_limits
+    assert limits[0].name == "requests" and limits[0].limit is not None and limits[0].remaining < limits[0].limit
+    done = next(e.response for e in seen if e.type == "response.done")
+    assert done.usage.input_tokens > 0
