@@ -652,6 +652,27 @@ def test_an_idle_socket_is_closed(inproc: InProcess) -> None:
     assert inproc.settle("whisper") == 0 and inproc.settle("vad") == 0
 
 
+def test_a_quiet_client_still_gets_the_results_it_is_owed(inproc: InProcess, question: Speech,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The idle clock is for a client gone quiet with nothing coming its way: on an engine slower than the
+    idle limit, the turn's words and its EndOfTurn still come after the last audio, then the idle close."""
+    transcribe = LiveTranscriber._transcribe
+
+    async def slow(self: LiveTranscriber, audio: Any, start: int, prompt: str | None) -> Any:
+        words = await transcribe(self, audio, start, prompt)
+        await asyncio.sleep(FLUX_IDLE_SECONDS * 3)
+        return words
+
+    monkeypatch.setattr(LiveTranscriber, "_transcribe", slow)
+    url = _ws_url(inproc.url, "model=flux-general-en&encoding=linear16&sample_rate=24000")
+    messages, closed = _raw(url, question, then=lambda ws: None)
+    ended = [m for m in messages if m.get("event") == "EndOfTurn"]
+    assert len(ended) == 1, messages
+    said = [normal(w) for w in ended[0]["transcript"].split()]
+    assert said == [normal(w) for w in WHAT_TIME.split()], ended[0]
+    assert closed.rcvd is not None and closed.rcvd.code == 1011 and "NET-0001" in closed.rcvd.reason
+
+
 # -- in-process: the live transcriber's commits ----------------------------------------------------
 
 

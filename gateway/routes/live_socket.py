@@ -4,8 +4,9 @@ Client messages are read by one loop: binary frames are audio for the session, t
 dialect's :meth:`LiveSocket.command`. The session's events are sent by a task of their own, as the
 dialect's messages (:meth:`LiveSocket.messages`), so receiving audio never waits on a send. The same
 limits hold on both (``server.audio``): a message over ``max_frame_bytes`` closes the socket with 1009,
-``max_socket_seconds`` ends any socket (1008), no message for ``idle`` seconds closes it (1011,
-NET-0001), and audio that cannot be read closes it with 1008 and ``DATA-0000``.
+``max_socket_seconds`` ends any socket (1008), no message for ``idle`` seconds, with no result still
+being made for the audio already sent, closes it (1011, NET-0001), and audio that cannot be read closes it
+with 1008 and ``DATA-0000``.
 """
 
 from __future__ import annotations
@@ -82,6 +83,8 @@ class LiveSocket:
             try:
                 message = await asyncio.wait_for(self.socket.receive(), timeout=self._idle)
             except TimeoutError:
+                if self.session.owes_results:
+                    continue  # idle is a client gone quiet with nothing still coming its way
                 await self.close(1011, f"NET-0001: {self._idle_reason} for {self._idle:g} seconds")
                 return
             if message["type"] == "websocket.disconnect":

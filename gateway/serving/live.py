@@ -173,6 +173,12 @@ class LiveSession:
         """Seconds of audio received."""
         return self._transcriber.duration
 
+    @property
+    def owes_results(self) -> bool:
+        """Audio heard whose results are still being made. (Results made but unsent do not count: a client
+        that stops reading is not kept open by them.)"""
+        return self._transcriber.owes_results
+
     async def feed(self, data: bytes) -> None:
         """More of the stream's bytes; returns once they are due (a client far ahead of real time waits).
 

@@ -214,6 +214,11 @@ class LiveTranscriber:
         return (self._window_start + len(self._window)) / RATE
 
     @property
+    def owes_results(self) -> bool:
+        """Passes under way or results not yet out: the stream is not idle, whatever the client sends."""
+        return bool(self._running or self._finals_waiting or not self._out.empty())
+
+    @property
     def _end(self) -> int:
         return self._window_start + len(self._window)
 
