@@ -17,6 +17,9 @@ Hub: an unknown repo is a 404 with ``X-Error-Code: RepoNotFound``, an unknown fi
 ``X-Error-Code: EntryNotFound``. Every response closes its connection, so once ``stop()`` returns
 nothing answers on the port any more.
 
+``hold(name)`` keeps back the bytes of every file so named until the event it returns is set (a download
+seen while it is under way).
+
 ``requests`` records ``"METHOD /path"`` (as sent, without the query string). Besides the calls above,
 huggingface_hub makes a best-effort ``GET /api/agent-harnesses`` once per process (while building its
 User-Agent, skipped if ``$HF_HOME/.agent_harnesses.json`` is fresh or ``HF_HUB_OFFLINE`` is set); the
@@ -52,6 +55,7 @@ class HubStub:
         self.requests: list[str] = []
         self._lock = threading.Lock()
         self._etags: dict[tuple[str, int, int], str] = {}
+        self._held: dict[str, threading.Event] = {}
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -93,6 +97,17 @@ class HubStub:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    def hold(self, name: str) -> threading.Event:
+        """Keep back the body of files named ``name`` until the returned event is set."""
+        with self._lock:
+            return self._held.setdefault(name, threading.Event())
+
+    def wait_if_held(self, name: str) -> None:
+        with self._lock:
+            gate = self._held.get(name)
+        if gate is not None:
+            gate.wait(120)
 
     # -- repo helpers (used by the handler) --------------------------------------------------------
 
@@ -264,6 +279,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if head:
             return
+        self.stub.wait_if_held(file.name)
         remaining = end - start + 1
         with file.open("rb") as f:
             f.seek(start)

@@ -32,25 +32,52 @@ async function queues() {
   }
 }
 
+let shown = "";
+
+/** What one row shows: its cells' text, and the download's progress. */
+function describe(m, depths) {
+  const progress = m.progress ? ` (${m.progress.files_done}/${m.progress.files_total} files)` : "";
+  return {
+    id: m.id, progress: m.progress, admin: m.state !== undefined,
+    cells: [m.id, m.type, `${m.state ?? "?"}${progress}${m.reason ? `: ${m.reason}` : ""}`,
+      m.active === undefined ? "" : `${m.active} / ${depths[m.id] ?? m.waiting}`, (m.aliases ?? []).join(", ")],
+  };
+}
+
+function rowOf(shownRow) {
+  const row = document.createElement("tr");
+  for (const text of shownRow.cells) row.append(Object.assign(document.createElement("td"), { textContent: text }));
+  if (shownRow.progress?.files_total) {
+    const bar = Object.assign(document.createElement("progress"), {
+      max: shownRow.progress.files_total, value: shownRow.progress.files_done });
+    bar.setAttribute("aria-label", `${shownRow.id}: files downloaded`);
+    row.cells[2].append(bar);
+  }
+  const actions = document.createElement("td");
+  if (shownRow.admin) actions.append(action("Load", shownRow.id, "load"), action("Unload", shownRow.id, "unload"));
+  row.append(actions);
+  return row;
+}
+
 export async function refresh() {
   try {
     const [list, depths] = await Promise.all([models(), queues()]);
-    $("models").tBodies[0].replaceChildren(...list.map((m) => {
-      const row = document.createElement("tr");
-      const progress = m.progress ? ` (${m.progress.files_done}/${m.progress.files_total} files)` : "";
-      const cells = [m.id, m.type, `${m.state ?? "?"}${progress}${m.reason ? `: ${m.reason}` : ""}`,
-        m.active === undefined ? "" : `${m.active} / ${depths[m.id] ?? m.waiting}`, (m.aliases ?? []).join(", ")];
-      for (const text of cells) row.append(Object.assign(document.createElement("td"), { textContent: text }));
-      const actions = document.createElement("td");
-      if (m.state !== undefined) actions.append(action("Load", m.id, "load"), action("Unload", m.id, "unload"));
-      row.append(actions);
-      return row;
-    }));
+    const rows = list.map((m) => describe(m, depths));
+    const seen = JSON.stringify(rows);
+    if (seen === shown) return; // unchanged: the rows (and a button being pressed) stay as they are
+    shown = seen;
+    $("models").tBodies[0].replaceChildren(...rows.map(rowOf));
   } catch (error) {
     showError(error);
   }
 }
 
+const EVERY_MS = 2000;
+
+/** While the Status tab is open (and the page is seen), the table follows the gateway: downloads, loads, queues. */
 export function setUpStatus() {
   $("refresh").addEventListener("click", refresh);
+  setInterval(() => {
+    if (!$("status").hidden && document.visibilityState === "visible") refresh();
+  }, EVERY_MS);
 }

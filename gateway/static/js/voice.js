@@ -123,6 +123,11 @@ class Conversation {
       case "output_audio_buffer.cleared":
         $("voice-state").textContent = "listening";
         break;
+      case "response.done":
+        if (event.response.status === "cancelled") {
+          for (const item of event.response.output ?? []) this.lines[item.id]?.classList.add("interrupted");
+        }
+        break;
       case "error":
         showError(new Error(event.error.message));
         break;
@@ -231,6 +236,11 @@ class SocketCall extends Conversation {
     this.playhead = 0;
     this.send({ type: "conversation.item.truncate", item_id: this.item.id, content_index: 0,
       audio_end_ms: Math.floor(played) });
+    const answer = this.lines[this.item.id];
+    if (answer) {
+      answer.classList.add("interrupted");
+      answer.dataset.heardMs = String(Math.floor(played));
+    }
     this.item = null;
   }
 
