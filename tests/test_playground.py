@@ -404,10 +404,12 @@ def test_the_chat_settings_are_sent_and_stop_ends_the_generation(page: Watched, 
     assert page.page.inner_text("[data-testid=message-assistant]") == stopped_at  # nothing more came
     assert page.page.locator("[data-testid=message-assistant] p").count() >= 1  # rendered, not raw text
 
+    page.page.fill("#max-tokens", "40")  # the next answer need not run to 900 tokens on a busy machine
     page.page.fill("[data-testid=chat-input]", "Thank you.")
     page.page.click("[data-testid=send]")
     page.page.wait_for_selector("[data-testid=message-assistant]:nth-of-type(4):not([aria-busy])", timeout=60_000)
     first, second = bodies
+    assert second["max_tokens"] == 40
     assert (first["temperature"], first["max_tokens"], first["stream"]) == (0.3, 900, True)
     assert first["messages"][0] == {"role": "system", "content": "You are a storyteller who never stops."}
     assert [m["role"] for m in second["messages"]] == ["system", "user", "assistant", "user"]
