@@ -27,7 +27,8 @@ from backends.types import (
     TranscriptSegment,
 )
 
-__all__ = ["Backend", "ChatBackend", "EmbeddingBackend", "ReportsHealth", "ReportsLoad", "SpeechBackend",
+__all__ = ["Backend", "ChatBackend", "EmbeddingBackend", "ReportsEndpoints", "ReportsHealth", "ReportsLoad",
+           "SpeechBackend",
            "TranscriptionBackend", "VadBackend", "VadStream", "VisionBackend"]
 
 
@@ -45,6 +46,20 @@ class ReportsLoad(Protocol):
     requests overlap or queue (``GET /admin/models``)."""
 
     def engine_load(self) -> EngineLoad: ...
+
+
+@runtime_checkable
+class ReportsEndpoints(Protocol):
+    """A backend that sends its work to other servers (``upstream``) shows each replica's state."""
+
+    def endpoints(self) -> list[dict[str, object]]:
+        """Each replica: its ``url``, ``state`` (up, down, open, trial), ``outstanding`` requests, and
+        ``requests`` and ``failures`` so far."""
+        ...
+
+    def serving(self) -> bool:
+        """Whether any replica may take a request now."""
+        ...
 
 
 @runtime_checkable

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
     from backends.base import Backend
 
-__all__ = ["BackendEntry", "find", "names_for"]
+__all__ = ["BackendEntry", "entries", "find", "names_for"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +27,8 @@ class BackendEntry:
     name: str
     model_type: ModelType
     module: str
+    files: bool = True
+    """Whether its models have files (a ``source``); an upstream model has none."""
 
     def _module(self) -> Any:
         return importlib.import_module(self.module)
@@ -35,8 +37,9 @@ class BackendEntry:
         """The struct this backend's ``options:`` decode into (engine not imported)."""
         return cast("type[msgspec.Struct]", self._module().Options)
 
-    def load(self, files: Path, options: msgspec.Struct) -> Backend:
-        """Build the backend from its model files. Blocking: call it off the event loop."""
+    def load(self, files: Path | None, options: msgspec.Struct) -> Backend:
+        """Build the backend from its model files (None for a backend without). Blocking: call it off
+        the event loop."""
         return cast("Backend", self._module().load(files, options))
 
     def configured_voices(self, options: msgspec.Struct, model_file: str | None) -> list[str]:
@@ -54,12 +57,21 @@ _ENTRIES = (
     BackendEntry("piper", ModelType.TTS, "backends.piper"),
     BackendEntry("silero_vad", ModelType.VAD, "backends.silero_vad"),
     BackendEntry("rapidocr", ModelType.VISION, "backends.rapidocr"),
+    BackendEntry("upstream", ModelType.LLM, "backends.upstream.chat", files=False),
+    BackendEntry("upstream", ModelType.EMBEDDINGS, "backends.upstream.embeddings", files=False),
+    BackendEntry("upstream", ModelType.STT, "backends.upstream.transcription", files=False),
+    BackendEntry("upstream", ModelType.TTS, "backends.upstream.speech", files=False),
 )
-_BY_NAME = {entry.name: entry for entry in _ENTRIES}
+_BY_NAME = {(entry.name, entry.model_type): entry for entry in _ENTRIES}
 
 
-def find(name: str) -> BackendEntry | None:
-    return _BY_NAME.get(name)
+def find(name: str, model_type: ModelType) -> BackendEntry | None:
+    """The backend ``name`` for models of ``model_type`` (one name may serve several types)."""
+    return _BY_NAME.get((name, model_type))
+
+
+def entries() -> tuple[BackendEntry, ...]:
+    return _ENTRIES
 
 
 def names_for(model_type: ModelType) -> list[str]:

@@ -21,10 +21,13 @@ into every dialect's own error, in one place. ``message`` is safe to show a clie
     │   ├── TemplateRejected        the chat template raised on these messages
     │   ├── UnknownVoice            a voice the speech model does not have
     │   ├── UnsupportedLanguage     a language the model does not know
-    │   └── CannotTranslate         translation asked of an English-only model
+    │   ├── CannotTranslate         translation asked of an English-only model
+│   └── UpstreamRefused         the engine behind an ``upstream`` model refused the request (its 4xx)
     ├── LoadFailed                  the model's files could not be found or loaded
     └── EngineFailure               the engine failed while working on a request
-        └── EngineBroken            ... and can serve no more: the model is loaded again for the next one
+        ├── EngineBroken            ... and can serve no more: the model is loaded again for the next one
+    └── UpstreamFailed          no endpoint of an ``upstream`` model answered (errors, refused connections)
+        └── UpstreamTimeout     ... because it took too long
 """
 
 from __future__ import annotations
@@ -57,6 +60,9 @@ __all__ = [
     "UnknownToken",
     "UnknownVoice",
     "UnsupportedLanguage",
+    "UpstreamFailed",
+    "UpstreamRefused",
+    "UpstreamTimeout",
     "without_paths",
 ]
 
@@ -274,6 +280,19 @@ class CannotTranslate(Rejected):
         super().__init__("This model is English-only and cannot translate; use a multilingual whisper model.")
 
 
+class UpstreamRefused(Rejected):
+    """The upstream engine answered 4xx: the request, not the gateway, is at fault there, so it is told
+    to the client as it was said (``upstream_status``; ``field`` and ``code`` as the upstream named them)."""
+
+    def __init__(self, upstream_status: int, message: str, field: str | None = None, code: str | None = None,
+                 retry_after: float | None = None) -> None:
+        self.upstream_status = upstream_status
+        self.field = field
+        self.code = code
+        self.retry_after = retry_after
+        super().__init__(message)
+
+
 class LoadFailed(DomainError):
     """The model's files are missing or the engine could not load them: retrying at once fails the same way.
 
@@ -296,3 +315,12 @@ class EngineBroken(EngineFailure):
     def __init__(self, reason: str) -> None:
         self.reason = reason
         super().__init__(f"The model's engine failed ({reason}); it is loaded again for the next request.")
+
+
+class UpstreamFailed(EngineFailure):
+    """No endpoint of an upstream model could answer: each failed (5xx, refused or broken connection) or
+    was skipped while its circuit was open. Retrying later may succeed."""
+
+
+class UpstreamTimeout(UpstreamFailed):
+    """An upstream endpoint took longer than the model's timeouts allow."""

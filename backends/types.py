@@ -14,6 +14,7 @@ import numpy.typing as npt
 
 __all__ = [
     "IMAGE_MARKER",
+    "CallPiece",
     "ChatMessage",
     "ChatRequest",
     "CompletionRequest",
@@ -170,6 +171,9 @@ class Prompt:
     media: Any = None
     """An engine's own handle on images already tokenised with the text (``tokens`` is then empty)."""
     media_tokens: int = 0
+    request: ChatRequest | CompletionRequest | None = None
+    """The request itself, for an engine that is handed it whole (an upstream server templates and
+    tokenises it there; ``tokens`` is then empty)."""
 
     @property
     def n_tokens(self) -> int:
@@ -198,6 +202,17 @@ class TokenLogprob:
 
 
 @dataclass(frozen=True, slots=True)
+class CallPiece:
+    """Part of a tool call an engine has already read out of its reply (an upstream server does): the
+    first piece of call ``index`` carries its ``id`` and ``name``, later ones more ``arguments``."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class GenerationChunk:
     """A piece of generated text. The last chunk of a choice carries ``finish_reason``."""
 
@@ -212,6 +227,8 @@ class GenerationChunk:
     """One entry per token generated since the previous chunk of this choice, when asked for."""
     cached_tokens: int = 0
     """Prompt tokens this choice found in the engine's cache (not read again)."""
+    calls: tuple[CallPiece, ...] = ()
+    """Tool calls the engine read itself; a :attr:`Prompt.tools` plan reads them out of ``text`` instead."""
 
 
 @dataclass(frozen=True, slots=True)

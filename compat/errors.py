@@ -14,15 +14,19 @@ into these in one place). Each dialect renders them in its own envelope.
     ├── PayloadTooLarge               413
     ├── Busy                          429  the model's queue is full (retry_after seconds)
     ├── ModelUnavailable              503  the model could not be fetched or loaded
-    └── ServerFailure                 500  the engine failed while working on a request
+    ├── ServerFailure                 500  the engine failed while working on a request
+    └── BadGateway                    502  no upstream endpoint answered (x-should-retry: true)
+        └── GatewayTimeout            504  ... in time
 """
 
 from __future__ import annotations
 
 __all__ = [
     "AuthenticationFailed",
+    "BadGateway",
     "Busy",
     "GatewayError",
+    "GatewayTimeout",
     "HostNotAllowed",
     "InvalidRequest",
     "MethodNotAllowed",
@@ -163,3 +167,20 @@ class ServerFailure(GatewayError):
     status = 500
     kind = "server_error"
     default_code = "engine_failure"
+
+
+class BadGateway(GatewayError):
+    """The engine behind an ``upstream`` model failed (5xx, a broken connection): another try may reach a
+    replica that works, so clients are told to retry."""
+
+    status = 502
+    kind = "server_error"
+    default_code = "upstream_error"
+
+    def headers(self) -> dict[str, str]:
+        return {"x-should-retry": "true"}
+
+
+class GatewayTimeout(BadGateway):
+    status = 504
+    default_code = "upstream_timeout"

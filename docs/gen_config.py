@@ -262,9 +262,17 @@ def tables(struct: type[msgspec.Struct], prefix: str) -> Iterator[Table]:
 
 
 def backend_entries() -> list[catalog.BackendEntry]:
-    """Every backend the catalog knows, by model type."""
-    found = [catalog.find(name) for model_type in ModelType for name in catalog.names_for(model_type)]
-    return [entry for entry in found if entry is not None]
+    """Every backend the catalog knows, by model type; a backend serving several types once."""
+    found: dict[str, catalog.BackendEntry] = {}
+    for model_type in ModelType:
+        for entry in catalog.entries():
+            if entry.model_type == model_type:
+                found.setdefault(entry.name, entry)
+    return list(found.values())
+
+
+def _types_of(name: str) -> str:
+    return ", ".join(f"`{e.model_type.value}`" for e in catalog.entries() if e.name == name)
 
 
 def sections() -> dict[str, list[Table]]:
@@ -296,9 +304,8 @@ def blocks() -> dict[str, str]:
     for name, block in sections().items():
         top = None
         if name.startswith("backend:"):
-            entry = catalog.find(name.removeprefix("backend:"))
-            assert entry is not None
-            top = f"`options:` of `backend: {entry.name}` (type `{entry.model_type.value}`)"
+            backend = name.removeprefix("backend:")
+            top = f"`options:` of `backend: {backend}` (type {_types_of(backend)})"
         out[name] = _render(block, top)
     return out
 

@@ -72,7 +72,8 @@ async def health() -> dict[str, str]:
 
 @get("/ready", include_in_schema=False)
 async def ready(request: Request[Any, Any, Any]) -> Response[bytes]:
-    """Ready to serve: every ``preload`` model is loaded and no model's local files are missing."""
+    """Ready to serve: every ``preload`` model is loaded, no model's local files are missing, and every
+    loaded upstream model has a replica that takes requests."""
     registry: Registry = request.app.state.registry
     config: Config = request.app.state.config
     problems = {}
@@ -80,6 +81,8 @@ async def ready(request: Request[Any, Any, Any]) -> Response[bytes]:
         preload = config.models[model["id"]].preload
         if (preload and model["state"] != "loaded") or model["state"] == "failed":
             problems[model["id"]] = model.get("reason") or model["state"]
+        elif "endpoints" in model and not any(e["state"] in ("up", "trial") for e in model["endpoints"]):
+            problems[model["id"]] = "no upstream endpoint is up"
     body = {"status": "ready" if not problems else "not ready", "models": problems}
     return Response(msgspec.json.encode(body), status_code=200 if not problems else 503,
                     media_type="application/json")

@@ -64,7 +64,8 @@ class Source(_Strict):
 class ModelConfig(_Strict):
     type: ModelType
     backend: str
-    source: Source
+    source: Source = msgspec.field(default_factory=lambda: Source())
+    """Where the files come from; none for ``backend: upstream`` (the upstream holds them)."""
     aliases: list[str] = msgspec.field(default_factory=list)
     options: dict[str, Any] = msgspec.field(default_factory=dict)
     """Backend options, validated against the struct the backend owns."""
@@ -352,8 +353,12 @@ def _located(error: msgspec.ValidationError, prefix: str) -> ConfigError:
     return ConfigError(f"{prefix}{path}: {message}".lstrip("."))
 
 
-def _check_source(name: str, source: Source) -> None:
+def _check_source(name: str, source: Source, files: bool) -> None:
     given = [k for k in ("huggingface", "path", "package") if getattr(source, k) is not None]
+    if not files:
+        if given or source.file is not None:
+            raise ConfigError(f"models.{name}.source: this backend's models have no files here; remove source")
+        return
     if len(given) != 1:
         raise ConfigError(
             f"models.{name}.source: give exactly one of huggingface, path or package"
@@ -367,14 +372,14 @@ def _decode_model(name: str, raw: Any) -> tuple[ModelConfig, msgspec.Struct]:
         model = msgspec.convert(raw, ModelConfig)
     except msgspec.ValidationError as e:
         raise _located(e, prefix) from None
-    _check_source(name, model.source)
-    entry = catalog.find(model.backend)
-    if entry is None or entry.model_type != model.type:
+    entry = catalog.find(model.backend, model.type)
+    if entry is None:
         known = ", ".join(catalog.names_for(model.type)) or "none yet"
         raise ConfigError(
             f"{prefix}.backend: unknown backend '{model.backend}' for type {model.type.value}"
             f" (known: {known})"
         )
+    _check_source(name, model.source, entry.files)
     try:
         options = msgspec.convert(model.options, entry.options_type())
     except msgspec.ValidationError as e:
@@ -440,11 +445,12 @@ def _check_vision(models: Mapping[str, ModelConfig]) -> None:
                 if getattr(model, key) is not None:
                     raise ConfigError(f"{prefix}.{key}: only llm models take images")
             continue
-        has_projector = model.options.get("mmproj") is not None
+        has_projector = model.options.get("mmproj") is not None or model.backend == "upstream"
         if model.vision is None:
             model.vision = "native" if has_projector else "ocr" if model.ocr_model is not None else "reject"
         if model.vision == "native" and not has_projector:
             raise ConfigError(f"{prefix}.vision: 'native' needs the model's vision projector in options.mmproj")
+        # An upstream model sees what its upstream sees: images are passed on, and refused there if need be.
         if model.vision != "ocr":
             if model.ocr_model is not None:
                 raise ConfigError(f"{prefix}.ocr_model: only used with vision: ocr (this model has vision:"

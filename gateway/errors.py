@@ -19,7 +19,10 @@ from backends import errors as domain
 from backends.errors import DomainError, Part
 from compat.errors import *  # noqa: F403
 from compat.errors import (
+    BadGateway,
+    Busy,
     GatewayError,
+    GatewayTimeout,
     InvalidRequest,
     MethodNotAllowed,
     ModelUnavailable,
@@ -125,6 +128,10 @@ def from_domain(error: DomainError, fields: Fields = OPENAI_FIELDS) -> GatewayEr
     """The wire error for a domain error raised while serving an endpoint named by ``fields``."""
     if isinstance(error, domain.LoadFailed):
         return ModelUnavailable(error.message)
+    if isinstance(error, domain.UpstreamFailed):
+        return (GatewayTimeout if isinstance(error, domain.UpstreamTimeout) else BadGateway)(error.message)
+    if isinstance(error, domain.UpstreamRefused):
+        return _refused_upstream(error, fields)
     if not isinstance(error, domain.Rejected):
         return ServerFailure(error.message)
     param = fields.name(error.part)
@@ -134,6 +141,20 @@ def from_domain(error: DomainError, fields: Fields = OPENAI_FIELDS) -> GatewayEr
         param = error.place or fields.input
     code = _IMAGE_CODES[error.problem] if isinstance(error, domain.BadImage) else _CODES.get(type(error))
     return InvalidRequest(_message(error, fields, param), param=param, code=code)
+
+
+def _refused_upstream(error: domain.UpstreamRefused, fields: Fields) -> GatewayError:
+    """An upstream's 4xx as the same 4xx. Its refusal of the gateway itself (its key, the model's name on
+    it) is this server's misconfiguration, not the client's fault: a 502 that says so."""
+    status = error.upstream_status
+    if status in (401, 403, 404):
+        return BadGateway(f"The upstream engine refused this server's request ({status}): {error.message}"
+                          " Check the model's options.endpoints, options.model and options.api_key_env.")
+    if status == 429:
+        return Busy(error.message, retry_after=error.retry_after or 1.0)
+    wire = InvalidRequest(error.message, param=error.field or fields.input, code=error.code)
+    wire.status = status
+    return wire
 
 
 def as_wire(error: GatewayError | DomainError, fields: Fields = OPENAI_FIELDS) -> GatewayError:

@@ -21,16 +21,17 @@ import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Final, Protocol, cast, runtime_checkable
 
 import msgspec
 from litestar import Litestar, Request, Response, get
 from litestar.connection import ASGIConnection
 from litestar.enums import ScopeType
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
-from prometheus_client.core import HistogramMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 
+from backends.base import ReportsEndpoints
 from compat.errors import GatewayError
 
 if TYPE_CHECKING:
@@ -134,6 +135,7 @@ class Metrics:
     def watch_batches(self, state: State) -> None:
         """Report the batch sizes of the batching backends loaded in ``state.registry`` (once it is set)."""
         self.registry.register(_BatchSizes(state))
+        self.registry.register(_Endpoints(state))
 
     def exposition(self, accept: str | None = None) -> tuple[bytes, str]:
         """The registry rendered for a scrape, and its content type (OpenMetrics when the scraper asks)."""
@@ -182,6 +184,45 @@ class _BatchSizes:
             buckets.append(("+Inf", float(sum(sizes.values()))))
             family.add_metric([name], buckets, sum_value=float(sum(size * n for size, n in sizes.items())))
         yield family
+
+
+class _Endpoints:
+    """The replicas of the loaded upstream models, read at scrape time: ``syn4pse_upstream_up`` (1 while
+    a replica may take requests), ``syn4pse_upstream_outstanding``, and the counters
+    ``syn4pse_upstream_requests_total`` and ``syn4pse_upstream_failures_total``, by model and endpoint."""
+
+    def __init__(self, state: State) -> None:
+        self._state = state
+
+    def describe(self) -> list[Metric]:
+        return list(self._families())
+
+    @staticmethod
+    def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily, CounterMetricFamily, CounterMetricFamily]:
+        labels = ["model", "endpoint"]
+        return (GaugeMetricFamily("syn4pse_upstream_up", "Whether the upstream replica takes requests (1) or is "
+                                  "down or has its circuit open (0).", labels=labels),
+                GaugeMetricFamily("syn4pse_upstream_outstanding", "Requests in flight to the upstream replica.",
+                                  labels=labels),
+                CounterMetricFamily("syn4pse_upstream_requests", "Requests sent to the upstream replica (each "
+                                    "try counts).", labels=labels),
+                CounterMetricFamily("syn4pse_upstream_failures", "Tries the upstream replica failed (5xx, "
+                                    "broken or refused connections, timeouts).", labels=labels))
+
+    def collect(self) -> Iterator[Metric]:
+        up, outstanding, requests, failures = families = self._families()
+        registry: Registry | None = getattr(self._state, "registry", None)
+        backends = registry.backends() if registry is not None else {}
+        for name, backend in sorted(backends.items()):
+            if not isinstance(backend, ReportsEndpoints):
+                continue
+            for endpoint in backend.endpoints():
+                labels = [name, str(endpoint["url"])]
+                up.add_metric(labels, 1.0 if endpoint["state"] in ("up", "trial") else 0.0)
+                outstanding.add_metric(labels, float(cast(int, endpoint["outstanding"])))
+                requests.add_metric(labels, float(cast(int, endpoint["requests"])))
+                failures.add_metric(labels, float(cast(int, endpoint["failures"])))
+        yield from families
 
 
 # --------------------------------------------------------------------------------------------------

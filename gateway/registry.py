@@ -25,11 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
+import compat.openai.upstream  # noqa: F401  (registers the OpenAI dialect upstream models speak)
 from backends import catalog
 from backends.base import (
     Backend,
     ChatBackend,
     EmbeddingBackend,
+    ReportsEndpoints,
     ReportsHealth,
     ReportsLoad,
     SpeechBackend,
@@ -41,7 +43,7 @@ from backends.errors import DomainError, LoadFailed, without_paths
 from backends.types import ModelType
 from gateway.config import Config, ModelConfig
 from gateway.errors import Busy, GatewayError, InvalidRequest, ModelNotFound, ModelUnavailable, from_domain
-from gateway.sources import SourceState, download, local_files, source_state
+from gateway.sources import SourceState, download, has_files, local_files, source_state
 
 __all__ = ["CHAT", "EMBEDDINGS", "OCR", "SPEECH", "TRANSCRIPTION", "VAD", "Admission", "Kind", "Lease", "ModelState",
            "Registry", "RegistryObserver"]
@@ -268,6 +270,8 @@ class Registry:
             if isinstance(slot.backend, ReportsLoad):
                 load = slot.backend.engine_load()
                 entry["engine"] = {"slots": load.slots, "busy": load.busy, "peak_busy": load.peak}
+            if isinstance(slot.backend, ReportsEndpoints):
+                entry["endpoints"] = slot.backend.endpoints()
             if reason is not None:
                 entry["reason"] = reason
             if slot.progress is not None:
@@ -354,7 +358,9 @@ class Registry:
 
     # -- loading and unloading ----------------------------------------------------------------------
 
-    def _files_blocking(self, slot: _Slot) -> Path:
+    def _files_blocking(self, slot: _Slot) -> Path | None:
+        if not has_files(slot.config):
+            return None
         if slot.config.source.huggingface is None:
             return local_files(slot.name, slot.config, self._config.models_dir)
 
@@ -367,8 +373,8 @@ class Registry:
             slot.progress = None
         return local_files(slot.name, slot.config, self._config.models_dir)
 
-    def _load_blocking(self, slot: _Slot, files: Path) -> Backend:
-        entry = catalog.find(slot.config.backend)
+    def _load_blocking(self, slot: _Slot, files: Path | None) -> Backend:
+        entry = catalog.find(slot.config.backend, slot.config.type)
         assert entry is not None  # checked when the config was read
         try:
             return entry.load(files, self._config.backend_options[slot.name])
@@ -385,7 +391,7 @@ class Registry:
 
     async def _load(self, slot: _Slot) -> Backend:
         files = await asyncio.to_thread(self._files_blocking, slot)
-        slot.memory_mb = float(slot.config.memory_mb or _size_mb(files))
+        slot.memory_mb = float(slot.config.memory_mb or (0 if files is None else _size_mb(files)))
         await self._make_room(slot)
         started = time.perf_counter()
         backend = await asyncio.to_thread(self._load_blocking, slot, files)

@@ -17,7 +17,7 @@ from pathlib import Path
 from compat.errors import ModelUnavailable
 from gateway.config import HuggingFaceSource, ModelConfig
 
-__all__ = ["SourceState", "download", "local_files", "source_state"]
+__all__ = ["SourceState", "download", "has_files", "local_files", "source_state"]
 
 log = logging.getLogger("syn4pse.sources")
 
@@ -67,8 +67,16 @@ def _marker(folder: Path) -> Path:
     return folder / ".syn4pse-complete"
 
 
+def has_files(model: ModelConfig) -> bool:
+    """Whether the model has files at all (an upstream model has none: it names no source)."""
+    source = model.source
+    return any(x is not None for x in (source.huggingface, source.path, source.package))
+
+
 def source_state(name: str, model: ModelConfig, models_dir: Path) -> SourceState:
     """Whether the model's files are here, without fetching anything."""
+    if not has_files(model):
+        return SourceState.PRESENT
     try:
         root = _root(name, model, models_dir)
     except ModelUnavailable:

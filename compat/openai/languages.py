@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["language_name"]
+__all__ = ["language_code", "language_name"]
 
 _NAMES = {
     "en": "english", "zh": "chinese", "de": "german", "es": "spanish", "ru": "russian", "ko": "korean",
@@ -28,3 +28,11 @@ _NAMES = {
 def language_name(code: str) -> str:
     """``en`` → ``english``; an unknown code is returned as it is."""
     return _NAMES.get(code, code)
+
+
+_CODES = {name: code for code, name in _NAMES.items()}
+
+
+def language_code(name: str) -> str:
+    """``english`` (or ``English``, or ``en``) → ``en``; an unknown name is returned as it is."""
+    return _CODES.get(name.lower(), name.lower())

@@ -28,6 +28,7 @@ from backends.answers import (
 from backends.base import ChatBackend
 from backends.tool_calls import CallArguments, CallStart, ContentText, Event, ToolCallReader
 from backends.types import (
+    CallPiece,
     ChatRequest,
     FinishReason,
     GenerationChunk,
@@ -149,16 +150,20 @@ class ChoiceReader:
         want = prompt.sampling.logprobs is not None
         self.choices = [_Choice(ToolCallReader(prompt.tools) if prompt.tools else None, want)
                         for _ in range(prompt.sampling.n)]
+        self.prompt_tokens = prompt.n_tokens
+        """The prompt's tokens; an engine that tokenises elsewhere tells them in its chunks."""
 
     def read(self, chunk: GenerationChunk) -> list[Event | FinishReason]:
         choice = self.choices[chunk.index]
         choice.generated = chunk.completion_tokens
         choice.cached = chunk.cached_tokens
         choice.log.extend(chunk.logprobs)
+        self.prompt_tokens = max(self.prompt_tokens, chunk.prompt_tokens)
         events: list[Event | FinishReason] = []
         if choice.reader is None:
             if chunk.text or chunk.logprobs:
                 events.append(ContentText(chunk.text))
+            events.extend(_read_calls(chunk.calls))
         else:
             events.extend(choice.reader.feed(chunk.text))
             if chunk.finish_reason is not None:
@@ -180,13 +185,24 @@ class ChoiceReader:
         return events
 
     def usage(self) -> Usage:
-        return Usage(self.prompt.n_tokens, sum(c.generated for c in self.choices), self.choices[0].cached)
+        return Usage(self.prompt_tokens, sum(c.generated for c in self.choices), self.choices[0].cached)
 
     def finished(self) -> bool:
         return all(c.finish is not None for c in self.choices)
 
     def results(self) -> list[ChoiceResult]:
         return [c.result() for c in self.choices]
+
+
+def _read_calls(pieces: tuple[CallPiece, ...]) -> list[Event]:
+    """The events of tool calls an engine read itself: a call opens with its first piece."""
+    events: list[Event] = []
+    for piece in pieces:
+        if piece.name is not None:
+            events.append(CallStart(piece.index, piece.id or f"call_{piece.index}", piece.name))
+        if piece.arguments:
+            events.append(CallArguments(piece.index, piece.arguments))
+    return events
 
 
 async def collect(backend: ChatBackend, prompt: Prompt, clock: Clock, meter: Meter) -> ChoiceReader:

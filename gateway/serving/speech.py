@@ -106,7 +106,7 @@ class Speech:
             model_config = config.models[name]
             if model_config.type != ModelType.TTS:
                 raise InvalidRequest(f"The model '{model}' is not a speech model.", param="model")
-            entry = catalog.find(model_config.backend)
+            entry = catalog.find(model_config.backend, model_config.type)
             assert entry is not None  # checked when the config was read
             voices = entry.configured_voices(config.backend_options[name], model_config.source.file)
             found += [(voice, name) for voice in voices]
