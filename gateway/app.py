@@ -19,7 +19,7 @@ from litestar.middleware import DefineMiddleware
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from compat.openai.errors import encode_error
-from gateway.auth import AuthMiddleware
+from gateway.auth import AuthMiddleware, presented_keys
 from gateway.config import Config, CorsConfig
 from gateway.errors import GatewayError, to_gateway_error
 from gateway.guards import HostGuard, JsonBodyMiddleware
@@ -73,7 +73,8 @@ async def health() -> dict[str, str]:
 @get("/ready", include_in_schema=False)
 async def ready(request: Request[Any, Any, Any]) -> Response[bytes]:
     """Ready to serve: every ``preload`` model is loaded, no model's local files are missing, and every
-    loaded upstream model has a replica that takes requests."""
+    loaded upstream model has a replica that takes requests. Open to probes, which carry no key: which
+    models are not ready, and why, is told only to a caller with one (or on a server without keys)."""
     registry: Registry = request.app.state.registry
     config: Config = request.app.state.config
     problems = {}
@@ -83,7 +84,11 @@ async def ready(request: Request[Any, Any, Any]) -> Response[bytes]:
             problems[model["id"]] = model.get("reason") or model["state"]
         elif "endpoints" in model and not any(e["state"] in ("up", "trial") for e in model["endpoints"]):
             problems[model["id"]] = "no upstream endpoint is up"
-    body = {"status": "ready" if not problems else "not ready", "models": problems}
+    keys = {*config.server.api_keys, *config.server.admin_keys}
+    told = not keys or any(k in keys for k in presented_keys(request.scope))  # type: ignore[arg-type]
+    body: dict[str, Any] = {"status": "ready" if not problems else "not ready"}
+    if told:
+        body["models"] = problems
     return Response(msgspec.json.encode(body), status_code=200 if not problems else 503,
                     media_type="application/json")
 

@@ -28,7 +28,8 @@ from gateway.realtime_secrets import REALTIME_PATHS, ClientSecrets
 
 __all__ = ["OPEN_PATHS", "AuthMiddleware", "header", "is_admin_path", "owner_of", "presented_keys", "refuse"]
 
-OPEN_PATHS = frozenset({"/health"})
+OPEN_PATHS = frozenset({"/health", "/ready"})
+"""Probes (a kubelet has no key): ``/ready`` tells a caller without one only whether it is ready."""
 PLAYGROUND_PATHS = frozenset({"/"})
 PLAYGROUND_PREFIXES = ("/static/",)
 """The playground's page and files: served without a key (the page holds none until the user types one),

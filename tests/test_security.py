@@ -35,7 +35,7 @@ HTTP_ROUTES = [
     ("POST", "/v1/audio/translations"), ("POST", "/v1/audio/speech"), ("GET", "/v1/audio/voices"),
     ("POST", "/openai/v1/chat/completions"), ("GET", "/openai/v1/models"),
     ("POST", "/openai/v1/audio/transcriptions"), ("GET", "/admin/models"), ("POST", "/admin/models/joe/load"),
-    ("GET", "/ready"), ("GET", "/metrics"),
+    ("GET", "/metrics"),
 ]
 DEEPGRAM_ROUTES = [("POST", "/v1/listen"), ("POST", "/v1/speak")]
 
@@ -49,6 +49,14 @@ def test_openai_dialect_routes_need_a_key(locked: Gateway, method: str, path: st
         assert error["code"] == "invalid_api_key" and error["type"] == "invalid_request_error"
     r = httpx.request(method, locked.url + path, headers={"Authorization": f"Bearer {KEY}"}, timeout=60)
     assert r.status_code != 401
+
+
+def test_ready_answers_probes_without_a_key_but_names_models_only_with_one(locked: Gateway) -> None:
+    """A kubelet's probe carries no key: it gets the readiness, not which models are failing and why."""
+    bare = httpx.get(f"{locked.url}/ready", timeout=30)
+    assert bare.status_code in (200, 503) and set(bare.json()) == {"status"}
+    keyed = httpx.get(f"{locked.url}/ready", headers={"Authorization": f"Bearer {KEY}"}, timeout=30)
+    assert keyed.status_code == bare.status_code and set(keyed.json()) == {"status", "models"}
 
 
 @pytest.mark.parametrize(("method", "path"), DEEPGRAM_ROUTES)
