@@ -22,7 +22,7 @@ import av
 import httpx
 import numpy as np
 import pytest
-from conftest import SMOLLM_SPECIAL_TOKENS, Gateway, base_config
+from conftest import SMOLLM_SPECIAL_TOKENS, Gateway, base_config, http_server
 from deepgram import DeepgramClient
 from deepgram.environment import DeepgramClientEnvironment
 from llama_server import LlamaServer
@@ -251,13 +251,8 @@ def _faulty(answer: Callable[[http.server.BaseHTTPRequestHandler], None]) -> Ite
         def log_message(self, *_: object) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with http_server(Handler) as url:
+        yield url
 
 
 def _reply(status: int, body: bytes, headers: dict[str, str] | None = None) -> Callable[[Any], None]:
@@ -348,6 +343,8 @@ def test_tools_structured_outputs_and_responses_over_an_upstream(front: Gateway)
         response_format={"type": "json_schema", "json_schema": {"name": "pick", "schema": schema, "strict": True}})
     assert json.loads(shaped.choices[0].message.content)["color"] in ("red", "green", "blue")
 
+    counted = httpx.post(f"{front.url}/v1/responses/input_tokens", json={"model": "assistant", "input": "Hi"})
+    assert counted.status_code == 400 and counted.json()["error"]["param"] == "model", counted.text
     response = client.responses.create(model="assistant", input="Say hello.", max_output_tokens=16)
     assert response.output_text.strip()
     assert response.status == "completed" or response.incomplete_details.reason == "max_output_tokens"

@@ -242,7 +242,12 @@ class Chat:
         """The prompt tokens ``request`` makes on ``model`` (its template rendered, its text tokenised);
         nothing is generated."""
         async with self._registry.lease(model, CHAT) as held:
-            return (await held.backend.prepare_chat(request)).n_tokens
+            prompt = await held.backend.prepare_chat(request)
+        if prompt.request is not None:  # handed on whole: the upstream alone templates and tokenises it
+            raise InvalidRequest(f"The model '{model}' is served by an upstream server, which counts its own"
+                                 " tokens; they cannot be counted here before a request is sent.", param="model",
+                                 code="model_not_supported")
+        return prompt.n_tokens
 
     async def stream(self, model: str, request: ChatRequest, meter: Meter, *,
                      received: float | None = None) -> Owned[ChatEvent]:
