@@ -82,6 +82,21 @@ def test_health_checks_steer_requests_and_close_circuits_after_the_cooldown() ->
     assert pool.any_up()
 
 
+def test_an_open_circuit_stays_open_while_its_checks_fail() -> None:
+    pool = Pool([A, B], failure_threshold=1, cooldown=0.2)
+    a, b = pool.endpoints
+    pool.failed(a, "connection refused")
+    pool.checked(a, False, "connection refused")
+    time.sleep(0.25)
+    assert a.state(time.monotonic()) is EndpointState.OPEN, "a dead replica is not in trial (nor counted up)"
+    assert pool.pick({B}) is None
+    pool.failed(b, "connection refused")
+    assert not pool.any_up()
+    pool.checked(a, True)
+    assert a.state(time.monotonic()) is EndpointState.UP, "a passing check after the cooldown closes it"
+    assert pool.any_up()
+
+
 def test_prefix_affinity_keeps_a_prompt_on_its_replica_until_it_is_too_busy() -> None:
     pool = Pool([A, B, C], prefix_slack=2)
     home = pool.pick(set(), affinity="You are a helpful assistant. " * 20)

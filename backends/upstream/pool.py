@@ -27,7 +27,8 @@ class EndpointState(StrEnum):
     OPEN = "open"
     """Its circuit is open after failures in a row: no requests until the cooldown ends."""
     TRIAL = "trial"
-    """The cooldown is over: the next request (or health check) decides whether it is up again."""
+    """The cooldown is over and its last health check (if any ran) passed: the next request decides
+    whether it is up again. While its checks fail it stays open, and a passing one closes it."""
 
 
 @dataclass(slots=True)
@@ -46,7 +47,8 @@ class Endpoint:
 
     def state(self, now: float) -> EndpointState:
         if self.open_until:
-            return EndpointState.OPEN if now < self.open_until or self.trial_running else EndpointState.TRIAL
+            waiting = now < self.open_until or self.trial_running or not self.checked_ok
+            return EndpointState.OPEN if waiting else EndpointState.TRIAL
         return EndpointState.UP if self.checked_ok else EndpointState.DOWN
 
     def describe(self, now: float) -> dict[str, object]:
