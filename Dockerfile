@@ -1,5 +1,3 @@
-# syntax=docker/dockerfile:1
-#
 # SYN4PSE container image: one Dockerfile, two variants picked by a build argument.
 #
 #   docker build -t syn4pse .                                 # CPU: runs on any x86-64 server
@@ -15,8 +13,10 @@
 # and the server logs a warning saying it is open. -e SYN4PSE_ALLOW_OPEN_BIND=0 makes a missing key
 # fatal instead. See docs/operations.md ("Security").
 #
-# Needs BuildKit (Docker's default builder since 23.0): it builds only the stages the chosen VARIANT
-# uses, and the RUN --mount steps below need it.
+# Needs BuildKit (Docker's default builder since 23.0; DOCKER_BUILDKIT=1 on 20.10): it builds only the
+# stages the chosen VARIANT uses, and the RUN --mount steps below need it. There is no `# syntax=` line:
+# the Dockerfile frontend built into BuildKit has every instruction used here, so a build fetches
+# nothing but its FROM images (and works where only a local mirror of those is reachable).
 #
 # llama.cpp CPU code: runtime dispatch, never -march=native. llama-cpp-python is compiled with
 # GGML_BACKEND_DL=ON + GGML_CPU_ALL_VARIANTS=ON: libllama/libggml are plain x86-64, and the CPU

@@ -72,6 +72,8 @@ SERVER_PYTHON = os.environ.get("SYN4PSE_SERVER_PYTHON", sys.executable)
 # tests/clients/ needs the packages of a client environment; the project's own run leaves it out and
 # .ci/test runs it in that environment (SYN4PSE_CLIENT_TESTS=1).
 collect_ignore = [] if os.environ.get("SYN4PSE_CLIENT_TESTS") else ["clients"]
+if not os.environ.get("SYN4PSE_DOCKER_IMAGE"):  # the built image (bash .ci/docker)
+    collect_ignore.append("test_docker_image.py")
 
 # Special tokens of SmolLM2 (<|endoftext|>, <|im_start|>, <|im_end|>): banning them keeps a
 # generation going until max_tokens, whatever the model would say.
