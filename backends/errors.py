@@ -228,9 +228,8 @@ class SchemaNotSatisfied(Rejected):
         self.tool = tool
         self.part = part
         keywords = ", ".join(k if t is None else f"tool {t}: {k}" for t, k in held)
-        super().__init__(
-            f"The model gave no reply valid for the schema in {attempts} samples ({problem}). Only"
-            f" a check after generation holds {keywords}: loosen it, or try again.")
+        why = f" Only a check after generation holds {keywords}: loosen it, or try again." if held else ""
+        super().__init__(f"The model gave no reply valid for the schema in {attempts} samples ({problem}).{why}")
 
 
 class NoTools(Rejected):

@@ -113,8 +113,8 @@ def _message(error: DomainError, fields: Fields, param: str | None) -> str:
         return f"Invalid schema for '{_schema_param(error, fields)}'{place}: {error.why}"
     if isinstance(error, domain.SchemaNotSatisfied):
         keywords = ", ".join(k if t is None else f"tools[{t}].function.parameters {k}" for t, k in error.held)
-        return (f"The model gave no reply valid for the schema in {error.attempts} samples ({error.problem})."
-                f" Only a check after generation holds {keywords}: loosen it, or try again.")
+        why = f" Only a check after generation holds {keywords}: loosen it, or try again." if error.held else ""
+        return f"The model gave no reply valid for the schema in {error.attempts} samples ({error.problem}).{why}"
     if isinstance(error, domain.NoChatTemplate):
         return ("This model has no chat template; use /v1/completions or set options.chat_template for it.")
     if isinstance(error, domain.BadImage) and error.place is not None:

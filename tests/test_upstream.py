@@ -245,7 +245,7 @@ def _faulty(answer: Callable[[http.server.BaseHTTPRequestHandler], None]) -> Ite
             self.wfile.write(b"{}")
 
         def do_POST(self) -> None:
-            self.rfile.read(int(self.headers.get("content-length", 0)))
+            self.last_body = self.rfile.read(int(self.headers.get("content-length", 0)))
             answer(self)
 
         def log_message(self, *_: object) -> None:
@@ -305,6 +305,87 @@ def test_upstream_5xx_timeouts_and_429s_in_the_clients_dialect(tmp_path_factory:
                 assert _chat(client, "mixed").choices[0].message.content
             failing_state = next(e for e in _endpoints(gw, "mixed") if e["url"].startswith(failing))
             assert failing_state["failures"] >= 1 and "CUDA out of memory" in failing_state["last_error"]
+            assert gw.alive()
+        finally:
+            gw.stop()
+
+
+class _Careless:
+    """An upstream that ignores ``response_format`` and strict tools: it streams the next of ``replies``
+    (text, or a tool call as ``(name, arguments)``) to each chat request, and keeps the bodies it got."""
+
+    def __init__(self, replies: list[str | tuple[str, str]]) -> None:
+        self.replies = replies
+        self.bodies: list[dict[str, Any]] = []
+
+    def __call__(self, handler: Any) -> None:
+        self.bodies.append(json.loads(handler.last_body))
+        reply = self.replies[min(len(self.bodies), len(self.replies)) - 1]
+        if isinstance(reply, str):
+            deltas, finish = [{"role": "assistant", "content": reply}], "stop"
+        else:
+            deltas, finish = [{"role": "assistant", "tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+                                                                    "function": {"name": reply[0], "arguments": ""}}]},
+                              {"tool_calls": [{"index": 0, "function": {"arguments": reply[1]}}]}], "tool_calls"
+        events = [{"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m",
+                   "choices": [{"index": 0, "delta": d, "finish_reason": None}]} for d in deltas]
+        events.append({"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m",
+                       "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
+        events.append({"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m", "choices": [],
+                       "usage": {"prompt_tokens": 9, "completion_tokens": 5, "total_tokens": 14}})
+        data = b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in events) + b"data: [DONE]\n\n"
+        handler.send_response(200)
+        handler.send_header("content-type", "text/event-stream")
+        handler.send_header("content-length", str(len(data)))
+        handler.end_headers()
+        handler.wfile.write(data)
+
+
+CITY = {"type": "json_schema", "json_schema": {"name": "city", "strict": True, "schema": {
+    "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"],
+    "additionalProperties": False}}}
+WEATHER = [{"type": "function", "function": {"name": "get_weather", "strict": True, "parameters": {
+    "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"],
+    "additionalProperties": False}}}]
+
+
+def test_checked_structured_outputs_ask_a_careless_upstream_again(tmp_path_factory: pytest.TempPathFactory) -> None:
+    careless = _Careless(['{"city": 5}', 'Sure! {"city": "Paris"}', '{"city": "Paris"}'])
+    hopeless = _Careless(['{"town": "Paris"}'])
+    tool_user = _Careless([("get_weather", '{"city": true}'), ("get_weather", '{"city": "Oslo"}')])
+    trusting = _Careless(['{"city": 5}'])
+    with _faulty(careless) as a, _faulty(hopeless) as b, _faulty(tool_user) as c, _faulty(trusting) as d:
+        checked = ", structured_outputs: checked"
+        models = ("\nmodels:\n" + _fleet("careless", [a], checked)
+                  + _fleet("hopeless", [b], checked + ", check_attempts: 2")
+                  + _fleet("tool-user", [c], checked) + _fleet("trusting", [d]))
+        gw = Gateway(tmp_path_factory.mktemp("checked"), base_config(models=models)).start()
+        try:
+            client = gw.openai()
+            ask = [{"role": "user", "content": "Which city?"}]
+            pieces = [chunk.choices[0].delta.content for chunk in client.chat.completions.create(
+                model="careless", messages=ask, response_format=CITY, stream=True) if chunk.choices]
+            assert "".join(p for p in pieces if p) == '{"city": "Paris"}', pieces  # nothing of the failed answers
+            assert len(careless.bodies) == 3
+            assert all(body["response_format"]["json_schema"]["schema"] == CITY["json_schema"]["schema"]
+                       for body in careless.bodies), "the schema still goes to the upstream"
+
+            with pytest.raises(APIStatusError) as caught:
+                client.chat.completions.create(model="hopeless", messages=ask, response_format=CITY)
+            assert caught.value.status_code == 400
+            error = caught.value.response.json()["error"]
+            assert error["code"] == "schema_not_satisfied" and error["param"] == "response_format", error
+            assert "in 2 samples" in error["message"] and "city" in error["message"], error
+            assert len(hopeless.bodies) == 2
+
+            call = client.chat.completions.create(model="tool-user", messages=ask, tools=WEATHER,
+                                                  ).choices[0].message.tool_calls[0]
+            assert (call.function.name, json.loads(call.function.arguments)) == ("get_weather", {"city": "Oslo"})
+            assert len(tool_user.bodies) == 2
+
+            trusted = client.chat.completions.create(model="trusting", messages=ask, response_format=CITY)
+            assert trusted.choices[0].message.content == '{"city": 5}', "by default the upstream is trusted"
+            assert len(trusting.bodies) == 1
             assert gw.alive()
         finally:
             gw.stop()

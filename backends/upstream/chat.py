@@ -4,21 +4,27 @@ The upstream templates, tokenises and samples; its answer is read into the same 
 gives (text, tool calls it has already parsed, a finish per choice), so everything above — the
 dialects, tool loops, the Responses and Realtime APIs — works as it does on a local model. Each choice's
 finish is held back until the upstream's usage arrives, so the last chunk carries the real token counts.
+With ``structured_outputs: checked`` an answer that must be JSON is held back whole and checked as a
+local engine's grammar-held reply is, and asked for again when it fails.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 
-from backends.errors import UpstreamFailed
+from backends.errors import SchemaNotSatisfied, UpstreamFailed
+from backends.grammars import OutputCheck, json_grammar, tool_arguments_grammar
 from backends.types import CallPiece, ChatRequest, CompletionRequest, GenerationChunk, Prompt
 from backends.upstream.client import UpstreamModel
 from backends.upstream.dialect import StreamRead
 from backends.upstream.options import Options
 
 __all__ = ["Options", "UpstreamChat", "load"]
+
+log = logging.getLogger(__name__)
 
 
 class UpstreamChat(UpstreamModel):
@@ -46,7 +52,25 @@ class UpstreamChat(UpstreamModel):
         else:
             raise TypeError("an upstream model generates from the prompts it prepared")
         affinity = _affinity(request, self.options.prefix_chars) if self.options.routing == "prefix" else None
-        tally = _Tally(sampling.n)
+        checks = _Checks.of(request) if self.options.structured_outputs == "checked" else None
+        if checks is None:
+            async for chunk in self._answer(path, body, affinity, sampling.n):
+                yield chunk
+            return
+        attempts, problem = self.options.check_attempts, ""
+        for attempt in range(1, attempts + 1):
+            chunks = [chunk async for chunk in self._answer(path, body, affinity, sampling.n)]
+            failed = checks.failure(chunks)
+            if failed is None:
+                for chunk in chunks:
+                    yield chunk
+                return
+            check, problem = failed
+            log.info("the upstream's answer %d of %d failed its check (%s)", attempt, attempts, problem)
+        raise SchemaNotSatisfied(attempts, problem, (), tool=check.tool, part=check.part)
+
+    async def _answer(self, path: str, body: bytes, affinity: str | None, n: int) -> AsyncIterator[GenerationChunk]:
+        tally = _Tally(n)
         async for data in self.upstream.stream(path, body=body, affinity=affinity):
             read = self.wire.read_stream_event(data)
             if read.error is not None:
@@ -55,6 +79,48 @@ class UpstreamChat(UpstreamModel):
                 yield chunk
         for chunk in tally.finish():
             yield chunk
+
+
+@dataclasses.dataclass(frozen=True)
+class _Checks:
+    """What a chat answer must pass: its reply's schema, and each strict tool's arguments."""
+
+    reply: OutputCheck | None
+    tools: dict[str, OutputCheck]
+
+    @classmethod
+    def of(cls, request: ChatRequest | CompletionRequest) -> _Checks | None:
+        if not isinstance(request, ChatRequest):
+            return None
+        output = request.output
+        reply = json_grammar(output.json_schema).check if output.kind == "json" else None
+        tools = {t.name: tool_arguments_grammar(t, i).check for i, t in enumerate(request.tools) if t.strict}
+        return cls(reply, tools) if reply is not None or tools else None
+
+    def failure(self, chunks: Iterable[GenerationChunk]) -> tuple[OutputCheck, str] | None:
+        """The first check a finished choice fails, with why; None when all pass. A choice cut short
+        (finish "length") is not checked, as a local engine's is not."""
+        texts: dict[int, str] = {}
+        calls: dict[tuple[int, int], list[str]] = {}
+        finishes: dict[int, str] = {}
+        for chunk in chunks:
+            texts[chunk.index] = texts.get(chunk.index, "") + chunk.text
+            for piece in chunk.calls:
+                call = calls.setdefault((chunk.index, piece.index), [piece.name or "", ""])
+                call[1] += piece.arguments
+            if chunk.finish_reason is not None:
+                finishes[chunk.index] = chunk.finish_reason
+        for index, reason in finishes.items():
+            if reason == "length":
+                continue
+            made = [call for (choice, _), call in sorted(calls.items()) if choice == index]
+            if not made and self.reply is not None and (problem := self.reply.problem(texts.get(index, ""))):
+                return self.reply, problem
+            for name, arguments in made:
+                check = self.tools.get(name)
+                if check is not None and (problem := check.problem(arguments)):
+                    return check, f"arguments of {name}: {problem}"
+        return None
 
 
 class _Tally:

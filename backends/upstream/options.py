@@ -47,6 +47,15 @@ class Options(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     the replicas are judged by the requests alone."""
     context_length: Annotated[int, msgspec.Meta(ge=1)] = 32768
     """For llm models: the upstream's context, which bounds what one request may ask for here."""
+    structured_outputs: Literal["upstream", "checked"] = "upstream"
+    """For llm models, replies that must be JSON (``response_format`` ``json_object`` or ``json_schema``)
+    and the arguments of ``strict`` tools: ``upstream`` trusts the upstream to hold them (vLLM,
+    llama-server and SGLang do); ``checked`` holds each such answer back until it is checked here
+    (strict JSON, valid for its schema) and asks the upstream again when it is not, for an upstream that
+    cannot hold them. Streamed answers then arrive whole."""
+    check_attempts: Annotated[int, msgspec.Meta(ge=1, le=10)] = 3
+    """For ``structured_outputs: checked``: answers asked for in all before the request fails (400
+    ``schema_not_satisfied``)."""
     voices: list[str] = msgspec.field(default_factory=lambda: ["alloy"])
     """For tts models: the voices requests may name, sent to the upstream as they are."""
     default_voice: str | None = None
