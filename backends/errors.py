@@ -291,6 +291,11 @@ class UpstreamRefused(Rejected):
         self.retry_after = retry_after
         super().__init__(message)
 
+    @property
+    def context_exceeded(self) -> bool:
+        """The upstream found the prompt too long for its context (its dialect names it so)."""
+        return self.code == "context_length_exceeded"
+
 
 class LoadFailed(DomainError):
     """The model's files are missing or the engine could not load them: retrying at once fails the same way.

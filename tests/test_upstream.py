@@ -29,6 +29,7 @@ from llama_server import LlamaServer
 from openai import APIStatusError, OpenAI
 from spoken import SPOKEN, similarity
 from test_realtime import QUESTION, RATE, VAD, append, audio_of, realtime, speak, until
+from test_responses_background import _notes
 
 from backends.upstream.transcription import wav_file
 from gateway.config import ConfigError, parse_config
@@ -430,6 +431,39 @@ def test_tools_structured_outputs_and_responses_over_an_upstream(front: Gateway)
     assert response.output_text.strip()
     assert response.status == "completed" or response.incomplete_details.reason == "max_output_tokens"
     assert response.usage is not None and response.usage.input_tokens > 0
+
+
+def test_truncation_auto_over_an_upstream_that_refuses_a_long_prompt(tmp_path_factory: pytest.TempPathFactory) -> None:
+    workdir = tmp_path_factory.mktemp("truncation")
+    small = LlamaServer(workdir, ctx=512).start()
+    gw = Gateway(workdir, base_config(models="\nmodels:\n" + _fleet("small", [small.url], ", context_length: 512")))
+    gw.start()
+    try:
+        client = gw.openai()
+        asked: dict[str, Any] = {"model": "small", "temperature": 0, "max_output_tokens": 16}
+        first = client.responses.create(**asked, input=_notes("apples"))
+        second = client.responses.create(**asked, input=_notes("boats"), previous_response_id=first.id)
+        chained = {**asked, "input": _notes("clouds"), "previous_response_id": second.id}
+        with pytest.raises(APIStatusError) as refused:  # three turns do not fit 512 tokens
+            client.responses.create(**chained)
+        assert refused.value.status_code == 400
+        assert refused.value.response.json()["error"]["code"] == "context_length_exceeded"
+        truncated = client.responses.create(**chained, truncation="auto")
+        assert truncated.status in ("completed", "incomplete") and truncated.output_text.strip(), truncated
+        assert truncated.usage is not None and 256 < truncated.usage.input_tokens < 512, truncated.usage
+        with client.responses.create(**chained, truncation="auto", stream=True) as stream:  # streamed: the same
+            events = list(stream)
+        assert events[0].type == "response.created" and events[-1].type in ("response.completed",
+                                                                              "response.incomplete"), events[-1]
+        assert events[-1].response.usage.input_tokens == truncated.usage.input_tokens
+        with pytest.raises(APIStatusError) as too_long:  # the newest turn alone is too long: still a 400
+            client.responses.create(**asked, input=" ".join(_notes(t) for t in ("eggs", "figs", "goats")),
+                                    truncation="auto")
+        assert too_long.value.response.json()["error"]["code"] == "context_length_exceeded"
+        assert gw.alive()
+    finally:
+        gw.stop()
+        small.kill()
 
 
 def test_embeddings_over_an_upstream(front: Gateway) -> None:

@@ -161,20 +161,27 @@ def test_stream_events_of_real_servers_are_read() -> None:
     assert WIRE.read_stream_event(b"not json").chunks == []
 
 
-@pytest.mark.parametrize(("body", "message", "field"), [
+@pytest.mark.parametrize(("body", "message", "field", "code"), [
     (b'{"error":{"message":"too long","type":"invalid_request_error","param":"messages","code":"ctx"}}',
-     "too long", "messages"),
+     "too long", "messages", "ctx"),
     (b'{"error":{"code":400,"message":"the request exceeds the available context size","type":'
-     b'"exceed_context_size_error"}}', "the request exceeds the available context size", None),
+     b'"exceed_context_size_error"}}', "the request exceeds the available context size", None,
+     "context_length_exceeded"),  # llama-server
+    (b'{"object":"error","message":"This model\'s maximum context length is 2048 tokens. However, you requested '
+     b'2100 tokens.","type":"BadRequestError","param":null,"code":400}',
+     "This model's maximum context length is 2048 tokens. However, you requested 2100 tokens.", None,
+     "context_length_exceeded"),  # vLLM
     (b'{"detail":[{"loc":["body","n"],"msg":"Input should be greater than 0"}]}', "Input should be greater than 0",
-     None),
+     None, None),
     (b'{"error":"Input validation error: `inputs` must have less than 512 tokens","error_type":"validation"}',
-     "Input validation error: `inputs` must have less than 512 tokens", None),
-    (b"<html>Bad Gateway</html>", "<html>Bad Gateway</html>", None),
+     "Input validation error: `inputs` must have less than 512 tokens", None, "context_length_exceeded"),  # TGI
+    (b'{"error":{"message":"unknown field","type":"invalid_request_error","code":"unknown_parameter"}}',
+     "unknown field", None, "unknown_parameter"),
+    (b"<html>Bad Gateway</html>", "<html>Bad Gateway</html>", None, None),
 ])
-def test_error_bodies_of_real_servers_are_read(body: bytes, message: str, field: str | None) -> None:
+def test_error_bodies_of_real_servers_are_read(body: bytes, message: str, field: str | None, code: str | None) -> None:
     refusal = WIRE.read_error(body)
-    assert (refusal.message, refusal.field) == (message, field)
+    assert (refusal.message, refusal.field, refusal.code) == (message, field, code)
 
 
 def test_transcripts_are_read_with_language_codes_and_words_in_their_segments() -> None:

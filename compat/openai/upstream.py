@@ -291,15 +291,28 @@ def _token(t: dict[str, Any], top: tuple[TokenLogprob, ...]) -> TokenLogprob:
     return TokenLogprob(token, data, _float(t.get("logprob")), top)
 
 
+_CONTEXT_EXCEEDED = "context_length_exceeded"
+_CONTEXT_WORDS = ("context length", "context size", "context window", "`inputs` must have less than",
+                  "`max_new_tokens` must be <=")
+"""How servers word a prompt too long for the context: vLLM's "maximum context length", llama-server's
+"exceeds the available context size", SGLang's "longer than the model's context length", TGI's
+"`inputs` must have less than N tokens"."""
+
+
 def _refusal(obj: dict[str, Any]) -> Refusal:
+    """The error body's words, field and code; a prompt too long for the context always gets OpenAI's
+    code, whatever the server called it, so that ``truncation: auto`` can act on it."""
     error = obj.get("error", obj.get("detail"))
     if isinstance(error, dict):
-        message, param, code = error.get("message"), error.get("param"), error.get("code")
-        return Refusal(str(message or "no details given"), param if isinstance(param, str) else None,
-                       code if isinstance(code, str) else None)
+        message, param, code = str(error.get("message") or "no details given"), error.get("param"), error.get("code")
+        named = code if isinstance(code, str) else None
+        if error.get("type") == "exceed_context_size_error" or any(w in message.lower() for w in _CONTEXT_WORDS):
+            named = _CONTEXT_EXCEEDED
+        return Refusal(message, param if isinstance(param, str) else None, named)
     if isinstance(error, list) and error and isinstance(error[0], dict):  # FastAPI's validation errors
         return Refusal(str(error[0].get("msg", error[0])))
-    return Refusal(str(error or obj.get("message") or "no details given"))
+    message = str(error or obj.get("message") or "no details given")
+    return Refusal(message, None, _CONTEXT_EXCEEDED if any(w in message.lower() for w in _CONTEXT_WORDS) else None)
 
 
 def _vector(raw: Any) -> list[float]:

@@ -23,8 +23,8 @@ from typing import Any
 
 import msgspec
 
-from backends.answers import ChatEvent
-from backends.errors import ContextTooLong, DomainError
+from backends.answers import ChatEvent, ChoiceOpened
+from backends.errors import ContextTooLong, DomainError, UpstreamRefused
 from backends.types import ChatMessage, ChatRequest
 from compat.errors import GatewayError, InvalidRequest, NotFound, ServerFailure
 from compat.openai.responses import ResponseBuilder, failed, new_response_id
@@ -154,6 +154,26 @@ def _drop_oldest(messages: tuple[ChatMessage, ...]) -> tuple[ChatMessage, ...] |
     return messages[:lead] + rest
 
 
+async def _begun(chat: Owned[ChatEvent]) -> Owned[ChatEvent]:
+    """``chat`` read up to its answer's first event, which it then gives again with the rest. A local
+    engine refuses a prompt too long before the stream opens; an upstream says so only when asked for
+    the answer, and this makes that refusal come here, while ``truncation: auto`` can still act on it.
+    (A model still loading sends a keep-alive first, which ends the look-ahead.)"""
+    head: list[ChatEvent] = []
+    async for event in chat:  # an error closes it (Owned releases its lease) and goes up
+        head.append(event)
+        if not isinstance(event, ChoiceOpened):
+            break
+
+    async def events() -> AsyncGenerator[ChatEvent, None]:
+        for event in head:
+            yield event
+        async for event in chat:
+            yield event
+
+    return Owned(None, events(), inner=chat)
+
+
 class Responses:
     def __init__(self, chat: Chat, registry: Registry, config: Config) -> None:
         self._chat = chat
@@ -232,8 +252,9 @@ class Responses:
         while True:
             try:
                 return await work(request)
-            except ContextTooLong:
-                shorter = _drop_oldest(request.messages) if turn.parsed.truncation == "auto" else None
+            except (ContextTooLong, UpstreamRefused) as e:
+                too_long = not isinstance(e, UpstreamRefused) or e.context_exceeded
+                shorter = _drop_oldest(request.messages) if too_long and turn.parsed.truncation == "auto" else None
                 if shorter is None:
                     raise
                 request = dataclasses.replace(request, messages=shorter)
@@ -269,8 +290,11 @@ class Responses:
 
     async def _open(self, turn: _Turn, meter: Meter, chains: Chains | None,
                     stop: asyncio.Event | None = None) -> Owned[Event | None]:
-        chat = await self._truncated(turn, lambda r: self._chat.stream(turn.parsed.model, r, meter,
-                                                                       received=turn.received))
+        async def opened(request: ChatRequest) -> Owned[ChatEvent]:
+            chat = await self._chat.stream(turn.parsed.model, request, meter, received=turn.received)
+            return await _begun(chat) if turn.parsed.truncation == "auto" else chat
+
+        chat = await self._truncated(turn, opened)
         return Owned(None, self._events(turn, chat, chains, stop), inner=chat)
 
     async def stream(self, parsed: ParsedResponse, owner: str, meter: Meter, chains: Chains | None = None,
