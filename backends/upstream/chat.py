@@ -10,9 +10,10 @@ local engine's grammar-held reply is, and asked for again when it fails.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from pathlib import Path
 
 from backends.errors import SchemaNotSatisfied, UpstreamFailed
@@ -54,12 +55,14 @@ class UpstreamChat(UpstreamModel):
         affinity = _affinity(request, self.options.prefix_chars) if self.options.routing == "prefix" else None
         checks = _Checks.of(request) if self.options.structured_outputs == "checked" else None
         if checks is None:
-            async for chunk in self._answer(path, body, affinity, sampling.n):
-                yield chunk
+            async with contextlib.aclosing(self._answer(path, body, affinity, sampling.n)) as answer:
+                async for chunk in answer:
+                    yield chunk
             return
         attempts, problem = self.options.check_attempts, ""
         for attempt in range(1, attempts + 1):
-            chunks = [chunk async for chunk in self._answer(path, body, affinity, sampling.n)]
+            async with contextlib.aclosing(self._answer(path, body, affinity, sampling.n)) as answer:
+                chunks = [chunk async for chunk in answer]
             failed = checks.failure(chunks)
             if failed is None:
                 for chunk in chunks:
@@ -69,7 +72,8 @@ class UpstreamChat(UpstreamModel):
             log.info("the upstream's answer %d of %d failed its check (%s)", attempt, attempts, problem)
         raise SchemaNotSatisfied(attempts, problem, (), tool=check.tool, part=check.part)
 
-    async def _answer(self, path: str, body: bytes, affinity: str | None, n: int) -> AsyncIterator[GenerationChunk]:
+    async def _answer(self, path: str, body: bytes, affinity: str | None,
+                      n: int) -> AsyncGenerator[GenerationChunk, None]:
         tally = _Tally(n)
         async for data in self.upstream.stream(path, body=body, affinity=affinity):
             read = self.wire.read_stream_event(data)
