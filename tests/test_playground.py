@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import io
 import json
+import re
 import shutil
 import time
 import wave
@@ -26,6 +27,7 @@ from conftest import STARTER_MODELS, Gateway, base_config
 from hubstub import HubStub
 from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, Request, WebSocket, sync_playwright
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
+from spoken import similarity
 from test_vision import render
 
 pytestmark = pytest.mark.timeout(240)
@@ -199,6 +201,14 @@ def _audio_level(page: Page) -> float:
     return float(level)
 
 
+def _is_the_question(line: str) -> bool:
+    """Whether a user line of the voice transcript (its latency note aside) is the question the fake
+    microphone says, heard through Opus by the tiny whisper: all but a word of it ("friend" for "France"
+    happens)."""
+    said = re.sub(r"\s*\d+ ms to the first audio$", "", line.strip())
+    return similarity(QUESTION, said) >= 0.8
+
+
 def test_a_voice_turn_over_webrtc(page: Watched, seeing: Gateway) -> None:
     page.page.goto(seeing.url)
     page.page.click("#tab-voice")
@@ -208,7 +218,7 @@ def test_a_voice_turn_over_webrtc(page: Watched, seeing: Gateway) -> None:
     page.page.wait_for_function("() => document.getElementById('level').value > 0.05", timeout=30_000)  # the meter
     page.page.wait_for_selector("[data-testid=transcript] .user .latency", timeout=90_000)
     user = page.page.locator("[data-testid=transcript] .user").first.inner_text()
-    assert "capital of france" in user.lower(), user
+    assert _is_the_question(user), user
     assert page.page.locator("[data-testid=transcript] .assistant").first.inner_text().strip()
     assert _audio_level(page.page) > 0.01  # the answer is heard on the call's track
     page.shot("voice")
@@ -229,7 +239,7 @@ def test_a_voice_turn_over_the_websocket_with_a_camera_frame(page: Watched, seei
     page.page.click("[data-testid=voice-start]")
     page.page.wait_for_selector("[data-testid=transcript] .user .latency", timeout=90_000)
     user = page.page.locator("[data-testid=transcript] .user:not(.frame)").first.inner_text()
-    assert "capital of france" in user.lower(), user
+    assert _is_the_question(user), user
     page.page.wait_for_selector("[data-testid=transcript] .frame img", timeout=30_000)  # the server took the frame
     played = page.page.locator("[data-testid=transcript] .assistant").first.get_attribute("data-audio-ms")
     assert played is not None and int(played) > 300  # the answer's audio, queued to play in the page
