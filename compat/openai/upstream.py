@@ -300,19 +300,24 @@ _CONTEXT_WORDS = ("context length", "context size", "context window", "`inputs` 
 
 
 def _refusal(obj: dict[str, Any]) -> Refusal:
-    """The error body's words, field and code; a prompt too long for the context always gets OpenAI's
-    code, whatever the server called it, so that ``truncation: auto`` can act on it."""
+    """The error body's words, field and code."""
     error = obj.get("error", obj.get("detail"))
     if isinstance(error, dict):
         message, param, code = str(error.get("message") or "no details given"), error.get("param"), error.get("code")
-        named = code if isinstance(code, str) else None
-        if error.get("type") == "exceed_context_size_error" or any(w in message.lower() for w in _CONTEXT_WORDS):
-            named = _CONTEXT_EXCEEDED
-        return Refusal(message, param if isinstance(param, str) else None, named)
+        return Refusal(message, param if isinstance(param, str) else None,
+                       _code(message, code if isinstance(code, str) else None, error.get("type")))
     if isinstance(error, list) and error and isinstance(error[0], dict):  # FastAPI's validation errors
         return Refusal(str(error[0].get("msg", error[0])))
     message = str(error or obj.get("message") or "no details given")
-    return Refusal(message, None, _CONTEXT_EXCEEDED if any(w in message.lower() for w in _CONTEXT_WORDS) else None)
+    return Refusal(message, None, _code(message, None, None))
+
+
+def _code(message: str, code: str | None, kind: object) -> str | None:
+    """The refusal's code: OpenAI's for a prompt too long for the context, whatever the server called
+    it (so that ``truncation: auto`` can act on it), else the server's own."""
+    if kind == "exceed_context_size_error" or any(w in message.lower() for w in _CONTEXT_WORDS):
+        return _CONTEXT_EXCEEDED
+    return code
 
 
 def _vector(raw: Any) -> list[float]:
