@@ -14,12 +14,13 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx
 
 from backends.errors import LoadFailed, UpstreamFailed, UpstreamRefused, UpstreamTimeout
+from backends.upstream import network
 from backends.upstream.dialect import Dialect, Form, dialect
 from backends.upstream.options import Options
 from backends.upstream.pool import Endpoint, Pool
@@ -66,7 +67,8 @@ class Upstream:
             o = self.options
             timeout = httpx.Timeout(o.first_byte_timeout, connect=o.connect_timeout)
             limits = httpx.Limits(max_connections=None, max_keepalive_connections=o.parallel * 2)
-            self._client = httpx.AsyncClient(timeout=timeout, limits=limits, headers=self._headers)
+            self._client = httpx.AsyncClient(timeout=timeout, headers=self._headers,
+                                             transport=network.transport(limits))
             self._loop = asyncio.get_running_loop()
             if o.health_interval > 0:
                 self._health = asyncio.create_task(self._check_forever(), name="upstream health checks")
@@ -135,8 +137,7 @@ class Upstream:
             try:
                 async with contextlib.AsyncExitStack() as stack:
                     try:
-                        response = await stack.enter_async_context(
-                            client.stream("POST", endpoint.url + path, **_content(body, form)))
+                        response = await _opened(stack, client, endpoint.url + path, body, form)
                         pieces = read(response)
                         stack.push_async_callback(_aclose, pieces)
                         first = await self._first(response, pieces)
@@ -183,19 +184,29 @@ class Upstream:
             raise _TryElsewhere("no answer in time", timed_out=True) from None
 
     async def _rest(self, endpoint: Endpoint, pieces: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-        while True:
-            try:
-                async with asyncio.timeout(self.options.read_timeout):
-                    piece = await anext(pieces, None)
-            except (TimeoutError, httpx.TimeoutException):
-                self.pool.failed(endpoint, "stalled mid-answer")
-                raise UpstreamTimeout(f"the upstream stopped answering for {self.options.read_timeout:g}s") from None
-            except httpx.HTTPError as e:
-                self.pool.failed(endpoint, _describe(e))
-                raise UpstreamFailed(f"the upstream broke off its answer ({_describe(e)})") from None
-            if piece is None:
-                return
-            yield piece
+        stall = _Stall(self.options.read_timeout)
+        try:
+            while True:
+                try:
+                    piece = await stall.wait(anext(pieces, None))
+                except asyncio.CancelledError:
+                    if not stall.expired():
+                        raise
+                    self.pool.failed(endpoint, "stalled mid-answer")
+                    raise UpstreamTimeout(
+                        f"the upstream stopped answering for {self.options.read_timeout:g}s") from None
+                except httpx.TimeoutException:
+                    self.pool.failed(endpoint, "stalled mid-answer")
+                    raise UpstreamTimeout(
+                        f"the upstream stopped answering for {self.options.read_timeout:g}s") from None
+                except httpx.HTTPError as e:
+                    self.pool.failed(endpoint, _describe(e))
+                    raise UpstreamFailed(f"the upstream broke off its answer ({_describe(e)})") from None
+                if piece is None:
+                    return
+                yield piece
+        finally:
+            stall.close()
 
     # -- what /admin/models, /ready and /metrics show --------------------------------------------------
 
@@ -204,6 +215,60 @@ class Upstream:
 
     def any_up(self) -> bool:
         return self.pool.any_up()
+
+
+class _Stall:
+    """The read timeout mid-answer: the reading task is cancelled once it has waited ``seconds`` for one
+    piece. One timer serves the whole answer, where a deadline per piece would cost one per token; the
+    time the client takes between pieces does not count."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._loop = asyncio.get_running_loop()
+        self._since = 0.0
+        self._waiting: asyncio.Task[Any] | None = None
+        self._fired = False
+        self._timer = self._loop.call_later(seconds, self._check)
+
+    async def wait(self, next_piece: Awaitable[bytes | None]) -> bytes | None:
+        self._since, self._waiting = self._loop.time(), asyncio.current_task()
+        try:
+            return await next_piece
+        finally:
+            self._waiting = None
+
+    def _check(self) -> None:
+        waiting = self._waiting
+        if waiting is None:
+            self._timer = self._loop.call_later(self.seconds, self._check)
+        elif (due := self._since + self.seconds) > self._loop.time():
+            self._timer = self._loop.call_at(due, self._check)
+        else:
+            self._fired = True
+            waiting.cancel()
+
+    def expired(self) -> bool:
+        """Whether this timer's cancel is the only one pending (then it is taken back)."""
+        task = asyncio.current_task()
+        if not self._fired or task is None:
+            return False
+        self._fired = False
+        return task.uncancel() == 0
+
+    def close(self) -> None:
+        self._timer.cancel()
+
+
+async def _opened(stack: contextlib.AsyncExitStack, client: httpx.AsyncClient, url: str, body: bytes | None,
+                  form: Form | None) -> httpx.Response:
+    """The answer's head. A kept-alive connection that the upstream closed just as it went back to the pool
+    (llama-server closes each one after a stream) fails before any answer; the request then goes once
+    more to the same replica, on another connection, and the replica is not blamed for it."""
+    try:
+        return await stack.enter_async_context(client.stream("POST", url, **_content(body, form)))
+    except httpx.RemoteProtocolError as e:
+        log.debug("upstream %s closed a kept-alive connection (%s); sending again", url, e)
+        return await stack.enter_async_context(client.stream("POST", url, **_content(body, form)))
 
 
 def _content(body: bytes | None, form: Form | None) -> dict[str, Any]:
@@ -235,18 +300,57 @@ async def _raw(response: httpx.Response) -> AsyncIterator[bytes]:
 
 
 async def _sse_data(response: httpx.Response) -> AsyncIterator[bytes]:
-    data: list[str] = []
-    async for line in response.aiter_lines():
-        if line.startswith("data:"):
-            data.append(line[5:].removeprefix(" "))
-        elif not line and data:
-            payload = "\n".join(data)
-            data.clear()
-            if payload.strip() == "[DONE]":
+    """Each event's data, read straight from the body's bytes. After ``[DONE]`` the body is read to its
+    end, so the connection goes back to the pool instead of being closed."""
+    events = _Events()
+    body = response.aiter_bytes()
+    async for data in body:
+        for payload in events.feed(data):
+            if payload.strip() == b"[DONE]":
+                with contextlib.suppress(httpx.HTTPError, TimeoutError):
+                    async with asyncio.timeout(_DRAIN_S):
+                        async for _ in body:
+                            pass
                 return
-            yield payload.encode()
-    if data and "\n".join(data).strip() != "[DONE]":
-        yield "\n".join(data).encode()
+            yield payload
+    last = events.end()
+    if last is not None and last.strip() != b"[DONE]":
+        yield last
+
+
+_DRAIN_S = 1.0
+"""How long the end of a body after ``[DONE]`` may take before its connection is closed instead."""
+
+
+class _Events:
+    """Server-sent events cut from a byte stream: lines end in LF, CRLF or CR; a blank line ends an event."""
+
+    def __init__(self) -> None:
+        self._held = b""
+
+    def feed(self, data: bytes) -> list[bytes]:
+        text = self._held + data
+        if text.endswith(b"\r"):  # maybe the first half of a CRLF
+            text, tail = text[:-1], b"\r"
+        else:
+            tail = b""
+        if b"\r" in text:
+            text = text.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        *blocks, rest = text.split(b"\n\n")
+        self._held = rest + tail
+        return [payload for block in blocks if (payload := _data(block)) is not None]
+
+    def end(self) -> bytes | None:
+        held, self._held = self._held.replace(b"\r\n", b"\n").replace(b"\r", b"\n"), b""
+        return _data(held)
+
+
+def _data(block: bytes) -> bytes | None:
+    """An event's data lines joined (None: the event has none, such as a comment or a bare ``event:``)."""
+    if block.startswith(b"data:") and b"\n" not in block:  # the usual event: one data line
+        return block[6:] if block[5:6] == b" " else block[5:]
+    lines = [line[5:].removeprefix(b" ") for line in block.split(b"\n") if line.startswith(b"data:")]
+    return b"\n".join(lines) if lines else None
 
 
 async def _aclose(pieces: AsyncIterator[bytes]) -> None:
