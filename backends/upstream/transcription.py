@@ -1,6 +1,8 @@
 """Speech to text by an upstream server: the clip goes as a 16 kHz WAV file, the transcript comes back
 with segment (and, when asked, word) timestamps. Stretches a VAD left out are silenced, so the upstream
-hears only the speech, at the times it was spoken."""
+hears only the speech, at the times it was spoken. A request's ``beam_size`` and ``quick`` (the live
+transcriber's fast passes) are choices of a local decoder: the OpenAI transcription API has no fields for
+them, so the upstream decodes as it is configured."""
 
 from __future__ import annotations
 
