@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -60,10 +61,12 @@ def test_reading_pauses_while_too_much_waits_unread() -> None:
     assert not transport.paused
 
 
-async def _serve(answer: Answer, *, close_after: float | None = None) -> tuple[asyncio.Server, str, list[int]]:
-    """An HTTP/1.1 server that gives each POST ``answer``; also counts the connections it was given.
-    ``close_after``: each connection is closed that many seconds after its first answer, unread requests
-    and all (as llama-server closes a connection after a stream)."""
+@contextlib.asynccontextmanager
+async def _served(answer: Answer, *, close_after: float | None = None,
+                  **options: float) -> AsyncIterator[tuple[Upstream, list[int]]]:
+    """An upstream client (``options``) of an HTTP/1.1 server that gives each POST ``answer``, and the
+    connections that server was given. ``close_after``: each connection is closed that many seconds
+    after its first answer, unread requests and all (as llama-server closes a connection after a stream)."""
     connections: list[int] = []
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -84,8 +87,14 @@ async def _serve(answer: Answer, *, close_after: float | None = None) -> tuple[a
             writer.close()
 
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    return server, f"http://127.0.0.1:{port}/v1", connections
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
+    upstream = Upstream(Options(endpoints=[url], model="m", health_interval=0, **options), OpenAIUpstream())
+    try:
+        yield upstream, connections
+    finally:
+        upstream.close()
+        await asyncio.sleep(0)
+        server.close()
 
 
 def _chunk(data: bytes) -> bytes:
@@ -106,22 +115,12 @@ async def _all(pieces: AsyncIterator[bytes]) -> list[bytes]:
     return [piece async for piece in pieces]
 
 
-def _upstream(url: str, **options: float) -> Upstream:
-    return Upstream(Options(endpoints=[url], model="m", health_interval=0, **options), OpenAIUpstream())
-
-
 def test_a_streamed_answer_gives_its_connection_back_for_the_next_request() -> None:
     async def run() -> None:
-        server, url, connections = await _serve(_streamed)
-        upstream = _upstream(url)
-        try:
+        async with _served(_streamed) as (upstream, connections):
             for _ in range(3):
                 assert await _all(upstream.stream("chat/completions", body=b"{}")) == [b'{"n": 1}', b'{"n": 2}']
             assert len(connections) == 1
-        finally:
-            upstream.close()
-            await asyncio.sleep(0)
-            server.close()
 
     asyncio.run(run())
 
@@ -134,58 +133,40 @@ def test_an_answer_that_stalls_midway_times_out_and_counts_against_its_replica()
         await asyncio.sleep(5)
 
     async def run() -> None:
-        server, url, _ = await _serve(stalls)
-        upstream = _upstream(url, read_timeout=0.3)
         got: list[bytes] = []
-        started = time.monotonic()
-        try:
+        async with _served(stalls, read_timeout=0.3) as (upstream, _):
             async def read() -> None:
                 async for piece in upstream.stream("chat/completions", body=b"{}"):
                     got.append(piece)
 
+            started = time.monotonic()
             with pytest.raises(UpstreamTimeout, match=r"0\.3s"):
                 await read()
             assert got == [b'{"n": 1}']
             assert time.monotonic() - started < 2
             assert upstream.endpoints()[0]["failures"] == 1
-        finally:
-            upstream.close()
-            await asyncio.sleep(0)
-            server.close()
 
     asyncio.run(run())
 
 
 def test_a_slow_reader_is_not_timed_out_while_the_upstream_keeps_up() -> None:
     async def run() -> None:
-        server, url, _ = await _serve(_streamed)
-        upstream = _upstream(url, read_timeout=0.2)
-        try:
+        async with _served(_streamed, read_timeout=0.2) as (upstream, _):
             got = []
             async for piece in upstream.stream("chat/completions", body=b"{}"):
                 got.append(piece)
                 await asyncio.sleep(0.5)  # the client's time between pieces is not the upstream's
             assert got == [b'{"n": 1}', b'{"n": 2}']
-        finally:
-            upstream.close()
-            await asyncio.sleep(0)
-            server.close()
 
     asyncio.run(run())
 
 
 def test_a_connection_closed_as_it_went_back_to_the_pool_is_not_the_replicas_failure() -> None:
     async def run() -> None:
-        server, url, connections = await _serve(_streamed, close_after=0.05)
-        upstream = _upstream(url)
-        try:
+        async with _served(_streamed, close_after=0.05) as (upstream, connections):
             for _ in range(4):  # each next request goes out on the connection the server is about to close
                 assert await _all(upstream.stream("chat/completions", body=b"{}")) == [b'{"n": 1}', b'{"n": 2}']
             assert len(connections) >= 4
             assert upstream.endpoints()[0]["failures"] == 0
-        finally:
-            upstream.close()
-            await asyncio.sleep(0)
-            server.close()
 
     asyncio.run(run())
