@@ -472,11 +472,13 @@ def test_a_camera_snapshot_goes_with_the_message(page: Watched, seeing: Gateway)
 @pytest.fixture(scope="module")
 def barging_browser(playwright: Playwright, seeing: Gateway, tmp_path_factory: pytest.TempPathFactory
                     ) -> Iterator[Browser]:
-    """A microphone that asks, waits a little, and asks again while the answer is still playing."""
-    question = _spoken_48k(seeing, QUESTION)
+    """A microphone that asks for a story, waits a little, and asks again while the answer is still playing.
+    A story, since the tiny model can answer a factual question in one short sentence that has finished
+    playing before the second question comes."""
+    question = _spoken_48k(seeing, "Tell me a long story about a brave knight and a dragon.")
     again = _spoken_48k(seeing, "Wait, tell me about Spain instead.")
     mic = _wav(tmp_path_factory.mktemp("barge") / "barge.wav",
-               _silence(1) + question + _silence(5) + again + _silence(20))
+               _silence(1) + question + _silence(3) + again + _silence(20))
     launched = _launch(playwright, mic)
     yield launched
     launched.close()
