@@ -189,13 +189,9 @@ class Upstream:
             while True:
                 try:
                     piece = await stall.wait(anext(pieces, None))
-                except asyncio.CancelledError:
-                    if not stall.expired():
-                        raise
-                    self.pool.failed(endpoint, "stalled mid-answer")
-                    raise UpstreamTimeout(
-                        f"the upstream stopped answering for {self.options.read_timeout:g}s") from None
-                except httpx.TimeoutException:
+                except (asyncio.CancelledError, httpx.TimeoutException) as e:
+                    if isinstance(e, asyncio.CancelledError) and not stall.expired():
+                        raise  # not the stall timer's: the reader is being cancelled
                     self.pool.failed(endpoint, "stalled mid-answer")
                     raise UpstreamTimeout(
                         f"the upstream stopped answering for {self.options.read_timeout:g}s") from None
