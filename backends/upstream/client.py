@@ -331,15 +331,18 @@ class _Events:
             text, tail = text[:-1], b"\r"
         else:
             tail = b""
-        if b"\r" in text:
-            text = text.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        *blocks, rest = text.split(b"\n\n")
+        *blocks, rest = _lf(text).split(b"\n\n")
         self._held = rest + tail
         return [payload for block in blocks if (payload := _data(block)) is not None]
 
     def end(self) -> bytes | None:
-        held, self._held = self._held.replace(b"\r\n", b"\n").replace(b"\r", b"\n"), b""
+        held, self._held = _lf(self._held), b""
         return _data(held)
+
+
+def _lf(text: bytes) -> bytes:
+    """Every line end (CRLF or CR) made LF."""
+    return text.replace(b"\r\n", b"\n").replace(b"\r", b"\n") if b"\r" in text else text
 
 
 def _data(block: bytes) -> bytes | None:

@@ -196,9 +196,12 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
             # An idle keep-alive connection with data or an end is not reused. The socket is asked too, as
             # a close may have arrived that the event loop has not handed to the protocol yet.
             return bool(sock.received) or sock.ended or is_socket_readable(transport.get_extra_info("socket"))
-        names = {"ssl_object": "ssl_object", "client_addr": "sockname", "server_addr": "peername",
-                 "socket": "socket"}
-        return transport.get_extra_info(names[info]) if info in names else None
+        name = _EXTRA_INFO.get(info)
+        return transport.get_extra_info(name) if name is not None else None
+
+
+_EXTRA_INFO = {"ssl_object": "ssl_object", "client_addr": "sockname", "server_addr": "peername", "socket": "socket"}
+"""httpcore's names for what it asks of a connection → asyncio's names for them."""
 
 
 def _at_end(sock: _Socket) -> bytes:
@@ -244,9 +247,10 @@ async def _connect(opening: typing.Awaitable[tuple[asyncio.BaseTransport, _Socke
 def transport(limits: httpx.Limits) -> httpx.AsyncHTTPTransport:
     """An httpx transport (HTTP/1.1, httpx's default TLS) whose connections are :class:`AsyncioStream`;
     ``limits`` bound the connections, and idle ones live ``_KEEPALIVE_S``."""
-    made = httpx.AsyncHTTPTransport(limits=limits)
+    tls = httpx.create_ssl_context()  # one context (and one read of the CA bundle) for both pools
+    made = httpx.AsyncHTTPTransport(verify=tls, limits=limits)
     made._pool = httpcore.AsyncConnectionPool(
-        ssl_context=httpx.create_ssl_context(), max_connections=limits.max_connections,
+        ssl_context=tls, max_connections=limits.max_connections,
         max_keepalive_connections=limits.max_keepalive_connections, keepalive_expiry=_KEEPALIVE_S,
         network_backend=AsyncioBackend())
     return made
