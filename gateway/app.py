@@ -77,13 +77,7 @@ async def ready(request: Request[Any, Any, Any]) -> Response[bytes]:
     models are not ready, and why, is told only to a caller with one (or on a server without keys)."""
     registry: Registry = request.app.state.registry
     config: Config = request.app.state.config
-    problems = {}
-    for model in registry.describe():
-        preload = config.models[model["id"]].preload
-        if (preload and model["state"] != "loaded") or model["state"] == "failed":
-            problems[model["id"]] = model.get("reason") or model["state"]
-        elif "endpoints" in model and not any(e["state"] in ("up", "trial") for e in model["endpoints"]):
-            problems[model["id"]] = "no upstream endpoint is up"
+    problems = registry.unready()
     keys = {*config.server.api_keys, *config.server.admin_keys}
     told = not keys or any(k in keys for k in presented_keys(request.scope))  # type: ignore[arg-type]
     body: dict[str, Any] = {"status": "ready" if not problems else "not ready"}
@@ -108,9 +102,17 @@ def create_app(config: Config) -> Litestar:
         app.state.calls = calls = Calls()
         await registry.start()
         await serving.responses.start()
+        grpc_server = None
         try:
+            if config.server.grpc_port is not None:
+                from gateway.oip.server import GrpcServer  # grpcio loads only when the endpoint is on
+
+                grpc_server = GrpcServer(config, registry, serving, metrics)
+                await grpc_server.start()
             yield
         finally:
+            if grpc_server is not None:
+                await grpc_server.stop()
             await calls.close()
             await serving.responses.close()
             await registry.close()

@@ -26,7 +26,8 @@ from compat.errors import AuthenticationFailed, GatewayError
 from compat.openai.errors import encode_error
 from gateway.realtime_secrets import REALTIME_PATHS, ClientSecrets
 
-__all__ = ["OPEN_PATHS", "AuthMiddleware", "header", "is_admin_path", "owner_of", "presented_keys", "refuse"]
+__all__ = ["OPEN_PATHS", "AuthMiddleware", "KeyCheck", "header", "is_admin_path", "owner_of", "presented_keys",
+           "refuse"]
 
 OPEN_PATHS = frozenset({"/health", "/ready"})
 """Probes (a kubelet has no key): ``/ready`` tells a caller without one only whether it is ready."""
@@ -126,6 +127,29 @@ async def refuse(scope: Scope, send: Send, error: GatewayError,
         return
     await send({"type": "http.response.start", "status": error.status, "headers": head})
     await send({"type": "http.response.body", "body": body})
+
+
+class KeyCheck:
+    """The keys' verdict on a caller outside HTTP (the gRPC endpoint): the same keys, the same rules."""
+
+    def __init__(self, keys: Iterable[str], admin_keys: Iterable[str] = ()) -> None:
+        self._admin = tuple(k.encode() for k in admin_keys)
+        self._keys = tuple(k.encode() for k in keys)
+        self._any = self._keys + self._admin if self._keys else ()
+
+    def refusal(self, authorization: str | None, *, admin: bool) -> GatewayError | None:
+        """Why a caller presenting ``authorization`` (the header's value) is refused, or None."""
+        presented = presented_keys({"type": "http", "headers": [(b"authorization", authorization.encode())]}
+                                   if authorization else {"type": "http", "headers": []})
+        if admin and self._admin:
+            if _valid(presented, self._admin):
+                return None
+            if _valid(presented, self._keys):
+                return AdminOnly("This call needs an admin key (server.admin_keys).")
+        elif not self._any or _valid(presented, self._any):
+            return None
+        return AuthenticationFailed("Missing or invalid API key: send it as 'authorization: Bearer <key>'"
+                                    " metadata.")
 
 
 class AuthMiddleware:

@@ -47,7 +47,25 @@ def _open_bind_refusal(server: ServerConfig) -> str | None:
             "--allow-open-bind).")
 
 
-def _serve(config: Config, host: str | None, port: int | None, allow_open_bind: bool = False) -> int:
+_KEEP = -1
+"""``--grpc-port`` not given: the configured port stands."""
+
+
+def _grpc_port(value: str) -> int | None:
+    """``--grpc-port``: a port, or ``off`` for no gRPC endpoint."""
+    if value.strip().lower() in ("off", "none"):
+        return None
+    try:
+        port = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number or 'off', got '{value}'") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port from 1 to 65535, got {port}")
+    return port
+
+
+def _serve(config: Config, host: str | None, port: int | None, allow_open_bind: bool = False,
+           grpc_port: int | None = _KEEP) -> int:
     import msgspec
     import uvicorn
 
@@ -56,7 +74,8 @@ def _serve(config: Config, host: str | None, port: int | None, allow_open_bind: 
     from gateway.slowclients import guarded_h11
 
     server = msgspec.structs.replace(config.server, host=host or config.server.host,
-                                     allow_open_bind=config.server.allow_open_bind or allow_open_bind)
+                                     allow_open_bind=config.server.allow_open_bind or allow_open_bind,
+                                     grpc_port=config.server.grpc_port if grpc_port == _KEEP else grpc_port)
     config.server = server  # the app's Host allow-list and the open-bind check see the address used
     _setup_logging(config)
     memory.set_up()
@@ -159,6 +178,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--config", dest="sub_config", help=argparse.SUPPRESS)
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
+    serve.add_argument("--grpc-port", type=_grpc_port, default=_KEEP,
+                       help="the gRPC (Open Inference Protocol) port, or 'off' (server.grpc_port)")
     serve.add_argument("--allow-open-bind", action="store_true",
                        help="listen on a non-loopback address without API keys (server.allow_open_bind)")
     models = sub.add_parser("models", help="list the configured models and their state")
@@ -175,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"syn4pse: invalid configuration: {e}", file=sys.stderr)
         return 2
     if args.command == "serve":
-        return _serve(config, args.host, args.port, args.allow_open_bind)
+        return _serve(config, args.host, args.port, args.allow_open_bind, args.grpc_port)
     if args.command == "models":
         return _models(config, args.url)
     return _pull(config, args.names)

@@ -216,8 +216,9 @@ class ResponsesStore(_Strict):
 class ServerConfig(_Strict):
     host: str = "127.0.0.1"
     http_port: Port = 8000
-    grpc_port: Port = 50051
-    """Reserved for the gRPC endpoint; validated now so a bad value fails early."""
+    grpc_port: Port | None = 50051
+    """The Open Inference Protocol (KServe v2, Triton) over gRPC, on ``host``; None turns it off.
+    ``SYN4PSE_SERVER_GRPC_PORT`` overrides it (``off`` or ``none`` turns it off)."""
     models_path: str = "~/.cache/syn4pse/models"
     unsupported_params: Literal["reject", "drop"] = "reject"
     """What to do with a request field this server does not implement: a 400 naming it, or drop it
@@ -483,7 +484,9 @@ def _apply_env(server: dict[str, Any], environ: Mapping[str, str]) -> None:
         value = environ.get(var)
         if value is None or value == "":
             continue
-        if key.endswith("_port"):
+        if key == "grpc_port" and value.strip().lower() in ("off", "none", "null"):
+            server[key] = None
+        elif key.endswith("_port"):
             try:
                 server[key] = int(value)
             except ValueError:

@@ -279,6 +279,18 @@ class Registry:
             out.append(entry)
         return out
 
+    def unready(self) -> dict[str, str]:
+        """The models that keep the server from being ready, and why: a ``preload`` model not loaded, a
+        model whose files are missing, a loaded upstream model with no replica taking requests."""
+        problems = {}
+        for model in self.describe():
+            preload = self._config.models[model["id"]].preload
+            if (preload and model["state"] != "loaded") or model["state"] == "failed":
+                problems[model["id"]] = model.get("reason") or model["state"]
+            elif "endpoints" in model and not any(e["state"] in ("up", "trial") for e in model["endpoints"]):
+                problems[model["id"]] = "no upstream endpoint is up"
+        return problems
+
     # -- admission ----------------------------------------------------------------------------------
 
     def _slot_for(self, name: str, model_type: ModelType, param: str) -> _Slot:

@@ -47,7 +47,8 @@ class InProcess:
 
 @contextmanager
 def serve(config_text: str, models_dir: Path) -> Iterator[InProcess]:
-    config = parse_config(config_text, environ={"SYN4PSE_MODELS_PATH": str(models_dir)})
+    config = parse_config(config_text, environ={"SYN4PSE_MODELS_PATH": str(models_dir),
+             "SYN4PSE_SERVER_GRPC_PORT": "off"})
     app = create_app(config)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", http="h11",

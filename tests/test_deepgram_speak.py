@@ -396,7 +396,8 @@ def test_ws_disconnect_stops_synthesis(gateway: Gateway) -> None:
 @pytest.mark.timeout(120)
 def test_ws_leases_are_released(tmp_path: Path) -> None:
     """In-process, where the registry can be looked at: every way a socket ends gives the model back."""
-    config = parse_config(base_config(models=JOE_ONLY), environ={"SYN4PSE_MODELS_PATH": str(tmp_path)})
+    config = parse_config(base_config(models=JOE_ONLY), environ={"SYN4PSE_MODELS_PATH": str(tmp_path),
+             "SYN4PSE_SERVER_GRPC_PORT": "off"})
     app = create_app(config)
 
     def leases() -> int:

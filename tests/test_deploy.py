@@ -142,7 +142,7 @@ def _start_as_deployed(docs: list[dict[str, Any]], workdir: Path, config: str,
     port = free_port()
     args[args.index("--port") + 1] = str(port)
     env = {**os.environ, **secret, **extra_env, "SYN4PSE_MODELS_PATH": str(workdir / "models"),
-           "HOME": str(workdir)}
+           "SYN4PSE_SERVER_GRPC_PORT": str(free_port()), "HOME": str(workdir)}
     log = workdir / "gateway.log"
     process = subprocess.Popen([sys.executable, "-m", "gateway", *args], env=env, stdout=log.open("wb"),
                                stderr=subprocess.STDOUT)

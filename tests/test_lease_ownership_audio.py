@@ -79,7 +79,8 @@ class Served:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     models = tmp_path_factory.mktemp("ownership")
-    app = create_app(parse_config(base_config(), environ={"SYN4PSE_MODELS_PATH": str(models)}))
+    app = create_app(parse_config(base_config(), environ={"SYN4PSE_MODELS_PATH": str(models),
+             "SYN4PSE_SERVER_GRPC_PORT": "off"}))
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
     loop = asyncio.new_event_loop()

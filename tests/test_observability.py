@@ -66,7 +66,8 @@ def requests_total(samples: Samples, route: str, model: str, status: int) -> flo
 
 @pytest.fixture
 def app(tmp_path: Path) -> Litestar:
-    return create_app(parse_config(APP_CONFIG, environ={"SYN4PSE_MODELS_PATH": str(tmp_path)}))
+    return create_app(parse_config(APP_CONFIG, environ={"SYN4PSE_MODELS_PATH": str(tmp_path),
+             "SYN4PSE_SERVER_GRPC_PORT": "off"}))
 
 
 @pytest.fixture
@@ -132,7 +133,8 @@ def test_request_id_is_echoed_or_made(client: TestClient[Litestar]) -> None:
 
 
 def test_two_apps_in_one_process_keep_their_own_metrics(tmp_path: Path) -> None:
-    config = parse_config(APP_CONFIG, environ={"SYN4PSE_MODELS_PATH": str(tmp_path)})
+    config = parse_config(APP_CONFIG, environ={"SYN4PSE_MODELS_PATH": str(tmp_path),
+             "SYN4PSE_SERVER_GRPC_PORT": "off"})
     first, second = create_app(config), create_app(config)
     assert first.state.metrics.registry is not second.state.metrics.registry
     with TestClient(first, base_url="http://localhost") as a, TestClient(second, base_url="http://localhost") as b:

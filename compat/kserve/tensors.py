@@ -69,7 +69,7 @@ def _raw_elements(datatype: str, raw: bytes, name: str) -> list[Any]:
 
 def parameter_value(parameter: InferParameter) -> bool | int | float | str | None:
     choice = parameter.WhichOneof("parameter_choice")
-    return None if choice is None else getattr(parameter, choice)  # type: ignore[no-any-return]
+    return None if choice is None else getattr(parameter, choice)
 
 
 class Inputs:
@@ -164,8 +164,15 @@ class Outputs:
                 raise InvalidRequest(f"Unknown output tensor '{name}': this model gives {', '.join(known)}.",
                                      param=name)
         self.asked: frozenset[str] = frozenset(asked)
+        self._known = known
         self._tensors: list[ModelInferResponse.InferOutputTensor] = []
         self._raw: list[bytes] = []
+
+    def fresh(self) -> Outputs:
+        """Outputs of another response to the same request (a streamed answer's next piece)."""
+        out = object.__new__(Outputs)
+        out.asked, out._known, out._tensors, out._raw = self.asked, self._known, [], []
+        return out
 
     def wants(self, name: str, *, by_default: bool = True) -> bool:
         """Whether ``name`` goes out: asked for, or given by default when nothing was asked for."""

@@ -38,10 +38,11 @@ def code_of(error: GatewayError) -> grpc.StatusCode:
 
 
 def details_of(error: GatewayError) -> str:
-    """The message, led by the tensor or parameter at fault when it is not already named in it."""
+    """The message; a refused argument's is led by the tensor or parameter at fault when it does not
+    already name it."""
     if error.status >= 500 and code_of(error) is grpc.StatusCode.INTERNAL:
         return "The server had an error while processing your request."
-    if error.param and f"'{error.param}'" not in error.message:
+    if error.status == 400 and error.param and f"'{error.param}'" not in error.message:
         return f"{error.param}: {error.message}"
     return error.message
 
