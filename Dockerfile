@@ -3,7 +3,7 @@
 #   docker build -t syn4pse .                                 # CPU: runs on any x86-64 server
 #   docker build -t syn4pse:cuda --build-arg VARIANT=cuda .   # NVIDIA GPU (CUDA 13: driver R580 or newer)
 #
-#   docker run -p 8000:8000 -v syn4pse-models:/models -e SYN4PSE_API_KEYS=sk-choose-one syn4pse
+#   docker run -p 8000:8000 -p 50051:50051 -v syn4pse-models:/models -e SYN4PSE_API_KEYS=sk-choose-one syn4pse
 #   docker run --gpus all -p 8000:8000 -v syn4pse-models:/models -e SYN4PSE_API_KEYS=sk-choose-one syn4pse:cuda
 #
 # The server listens on 0.0.0.0 inside the container, so that the published port reaches it. Without
@@ -209,7 +209,7 @@ ENV HOME=/home/syn4pse \
 WORKDIR /app
 USER 10001:10001
 VOLUME ["/models"]
-EXPOSE 8000
+EXPOSE 8000 50051
 
 # urllib, not curl (the slim images have none); urlopen raises on an error status or no answer.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=120s --retries=3 \

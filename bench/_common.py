@@ -70,6 +70,8 @@ class Gateway:
     base: str
     proc: subprocess.Popen[bytes]
     log_path: Path
+    grpc: str | None = None
+    """``host:port`` of its gRPC endpoint, when it was asked for."""
 
 
 @contextmanager
@@ -104,20 +106,22 @@ def server_process(cmd: Sequence[str], *, name: str, ready_url: str, log_path: P
 
 
 @contextmanager
-def gateway_process(workdir: Path, config: str) -> Iterator[Gateway]:
+def gateway_process(workdir: Path, config: str, *, grpc: bool = False) -> Iterator[Gateway]:
     """Write ``config`` to ``workdir``, start ``python -m gateway serve`` with it on a free port, wait until
-    it is healthy and yield it; stop it afterwards. Its log goes to ``workdir/gateway.log``."""
+    it is healthy and yield it; stop it afterwards. Its log goes to ``workdir/gateway.log``. Its gRPC
+    endpoint is off unless ``grpc`` (then on a free port of its own)."""
     config_path = workdir / "syn4pse.yaml"
     config_path.write_text(config)
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SYN4PSE_")}
     log_path = workdir / "gateway.log"
     base = f"http://127.0.0.1:{port}"
+    grpc_port = free_port() if grpc else None
     cmd = [sys.executable, "-m", "gateway", "serve", "--config", str(config_path), "--host", "127.0.0.1",
-           "--port", str(port)]
+           "--port", str(port), "--grpc-port", str(grpc_port or "off")]
     with server_process(cmd, name="gateway", ready_url=f"{base}/health", log_path=log_path,
                         timeout_s=HEALTH_TIMEOUT_S, env=env, poll_s=0.2) as proc:
-        yield Gateway(base, proc, log_path)
+        yield Gateway(base, proc, log_path, f"127.0.0.1:{grpc_port}" if grpc_port else None)
 
 
 @contextmanager

@@ -48,7 +48,7 @@ NOTES: dict[str, str] = {
     # tables print it; a key that names no field fails the docs test.
     "server.host": "Address the HTTP server listens on (`0.0.0.0` for every interface).",
     "server.http_port": "Port of the HTTP and WebSocket routes. `SYN4PSE_SERVER_HTTP_PORT` overrides it.",
-    "server.grpc_port": "`SYN4PSE_SERVER_GRPC_PORT` overrides it.",
+    "server.grpc_port": "See [grpc.md](grpc.md). `--grpc-port` overrides it on the command line.",
     "server.models_path": "Where Hugging Face sources are downloaded. `SYN4PSE_MODELS_PATH` overrides it.",
     "server.unsupported_params": "Values of supported fields are always validated.",
     "server.env": "`development` turns on debug logging. `SYN4PSE_ENV` overrides it.",

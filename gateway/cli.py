@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import socket
 import sys
 from collections.abc import Sequence
 
@@ -64,6 +65,19 @@ def _grpc_port(value: str) -> int | None:
     return port
 
 
+def _unbindable(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be listened on (taken, not this machine's), or None: checked before start-up
+    so a taken gRPC port is one line, not a failed start-up's trace."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as e:
+            return e.strerror or str(e)
+    return None
+
+
 def _serve(config: Config, host: str | None, port: int | None, allow_open_bind: bool = False,
            grpc_port: int | None = _KEEP) -> int:
     import msgspec
@@ -82,6 +96,11 @@ def _serve(config: Config, host: str | None, port: int | None, allow_open_bind: 
     refusal = _open_bind_refusal(server)
     if refusal is not None:
         print(f"syn4pse: {refusal}", file=sys.stderr)
+        return 2
+    if server.grpc_port is not None and (why := _unbindable(server.host, server.grpc_port)) is not None:
+        print(f"syn4pse: cannot listen for gRPC on {server.host}:{server.grpc_port} ({why}); choose another"
+              " server.grpc_port (or --grpc-port), or turn the endpoint off with null (--grpc-port off)",
+              file=sys.stderr)
         return 2
     uvicorn.run(
         create_app(config),

@@ -75,7 +75,8 @@ class Gateway:
 
     def __init__(self, workdir: Path, config: str, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
-        self.grpc_port = free_port()
+        self.grpc_port: int | None = free_port()
+        """The gRPC endpoint's port; None before :meth:`start` turns the endpoint off."""
         self.config_path = workdir / "syn4pse.yaml"
         self.config_path.write_text(config)
         self.log_path = workdir / "server.log"
@@ -89,11 +90,16 @@ class Gateway:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def grpc_address(self) -> str:
+        assert self.grpc_port is not None, "this gateway was started without its gRPC endpoint"
+        return f"127.0.0.1:{self.grpc_port}"
+
     def start(self) -> Gateway:
         log = self.log_path.open("wb")
         self.process = subprocess.Popen(
             [SERVER_PYTHON, "-m", "gateway", "serve", "--config", str(self.config_path),
-             "--host", "127.0.0.1", "--port", str(self.port), "--grpc-port", str(self.grpc_port)],
+             "--host", "127.0.0.1", "--port", str(self.port), "--grpc-port", str(self.grpc_port or "off")],
             stdout=log, stderr=subprocess.STDOUT, env=self.env)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

@@ -89,6 +89,9 @@ def test_environment_overrides() -> None:
     assert config.server.grpc_port == 9123
     assert config.models_dir == Path("/tmp/m")
     assert config.server.env == "development"
+    assert parse_config(GOOD, environ={"SYN4PSE_SERVER_GRPC_PORT": "off"}).server.grpc_port is None
+    assert parse_config(GOOD + "\n", environ={}).server.grpc_port == 50051
+    assert parse_config(GOOD.replace("{http_port: 9000}", "{grpc_port: null}"), environ={}).server.grpc_port is None
 
 
 @pytest.mark.parametrize(("var", "value", "expected"), [

@@ -26,7 +26,7 @@ ADMIN_KEY = "sk-grpc-admin"
 
 @pytest.fixture(scope="session")
 def grpc_url(gateway: Gateway) -> str:
-    return f"127.0.0.1:{gateway.grpc_port}"
+    return gateway.grpc_address
 
 
 @pytest.fixture(scope="session")

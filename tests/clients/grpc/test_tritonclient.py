@@ -303,7 +303,7 @@ def _bearer(key: str) -> dict[str, str]:
 
 
 def test_keys_guard_every_call_but_the_probes(strict: Gateway) -> None:
-    client = triton.InferenceServerClient(f"127.0.0.1:{strict.grpc_port}")
+    client = triton.InferenceServerClient(strict.grpc_address)
     assert client.is_server_live() and client.is_server_ready()  # probes carry no key
     refused = refusal(lambda: client.get_model_metadata("smollm2"))
     assert refused.status() == "StatusCode.UNAUTHENTICATED"
@@ -335,7 +335,7 @@ def _long_request(stream: bool) -> service_pb2.ModelInferRequest:
 def test_a_full_queue_is_resource_exhausted_and_a_cancel_frees_the_engine(strict: Gateway) -> None:
     """concurrency 1, queue 0: while one stream generates, another request is refused with the wait; the
     stream cancelled, the engine is free within a moment and the next request is served."""
-    address, metadata = f"127.0.0.1:{strict.grpc_port}", tuple(_bearer(API_KEY).items())
+    address, metadata = strict.grpc_address, tuple(_bearer(API_KEY).items())
     client = triton.InferenceServerClient(address)
 
     async def scenario() -> tuple[grpc.StatusCode, dict[str, str], int]:
@@ -364,7 +364,7 @@ def test_a_full_queue_is_resource_exhausted_and_a_cancel_frees_the_engine(strict
 
 
 def test_a_deadline_ends_the_call_and_frees_the_engine(strict: Gateway) -> None:
-    client = triton.InferenceServerClient(f"127.0.0.1:{strict.grpc_port}")
+    client = triton.InferenceServerClient(strict.grpc_address)
     long = [text("text_input", "Tell a long story."), sampling(max_tokens=400, logit_bias=BANNED)]
     refused = refusal(lambda: client.infer("smollm2", long, headers=_bearer(API_KEY), client_timeout=0.5))
     assert refused.status() == "StatusCode.DEADLINE_EXCEEDED"
