@@ -36,7 +36,7 @@ from gateway.serving.speech import AudioOutput, audio_of
 from gateway.serving.transcription import AudioInput, TranscriptionOptions
 from gateway.vision import resolve_chat_images
 
-__all__ = ["EMPTY_FINAL", "Inference"]
+__all__ = ["EMPTY_FINAL", "Inference", "model_named"]
 
 EMPTY_FINAL = "triton_enable_empty_final_response"
 """The request parameter (Triton's) that asks for the final flag on an empty response of its own."""
@@ -65,10 +65,7 @@ class Inference:
     def model_type(self, name: str, version: str = "") -> tuple[str, ModelType, Signature]:
         """The configured model ``name`` reaches, its type and its tensors; NOT_FOUND for an unknown
         name or version, INVALID_ARGUMENT for a model this protocol does not serve."""
-        try:
-            model = self._registry.resolve(name)
-        except ModelNotFound:
-            raise ModelNotFound(name, param="model_name") from None
+        model = model_named(self._registry, name)
         if version not in ("", VERSION):
             raise NotFound(f"The model '{name}' has no version '{version}'; its one version is '{VERSION}'.",
                            param="model_version")
@@ -211,6 +208,14 @@ class Inference:
             await spoken.events.aclose()
         if outputs.wants("audio"):
             outputs.add_bytes("audio", [audio])
+
+
+def model_named(registry: Registry, name: str) -> str:
+    """The configured model ``name`` reaches; NOT_FOUND naming ``model_name``, the field it came in."""
+    try:
+        return registry.resolve(name)
+    except ModelNotFound:
+        raise ModelNotFound(name, param="model_name") from None
 
 
 def _text(outputs: Outputs, text: str) -> Outputs:

@@ -16,14 +16,16 @@ from typing import Any, TypeVar
 
 import grpc
 
-from compat.errors import GatewayError, InvalidRequest, ModelNotFound
+from backends.errors import DomainError
+from compat.errors import GatewayError, InvalidRequest
 from compat.kserve import inference_pb2 as pb
 from compat.kserve.inference_pb2_grpc import GRPCInferenceServiceServicer
 from compat.kserve.models import index_entry, model_metadata
 from gateway.auth import KeyCheck
 from gateway.config import Config
+from gateway.errors import from_domain
 from gateway.observability import Metrics
-from gateway.oip.infer import Inference
+from gateway.oip.infer import Inference, model_named
 from gateway.oip.status import code_of, details_of, trailers_of
 from gateway.registry import Registry
 from gateway.routes.admin import InUse
@@ -38,6 +40,9 @@ _EXTENSIONS = ["model_repository"]
 _INTERNAL = "The server had an error while processing your request."
 _QUEUED = 64
 """Responses of one stream waiting for the client to read them before its requests wait in turn."""
+_IN_FLIGHT = 64
+"""Requests of one stream answered at once; past them the stream's next request waits (each still goes
+through its model's admission and queue)."""
 
 T = TypeVar("T")
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -72,7 +77,10 @@ class InferenceService(GRPCInferenceServiceServicer):
         started, status = time.perf_counter(), 500
         try:
             self._authorize(context, admin=admin)
-            result = await answer()
+            try:
+                result = await answer()
+            except DomainError as e:  # a model that fails to load, on the repository's calls
+                raise from_domain(e) from None
             status = 200
             return result
         except GatewayError as e:
@@ -162,11 +170,14 @@ class InferenceService(GRPCInferenceServiceServicer):
                     queue: asyncio.Queue[pb.ModelStreamInferResponse | None], tasks: set[asyncio.Task[None]]) -> None:
         """Start a task per request as it arrives; when the client has sent its last and every answer
         is out, end the stream."""
+        turns = asyncio.Semaphore(_IN_FLIGHT)
         try:
             async for request in requests:
+                await turns.acquire()
                 task = asyncio.create_task(self._stream_one(request, queue))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
+                task.add_done_callback(lambda _: turns.release())
         except Exception:  # the client's side of the stream broke: what was asked is still answered
             log.debug("ModelStreamInfer: the request stream ended with an error", exc_info=True)
         while tasks:
@@ -208,7 +219,7 @@ class InferenceService(GRPCInferenceServiceServicer):
                                   context: Context) -> pb.RepositoryModelLoadResponse:
         async def load() -> pb.RepositoryModelLoadResponse:
             _refuse_parameters(request.parameters)
-            await self._registry.load(_known(self._registry, request.model_name))
+            await self._registry.load(model_named(self._registry, request.model_name))
             return pb.RepositoryModelLoadResponse()
         return await self._call("RepositoryModelLoad", context, request.model_name, load, admin=True)
 
@@ -216,19 +227,12 @@ class InferenceService(GRPCInferenceServiceServicer):
                                     context: Context) -> pb.RepositoryModelUnloadResponse:
         async def unload() -> pb.RepositoryModelUnloadResponse:
             _refuse_parameters(request.parameters)
-            name = _known(self._registry, request.model_name)
+            name = model_named(self._registry, request.model_name)
             if not await self._registry.unload(name):
                 raise InUse(f"The model '{request.model_name}' is serving requests; it unloads when they are"
                             " done.", param="model_name")
             return pb.RepositoryModelUnloadResponse()
         return await self._call("RepositoryModelUnload", context, request.model_name, unload, admin=True)
-
-
-def _known(registry: Registry, name: str) -> str:
-    try:
-        return registry.resolve(name)
-    except ModelNotFound:
-        raise ModelNotFound(name, param="model_name") from None
 
 
 def _refuse_parameters(parameters: Mapping[str, pb.ModelRepositoryParameter]) -> None:

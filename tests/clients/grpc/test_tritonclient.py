@@ -369,3 +369,20 @@ def test_a_deadline_ends_the_call_and_frees_the_engine(strict: Gateway) -> None:
     refused = refusal(lambda: client.infer("smollm2", long, headers=_bearer(API_KEY), client_timeout=0.5))
     assert refused.status() == "StatusCode.DEADLINE_EXCEEDED"
     assert settles(strict, "smollm2", ADMIN_KEY, within=2.0), "the expired call still holds the engine"
+
+
+def test_requests_on_one_stream_are_answered_side_by_side(client: triton.InferenceServerClient) -> None:
+    """A long streamed generation does not hold back the requests sent after it on the same stream."""
+    long = {"model_name": "smollm2", "request_id": "long", "inputs": [
+        text("text_input", "Tell a long story."), flag("stream", True), sampling(max_tokens=200, logit_bias=BANNED)]}
+    embed = {"model_name": "minilm", "request_id": "embed", "inputs": [text("text", "hello")]}
+    whole = {"model_name": "smollm2", "request_id": "whole",
+             "inputs": [text("text_input", PROMPT), sampling(max_tokens=4, temperature=0)]}
+    answers = stream(client, long, embed, whole)
+    assert all(error is None for _, error in answers)
+    finals = [r.get_response().id for r, _ in answers if r is not None and final(r)]
+    assert finals[-1] == "long" and set(finals) == {"long", "embed", "whole"}
+    ids = [r.get_response().id for r, _ in answers if r is not None]
+    assert ids.count("whole") == 1 and ids.count("embed") == 1  # unstreamed: one final answer each
+    whole_answer = next(r for r, _ in answers if r is not None and r.get_response().id == "whole")
+    assert one_text(whole_answer, "text_output").startswith(PROMPT)
