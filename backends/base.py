@@ -27,9 +27,20 @@ from backends.types import (
     TranscriptSegment,
 )
 
-__all__ = ["Backend", "ChatBackend", "EmbeddingBackend", "ReportsEndpoints", "ReportsHealth", "ReportsLoad",
-           "SpeechBackend",
-           "TranscriptionBackend", "VadBackend", "VadStream", "VisionBackend"]
+__all__ = [
+    "Backend",
+    "ChatBackend",
+    "EmbeddingBackend",
+    "ReportsDrafts",
+    "ReportsEndpoints",
+    "ReportsHealth",
+    "ReportsLoad",
+    "SpeechBackend",
+    "TranscriptionBackend",
+    "VadBackend",
+    "VadStream",
+    "VisionBackend",
+]
 
 
 @runtime_checkable
@@ -46,6 +57,15 @@ class ReportsLoad(Protocol):
     requests overlap or queue (``GET /admin/models``)."""
 
     def engine_load(self) -> EngineLoad: ...
+
+
+@runtime_checkable
+class ReportsDrafts(Protocol):
+    """A backend that decodes speculatively says how much of its drafts the model kept."""
+
+    def draft_tokens(self) -> tuple[int, int]:
+        """Tokens drafted and tokens of them the model kept, since the model was loaded."""
+        ...
 
 
 @runtime_checkable

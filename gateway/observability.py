@@ -31,7 +31,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Proc
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 
-from backends.base import ReportsEndpoints
+from backends.base import ReportsDrafts, ReportsEndpoints
 from compat.errors import GatewayError
 
 if TYPE_CHECKING:
@@ -136,6 +136,7 @@ class Metrics:
         """Report the batch sizes of the batching backends loaded in ``state.registry`` (once it is set)."""
         self.registry.register(_BatchSizes(state))
         self.registry.register(_Endpoints(state))
+        self.registry.register(_Drafts(state))
 
     def exposition(self, accept: str | None = None) -> tuple[bytes, str]:
         """The registry rendered for a scrape, and its content type (OpenMetrics when the scraper asks)."""
@@ -222,6 +223,34 @@ class _Endpoints:
                 outstanding.add_metric(labels, float(cast(int, endpoint["outstanding"])))
                 requests.add_metric(labels, float(cast(int, endpoint["requests"])))
                 failures.add_metric(labels, float(cast(int, endpoint["failures"])))
+        yield from families
+
+
+class _Drafts:
+    """``syn4pse_draft_tokens_total`` and ``syn4pse_draft_tokens_accepted_total``: what speculative decoding
+    drafted and what of it the model kept, by model, read at scrape time (from zero after a reload)."""
+
+    def __init__(self, state: State) -> None:
+        self._state = state
+
+    def describe(self) -> list[Metric]:
+        return list(self._families())
+
+    @staticmethod
+    def _families() -> tuple[CounterMetricFamily, CounterMetricFamily]:
+        return (CounterMetricFamily("syn4pse_draft_tokens", "Tokens drafted by speculative decoding, by model.",
+                                    labels=["model"]),
+                CounterMetricFamily("syn4pse_draft_tokens_accepted", "Drafted tokens the model kept, by model.",
+                                    labels=["model"]))
+
+    def collect(self) -> Iterator[Metric]:
+        drafted, accepted = families = self._families()
+        registry: Registry | None = getattr(self._state, "registry", None)
+        for name, backend in sorted((registry.backends() if registry is not None else {}).items()):
+            if isinstance(backend, ReportsDrafts):
+                made, kept = backend.draft_tokens()
+                drafted.add_metric([name], float(made))
+                accepted.add_metric([name], float(kept))
         yield from families
 
 

@@ -31,6 +31,7 @@ from backends.base import (
     Backend,
     ChatBackend,
     EmbeddingBackend,
+    ReportsDrafts,
     ReportsEndpoints,
     ReportsHealth,
     ReportsLoad,
@@ -270,6 +271,9 @@ class Registry:
             if isinstance(slot.backend, ReportsLoad):
                 load = slot.backend.engine_load()
                 entry["engine"] = {"slots": load.slots, "busy": load.busy, "peak_busy": load.peak}
+            if isinstance(slot.backend, ReportsDrafts):
+                drafted, kept = slot.backend.draft_tokens()
+                entry["drafts"] = {"drafted": drafted, "accepted": kept}
             if isinstance(slot.backend, ReportsEndpoints):
                 entry["endpoints"] = slot.backend.endpoints()
             if reason is not None:

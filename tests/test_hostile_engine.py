@@ -180,14 +180,14 @@ def test_a_choice_whose_sampling_raises_fails_alone(gw: InProcess, stream: bool,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     backend = _llama(gw)
     scheduler = backend._scheduler
-    real = scheduler._sample
+    real = scheduler._emit  # every picked token passes here, drafted or not
 
-    def sample(seq: Any, index: int) -> None:
+    def emit(seq: Any, token: int, index: int) -> None:
         if seq.prompt.sampling.max_tokens == FAULTY and seq.generated >= 4:
             raise RuntimeError(f"injected fault reading {LEAKED}")
-        real(seq, index)
+        real(seq, token, index)
 
-    monkeypatch.setattr(scheduler, "_sample", sample)
+    monkeypatch.setattr(scheduler, "_emit", emit)
     with HealthProbe(gw.url) as probe:
         healthy = _Background(gw.url, _body(max_tokens=120))
         healthy.wait_started()
@@ -221,14 +221,14 @@ def test_a_response_whose_sampling_raises_ends_in_an_error_event(gw: InProcess,
     """A Responses stream that fails after it began: an ``error`` event, then ``response.failed`` carrying the
     error and the text so far; the response is stored as failed, and the slot is given back."""
     scheduler = _llama(gw)._scheduler
-    real = scheduler._sample
+    real = scheduler._emit  # every picked token passes here, drafted or not
 
-    def sample(seq: Any, index: int) -> None:
+    def emit(seq: Any, token: int, index: int) -> None:
         if seq.prompt.sampling.max_tokens == FAULTY and seq.generated >= 4:
             raise RuntimeError(f"injected fault reading {LEAKED}")
-        real(seq, index)
+        real(seq, token, index)
 
-    monkeypatch.setattr(scheduler, "_sample", sample)
+    monkeypatch.setattr(scheduler, "_emit", emit)
     client = openai.OpenAI(base_url=f"{gw.url}/v1", api_key="x", max_retries=0, timeout=120)
     events = list(client.responses.create(model="smollm2", input="Tell me a story.", max_output_tokens=FAULTY,
                                           stream=True))

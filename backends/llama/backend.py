@@ -185,6 +185,9 @@ class LlamaCppBackend:
             group.cancelled.set()
             scheduler.calls.put(lambda: None)  # wake the loop so it frees the slots now
 
+    def draft_tokens(self) -> tuple[int, int]:
+        return self._scheduler.drafted, self._scheduler.kept
+
     def close(self) -> None:
         scheduler = self._scheduler
 

@@ -5,7 +5,7 @@ Importing this module imports no engine: the configuration is checked before any
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -38,6 +38,18 @@ class Options(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     chunk wakes the server and the client, which share the cores with the engine on a small machine
     (at 150 tokens/s, per-token chunks cost a single stream 5-10 % of its speed on two cores); a stream's
     first text and its end are never held, and 20 ms is below what a reader or a speech pipeline notices."""
+    speculative: Literal["lookup"] | bool = "lookup"
+    """Speculative decoding: ``lookup`` (or true) drafts a sequence's next tokens from its own prompt and
+    output (the tokens that followed its latest n-gram where it appeared before) and checks them in the
+    same decode step as every stream's next token, keeping those the model picks itself: the reply is the
+    one decoding token by token makes. False (or off) decodes one token per step and stream."""
+    draft_max: Annotated[int, msgspec.Meta(ge=1, le=32)] = 8
+    """Most tokens one draft holds."""
+    draft_streams: Annotated[int, msgspec.Meta(ge=1)] = 2
+    """Drafts are made while at most this many streams decode at once. A CPU's decode step costs more
+    with each token it holds, so with many streams drafted tokens the model does not keep are a loss,
+    while one or two streams gain (raise it on a GPU, where a step of many tokens costs little more).
+    Default 2, measured on the starter model (bench/speculative.py)."""
     step_timeout: Annotated[float, msgspec.Meta(gt=0)] | None = 300.0
     """Seconds one pass of the engine's loop (a decode step, a prompt being prepared) may take before the
     engine is deemed wedged: its requests fail with a 500 and the model is loaded afresh for the next one

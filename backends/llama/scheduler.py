@@ -34,6 +34,7 @@ from typing import Any
 
 from backends.errors import DomainError, EngineBroken, EngineFailure, SchemaNotSatisfied
 from backends.grammars import OutputCheck
+from backends.llama.drafts import PromptLookup
 from backends.llama.engine import Engine
 from backends.llama.sampling import free_sampler, make_sampler, sample, token_logprob
 from backends.streaming import Outbox, TextAssembler
@@ -104,6 +105,10 @@ class _Sequence:
     produced: list[str] = field(default_factory=list)
     """The text sent so far, for the check of a grammar-held choice."""
     attempt: int = 0
+    drafts: PromptLookup | None = None
+    """Where its drafts come from (None: it is not drafted for)."""
+    draft: list[int] = field(default_factory=list)
+    """The tokens drafted in the step being decoded."""
 
     @property
     def prefilled(self) -> bool:
@@ -139,6 +144,9 @@ class Scheduler:
         self.heartbeat = Heartbeat()
         """How long the loop's current pass has taken: a reader's measure of a wedged engine."""
         self.outbox = Outbox(engine.options.stream_interval_ms / 1000)
+        self.drafted = 0
+        self.kept = 0
+        """Tokens drafted and kept since the engine loaded (read from other threads: plain counters)."""
 
     def fail(self, reason: str) -> None:
         """The engine is broken (the first reason given stays): the loop stops at its next pass."""
@@ -300,6 +308,8 @@ class Scheduler:
         seq.slot = slot
         seq.n_past = seq.n_read = seq.reused = reuse
         seq.text = TextAssembler(seq.prompt.stop)
+        if self.options.speculative is not False:
+            seq.drafts = PromptLookup(tokens, self.options.draft_max)
         self.running.append(seq)
 
     def _release(self, seq: _Sequence) -> None:
@@ -322,7 +332,7 @@ class Scheduler:
         batch = self.engine.batch
         n = 0
         budget = self.options.n_batch
-        outputs: list[tuple[_Sequence, int]] = []
+        outputs: dict[int, tuple[_Sequence, list[int]]] = {}
 
         def add(seq: _Sequence, token: int, logits: bool) -> None:
             nonlocal n
@@ -334,14 +344,25 @@ class Scheduler:
             seq.n_past += 1
             self.cached[seq.slot].append(token)
             if logits:
-                outputs.append((seq, n))
+                outputs.setdefault(id(seq), (seq, []))[1].append(n)
             n += 1
 
-        # Decoding sequences first: one token each keeps every stream moving.
-        for seq in self.running:
-            if seq.n_read == len(seq.prompt.tokens) and budget > 0:
-                add(seq, seq.last_token, True)
-                budget -= 1
+        decoding = [seq for seq in self.running if seq.n_read == len(seq.prompt.tokens)]
+        reading = len(decoding) < len(self.running)
+        # Decoding sequences first: one token each keeps every stream moving, then its draft, if any,
+        # while no more than ``draft_streams`` decode; none while a prompt is being read, which the rest
+        # of the batch is for.
+        room = 0 if reading or len(decoding) > self.options.draft_streams else budget - len(decoding)
+        for seq in decoding:
+            if budget <= 0:
+                break
+            add(seq, seq.last_token, True)
+            budget -= 1
+            seq.draft = [] if room <= 0 or seq.drafts is None else self._draft(seq, room)
+            for token in seq.draft:
+                add(seq, token, True)
+            budget -= len(seq.draft)
+            room -= len(seq.draft)
         # Then prompt chunks, within what is left of the batch.
         for seq in self.running:
             remaining = len(seq.prompt.tokens) - seq.n_read
@@ -367,12 +388,51 @@ class Scheduler:
         if rc != 0:  # the context is in an unknown state: nothing more can be read from it
             self.fail(f"llama.cpp failed to decode, returning {rc}")
             return
-        for seq, index in outputs:
+        for seq, indices in outputs.values():
             try:
-                self._sample(seq, index)
+                if len(indices) == 1:
+                    self._sample(seq, indices[0])
+                else:
+                    self._verify(seq, indices)
             except Exception:
                 log.exception("choice %d failed after %d tokens", seq.index, seq.generated)
                 self._fail(seq, EngineFailure("The engine failed while sampling the reply."))
+
+    def _draft(self, seq: _Sequence, budget: int) -> list[int]:
+        """The tokens to check after ``seq``'s next one: no more than the batch, its context or its
+        ``max_tokens`` has room for."""
+        assert seq.drafts is not None
+        left = (seq.prompt.sampling.max_tokens or self.engine.n_ctx_seq) - seq.generated - 1
+        return seq.drafts.draft(min(budget, left, self.engine.n_ctx_seq - seq.n_past - 1))
+
+    def _verify(self, seq: _Sequence, indices: list[int]) -> None:
+        """Sample ``seq``'s next token, then one more for each drafted token the model picked itself;
+        the first pick that differs from the draft (or ends the reply) is the last. Every pick is the
+        sampler's own, made in order from the logits its context gives, so the reply is the one decoding
+        token by token would make; the cells of the drafted tokens not kept are dropped."""
+        draft, engine = seq.draft, self.engine
+        first = seq.n_past - len(indices)  # where the step's first token (the last one sampled) went
+        picks: list[tuple[int, int]] = []
+        for j, index in enumerate(indices):
+            token = sample(engine, seq.sampler, index)
+            picks.append((token, index))
+            if j == len(draft) or token != draft[j] or engine.is_end(token):
+                break
+        kept = len(picks) - 1
+        assert seq.drafts is not None
+        seq.drafts.verified(len(draft), kept)
+        self.drafted += len(draft)
+        self.kept += kept
+        valid = first + len(picks)  # the step's first token and the drafted tokens kept
+        if valid < seq.n_past:
+            engine.forget(seq.slot, valid)
+            del self.cached[seq.slot][valid:]
+            seq.n_past = valid
+        seq.draft = []
+        for token, index in picks:
+            self._emit(seq, token, index)
+            if seq.done or seq not in self.running:
+                break
 
     def _fail(self, seq: _Sequence, error: EngineFailure) -> None:
         """One sequence fails, the others go on: its reader gets ``error``, its slot is freed."""
@@ -384,9 +444,15 @@ class Scheduler:
             self._finish(seq)
 
     def _sample(self, seq: _Sequence, index: int) -> None:
+        self._emit(seq, sample(self.engine, seq.sampler, index), index)
+
+    def _emit(self, seq: _Sequence, token: int, index: int) -> None:
+        """``token`` was picked from the batch's ``index``-th logits: send its text, end the choice if it
+        ends here."""
         engine = self.engine
         sampling = seq.prompt.sampling
-        token = sample(engine, seq.sampler, index)
+        if seq.drafts is not None:
+            seq.drafts.push(token)
         seq.generated += 1
         seq.last_token = token
         assert seq.text is not None
