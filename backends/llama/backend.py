@@ -24,9 +24,10 @@ from typing import TypeVar
 
 from backends.errors import EngineBroken, EngineFailure
 from backends.llama.engine import Engine, find_gguf, projector_path
+from backends.llama.groups import END, Group, Retry
 from backends.llama.options import Options
 from backends.llama.prompts import ChatTemplate, PromptBuilder
-from backends.llama.scheduler import END, Group, Retry, Scheduler
+from backends.llama.scheduler import Scheduler
 from backends.types import ChatRequest, CompletionRequest, GenerationChunk, Prompt
 
 __all__ = ["CHECK_EVERY", "LlamaCppBackend"]

@@ -22,12 +22,10 @@ registry loads the model afresh for the next request.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import logging
 import queue
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,12 +34,13 @@ from backends.errors import DomainError, EngineBroken, EngineFailure, SchemaNotS
 from backends.grammars import OutputCheck
 from backends.llama.drafts import PromptLookup
 from backends.llama.engine import Engine
+from backends.llama.groups import END, Group, Retry
 from backends.llama.sampling import free_sampler, make_sampler, sample, token_logprob
 from backends.streaming import Outbox, TextAssembler
 from backends.threads import Heartbeat
 from backends.types import FinishReason, GenerationChunk, Prompt, TokenLogprob
 
-__all__ = ["CHECK_ATTEMPTS", "COPY_MIN_TOKENS", "END", "RETRY_TEMPERATURE", "Group", "Retry", "Scheduler"]
+__all__ = ["CHECK_ATTEMPTS", "COPY_MIN_TOKENS", "RETRY_TEMPERATURE", "Scheduler"]
 
 log = logging.getLogger("syn4pse.llama_cpp")
 
@@ -53,32 +52,6 @@ RETRY_TEMPERATURE = 1.0
 """The temperature a greedy (temperature 0) choice is sampled again at, after failing its check."""
 NO_ROOM = 1
 """``llama_decode``'s code for a batch the KV cache has no room for: that batch fails, the context is sound."""
-
-END = object()
-"""The last item a request's reader receives: every choice is over."""
-
-
-@dataclass(frozen=True, slots=True)
-class Retry:
-    """Choice ``index`` failed its check and is being sampled again: drop what it sent so far."""
-
-    index: int
-
-
-@dataclass(eq=False)
-class Group:
-    """The ``n`` choices of one request: one reader, one cancel switch."""
-
-    loop: asyncio.AbstractEventLoop
-    out: asyncio.Queue[Any]
-    remaining: int
-    outbox: Outbox
-    cancelled: threading.Event = field(default_factory=threading.Event)
-
-    def emit(self, item: Any, urgent: bool = True) -> None:
-        """Queue ``item`` for the reader; it is delivered when the scheduler flushes its outbox."""
-        self.outbox.post(self.loop, self.out, item, urgent)
-
 
 @dataclass(eq=False)
 class _Sequence:
