@@ -45,26 +45,24 @@ def test_the_draft_length_follows_what_the_model_kept() -> None:
     assert lookup.drafted == first + 7 and lookup.kept == first + 1
 
 
-@pytest.fixture(scope="module")
-def plain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    """SmolLM2 decoding one token per step (``speculative: false``)."""
-    gw = Gateway(tmp_path_factory.mktemp("no-drafts"),
-                 base_config(models=smollm_models("{n_ctx: 1024, speculative: false, cache_prompt: false}")))
+def _smollm(tmp_path_factory: pytest.TempPathFactory, options: str) -> Iterator[Gateway]:
+    gw = Gateway(tmp_path_factory.mktemp("drafts"), base_config(models=smollm_models(options)))
     gw.grpc_port = None
     gw.start()
     yield gw
     gw.stop()
+
+
+@pytest.fixture(scope="module")
+def plain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    """SmolLM2 decoding one token per step (``speculative: false``)."""
+    yield from _smollm(tmp_path_factory, "{n_ctx: 1024, speculative: false, cache_prompt: false}")
 
 
 @pytest.fixture(scope="module")
 def drafting(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     """SmolLM2 with prompt-lookup drafts on (the default)."""
-    gw = Gateway(tmp_path_factory.mktemp("drafts"),
-                 base_config(models=smollm_models("{n_ctx: 1024, cache_prompt: false}")))
-    gw.grpc_port = None
-    gw.start()
-    yield gw
-    gw.stop()
+    yield from _smollm(tmp_path_factory, "{n_ctx: 1024, cache_prompt: false}")
 
 
 def _greedy(gateway: Gateway) -> list[tuple[str, float, dict[str, float]]]:
