@@ -26,8 +26,8 @@ from compat.errors import AuthenticationFailed, GatewayError
 from compat.openai.errors import encode_error
 from gateway.realtime_secrets import REALTIME_PATHS, ClientSecrets
 
-__all__ = ["OPEN_PATHS", "AuthMiddleware", "KeyCheck", "header", "is_admin_path", "owner_of", "presented_keys",
-           "refuse"]
+__all__ = ["OPEN_PATHS", "AuthMiddleware", "KeyCheck", "authorization_keys", "header", "is_admin_path", "owner_of",
+           "presented_keys", "refuse"]
 
 OPEN_PATHS = frozenset({"/health", "/ready"})
 """Probes (a kubelet has no key): ``/ready`` tells a caller without one only whether it is ready."""
@@ -55,14 +55,18 @@ def header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-def presented_keys(scope: Scope) -> list[str]:
-    """Every credential the request carries, in the forms the supported clients use."""
-    keys = []
-    authorization = header(scope, b"authorization")
+def authorization_keys(authorization: str | None) -> list[str]:
+    """The key an ``Authorization`` value carries (``Bearer <key>`` or ``Token <key>``), if any."""
     if authorization:
         scheme, _, value = authorization.strip().partition(" ")
         if scheme.lower() in ("bearer", "token") and value.strip():
-            keys.append(value.strip())
+            return [value.strip()]
+    return []
+
+
+def presented_keys(scope: Scope) -> list[str]:
+    """Every credential the request carries, in the forms the supported clients use."""
+    keys = authorization_keys(header(scope, b"authorization"))
     if scope["type"] == "websocket":
         protocols = [p.strip() for p in scope.get("subprotocols", [])]
         for i, protocol in enumerate(protocols):
@@ -130,23 +134,46 @@ async def refuse(scope: Scope, send: Send, error: GatewayError,
 
 
 class KeyCheck:
-    """The keys' verdict on a caller outside HTTP (the gRPC endpoint): the same keys, the same rules."""
+    """The configured keys and the rules every caller meets, over HTTP (:class:`AuthMiddleware`) and gRPC:
+    without API keys every call is let in; admin keys also open the API; with admin keys, admin calls
+    take only those."""
 
     def __init__(self, keys: Iterable[str], admin_keys: Iterable[str] = ()) -> None:
         self._admin = tuple(k.encode() for k in admin_keys)
         self._keys = tuple(k.encode() for k in keys)
         self._any = self._keys + self._admin if self._keys else ()
 
+    @property
+    def open(self) -> bool:
+        """No API keys: every call but an admin one (with admin keys set) is let in."""
+        return not self._any
+
+    @property
+    def guards_admin(self) -> bool:
+        return bool(self._admin)
+
+    def admin(self, presented: Iterable[str]) -> bool | None:
+        """For an admin call: True with an admin key, False with an API key alone (a 403), None with
+        neither (a 401)."""
+        presented = list(presented)
+        if _valid(presented, self._admin):
+            return True
+        return False if _valid(presented, self._keys) else None
+
+    def match(self, presented: Iterable[str]) -> bytes | None:
+        """The API or admin key one of ``presented`` is, if any."""
+        return _matching(presented, self._any)
+
     def refusal(self, authorization: str | None, *, admin: bool) -> GatewayError | None:
         """Why a caller presenting ``authorization`` (the header's value) is refused, or None."""
-        presented = presented_keys({"type": "http", "headers": [(b"authorization", authorization.encode())]}
-                                   if authorization else {"type": "http", "headers": []})
-        if admin and self._admin:
-            if _valid(presented, self._admin):
+        presented = authorization_keys(authorization)
+        if admin and self.guards_admin:
+            verdict = self.admin(presented)
+            if verdict:
                 return None
-            if _valid(presented, self._keys):
+            if verdict is False:
                 return AdminOnly("This call needs an admin key (server.admin_keys).")
-        elif not self._any or _valid(presented, self._any):
+        elif self.open or self.match(presented) is not None:
             return None
         return AuthenticationFailed("Missing or invalid API key: send it as 'authorization: Bearer <key>'"
                                     " metadata.")
@@ -159,9 +186,7 @@ class AuthMiddleware:
                  client_secrets: ClientSecrets | None = None) -> None:
         self._app = app
         self._client_secrets = client_secrets
-        self._admin = tuple(k.encode() for k in admin_keys)
-        self._keys = tuple(k.encode() for k in keys)
-        self._any = self._keys + self._admin if self._keys else ()  # admin keys also open the API
+        self._check = KeyCheck(keys, admin_keys)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (scope["type"] not in ("http", "websocket") or scope["path"] in OPEN_PATHS
@@ -171,18 +196,19 @@ class AuthMiddleware:
             await self._app(scope, receive, send)
             return
         presented = presented_keys(scope)
-        if self._admin and is_admin_path(scope["path"]):
-            if _valid(presented, self._admin):
+        if self._check.guards_admin and is_admin_path(scope["path"]):
+            verdict = self._check.admin(presented)
+            if verdict:
                 await self._app(scope, receive, send)
-            elif _valid(presented, self._keys):
+            elif verdict is False:
                 await refuse(scope, send, AdminOnly("This route needs an admin key (server.admin_keys)."))
             else:
                 await self._unauthenticated(scope, send)
             return
-        if not self._any:
+        if self._check.open:
             await self._app(scope, receive, send)
             return
-        key = _matching(presented, self._any)
+        key = self._check.match(presented)
         if key is not None:
             scope.setdefault("state", {})[_OWNER] = hashlib.sha256(key).hexdigest()
             await self._app(scope, receive, send)
