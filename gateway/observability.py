@@ -53,6 +53,7 @@ __all__ = [
     "meter_generation",
     "metrics_endpoint",
     "metrics_of",
+    "model_label",
     "one_line",
     "request_id_of",
     "set_request_model",
@@ -275,12 +276,16 @@ def set_request_model(connection: ASGIConnection[Any, Any, Any, Any], name: str)
     answers to is stored as "", so clients cannot mint label values (and series) at will.
     """
     registry: Registry | None = getattr(connection.app.state, "registry", None)
-    if registry is not None:
-        try:
-            name = registry.resolve(name)
-        except GatewayError:
-            name = ""
-    connection.scope["state"][MODEL_KEY] = name
+    connection.scope["state"][MODEL_KEY] = name if registry is None else model_label(registry, name)
+
+
+def model_label(registry: Registry, name: str) -> str:
+    """The ``model`` label of a request for ``name``: the configured model it reaches, "" for a name no
+    model answers to (so clients cannot mint label values, and series, at will)."""
+    try:
+        return registry.resolve(name)
+    except GatewayError:
+        return ""
 
 
 class GenerationMeter:

@@ -80,7 +80,7 @@ class Inference:
                       started: float) -> AsyncGenerator[ModelInferResponse, None]:
         """The responses to ``request``: one on ``ModelInfer``; on ``ModelStreamInfer`` as many as its
         answer takes, the last flagged final."""
-        _, model_type, signature = self.model_type(request.model_name, request.model_version)
+        model, model_type, signature = self.model_type(request.model_name, request.model_version)
         empty_final = _empty_final(request)
         if empty_final and not streaming:
             raise InvalidRequest(f"The request parameter '{EMPTY_FINAL}' applies to ModelStreamInfer only.",
@@ -89,7 +89,7 @@ class Inference:
         outputs = Outputs(request, signature.outputs)
         name, request_id = request.model_name, request.id
         if model_type is ModelType.LLM:
-            answers = self._llm(request, inputs, outputs, streaming, started)
+            answers = self._llm(request, model, inputs, outputs, streaming, started)
         else:
             answers = self._single(model_type, name, inputs, outputs)
         try:
@@ -113,7 +113,7 @@ class Inference:
 
     # -- LLM ----------------------------------------------------------------------------------------
 
-    async def _llm(self, request: ModelInferRequest, inputs: Inputs, outputs: Outputs, streaming: bool,
+    async def _llm(self, request: ModelInferRequest, model: str, inputs: Inputs, outputs: Outputs, streaming: bool,
                    started: float) -> AsyncIterator[_Answer]:
         name = request.model_name
         call = llm_call(inputs, name)
@@ -121,7 +121,7 @@ class Inference:
             raise InvalidRequest("Input tensor 'stream': a streamed answer needs ModelStreamInfer (in tritonclient:"
                                  " start_stream and async_stream_infer).", param="stream")
         policy = ParamPolicy("reject")  # nothing is dropped unseen: there is no header to report it in
-        meter = GenerationMeter(self._metrics, self._registry.resolve(name), {STARTED_KEY: started})
+        meter = GenerationMeter(self._metrics, model, {STARTED_KEY: started})
         with renamed(SAMPLING_NAMES):
             if call.kind == "chat":
                 parsed = parse_chat_request(call.body, policy)

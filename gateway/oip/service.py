@@ -24,7 +24,7 @@ from compat.kserve.models import index_entry, model_metadata
 from gateway.auth import KeyCheck
 from gateway.config import Config
 from gateway.errors import from_domain
-from gateway.observability import Metrics
+from gateway.observability import Metrics, model_label
 from gateway.oip.infer import Inference, model_named
 from gateway.oip.status import code_of, details_of, trailers_of
 from gateway.registry import Registry
@@ -65,11 +65,10 @@ class InferenceService(GRPCInferenceServiceServicer):
         if refusal is not None:
             raise refusal
 
-    def _model_label(self, name: str) -> str:
-        try:
-            return self._registry.resolve(name)
-        except GatewayError:
-            return ""
+    def _count(self, method: str, model: str, status: int, started: float) -> None:
+        """One call (or one request of a stream) in the request metrics, under its model's label."""
+        self._metrics.observe_request(f"/{SERVICE}/{method}", model_label(self._registry, model), status,
+                                      time.perf_counter() - started)
 
     async def _call(self, method: str, context: Context, model: str,
                     answer: Callable[[], Awaitable[T]], *, admin: bool = False) -> T:
@@ -95,8 +94,7 @@ class InferenceService(GRPCInferenceServiceServicer):
             await context.abort(grpc.StatusCode.INTERNAL, _INTERNAL)
             raise
         finally:
-            self._metrics.observe_request(f"/{SERVICE}/{method}", self._model_label(model), status,
-                                          time.perf_counter() - started)
+            self._count(method, model, status, started)
 
     # -- health and metadata ------------------------------------------------------------------------
 
@@ -152,7 +150,7 @@ class InferenceService(GRPCInferenceServiceServicer):
         try:
             self._authorize(context)
         except GatewayError as e:
-            self._metrics.observe_request(f"/{SERVICE}/ModelStreamInfer", "", e.status, time.perf_counter() - started)
+            self._count("ModelStreamInfer", "", e.status, started)
             await context.abort(code_of(e), details_of(e))
         queue: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue(_QUEUED)
         tasks: set[asyncio.Task[None]] = set()
@@ -201,8 +199,7 @@ class InferenceService(GRPCInferenceServiceServicer):
             log.exception("unexpected error in ModelStreamInfer")
             await queue.put(_stream_error(request, _INTERNAL))
         finally:
-            self._metrics.observe_request(f"/{SERVICE}/ModelStreamInfer", self._model_label(request.model_name),
-                                          status, time.perf_counter() - started)
+            self._count("ModelStreamInfer", request.model_name, status, started)
 
     # -- the model repository -----------------------------------------------------------------------
 
