@@ -338,7 +338,7 @@ def test_a_full_queue_is_resource_exhausted_and_a_cancel_frees_the_engine(strict
     address, metadata = strict.grpc_address, tuple(_bearer(API_KEY).items())
     client = triton.InferenceServerClient(address)
 
-    async def scenario() -> tuple[grpc.StatusCode, dict[str, str], int]:
+    async def scenario() -> tuple[grpc.StatusCode, dict[str, str], int, grpc.StatusCode]:
         async with grpc.aio.insecure_channel(address) as channel:
             stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
             call = stub.ModelStreamInfer(iter([_long_request(True)]), metadata=metadata)
@@ -351,11 +351,19 @@ def test_a_full_queue_is_resource_exhausted_and_a_cancel_frees_the_engine(strict
             else:
                 raise AssertionError("a second request was served past a queue of 0")
             busy = active(strict, "smollm2", ADMIN_KEY)
+            try:  # a model serving a request is not unloaded under it
+                await stub.RepositoryModelUnload(service_pb2.RepositoryModelUnloadRequest(model_name="smollm2"),
+                                                 metadata=tuple(_bearer(ADMIN_KEY).items()))
+            except grpc.aio.AioRpcError as e:
+                in_use = e.code()
+            else:
+                raise AssertionError("a model was unloaded while it served a stream")
             call.cancel()
-        return code, trailers, busy
+        return code, trailers, busy, in_use
 
-    code, trailers, busy = asyncio.run(scenario())
+    code, trailers, busy, in_use = asyncio.run(scenario())
     assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert in_use == grpc.StatusCode.FAILED_PRECONDITION
     assert int(trailers["retry-after"]) >= 1
     assert busy == 1
     assert settles(strict, "smollm2", ADMIN_KEY, within=2.0), "the cancelled stream still holds the engine"
